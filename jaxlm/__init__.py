@@ -1,0 +1,1 @@
+"""jaxlm: language models on little data and little compute, in JAX/Flax."""

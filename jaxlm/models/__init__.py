@@ -1,0 +1,75 @@
+"""Model families behind one contract, assembled from config.
+
+Every language model is input layer -> body -> head:
+  input layer: token ids [batch, length] -> vectors [batch, length, width]
+  body:        (vectors, *, train, carry) -> (states [batch, length, width], carry)
+  head:        states -> what the loss reads (float32 logits, or predicted vectors)
+A body's `carry` is a pytree of arrays whose leading axis is batch; all-zeros means
+"start of a stream". Stateless bodies carry (). The trainer never branches on family.
+
+Families are looked up in explicit dicts, so a misspelled name fails with the list.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxlm.models import embeddings, heads, transformer
+
+BODIES = {
+    "transformer": transformer.Transformer,
+}
+INPUT_LAYERS = {
+    "word": embeddings.WordEmbedding,
+}
+HEADS = {
+    "softmax": heads.SoftmaxHead,
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _lookup(registry: dict, name: str, key: str):
+  if name not in registry:
+    raise ValueError(f"config {key}={name!r} is not known; choose one of {sorted(registry)}")
+  return registry[name]
+
+
+class LanguageModel(nn.Module):
+  input_layer: nn.Module
+  body: nn.Module
+  head: nn.Module
+
+  def initial_carry(self, batch_size: int):
+    return self.body.initial_carry(batch_size)
+
+  def __call__(self, token_ids, *, train: bool, carry=None):
+    """token_ids [batch, length] int32 -> (outputs, carry)."""
+    if carry is None:
+      carry = self.initial_carry(token_ids.shape[0])
+    vectors = self.input_layer(token_ids, train=train)
+    states, carry = self.body(vectors, train=train, carry=carry)
+    return self.head(states, input_layer=self.input_layer, train=train), carry
+
+
+def build_model(model_config, vocab_size: int) -> LanguageModel:
+  """Builds the model named by `config.model`; each part's fields are its config keys."""
+  dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
+  family = model_config.family
+  body_class = _lookup(BODIES, family, "model.family")
+  body_fields = dict(model_config[family]) if family in model_config else {}
+  try:
+    body = body_class(**body_fields, dtype=dtype)
+  except TypeError as error:
+    raise ValueError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
+  input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")
+  input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype)
+  head_class = _lookup(HEADS, model_config.head, "model.head")
+  head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
+                    tie_embeddings=model_config.tie_embeddings, dtype=dtype)
+  return LanguageModel(input_layer=input_layer, body=body, head=head)
+
+
+def count_parameters(params: Any) -> int:
+  import jax
+  return sum(leaf.size for leaf in jax.tree.leaves(params))
