@@ -1,0 +1,1 @@
+"""Corpora, vocabularies and batching. Nothing here is imported by jaxlm.models."""

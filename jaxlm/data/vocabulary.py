@@ -1,0 +1,54 @@
+"""Word vocabularies: built from the training split, saved as one word per line."""
+
+import collections
+import os
+
+END_OF_SENTENCE = "<eos>"
+UNKNOWN = "<unk>"
+
+
+class Vocabulary:
+  """Maps words to ids. Ids follow descending train frequency, ties by first use."""
+
+  def __init__(self, words: list[str]):
+    self.words = list(words)
+    self.index = {word: position for position, word in enumerate(self.words)}
+    if len(self.index) != len(self.words):
+      raise ValueError("vocabulary has duplicate words")
+
+  def __len__(self):
+    return len(self.words)
+
+  @classmethod
+  def from_lines(cls, lines) -> "Vocabulary":
+    counts = collections.Counter()
+    for line in lines:
+      counts.update(line.split())
+      counts[END_OF_SENTENCE] += 1
+    # Counter preserves first-insertion order, so the stable sort breaks ties by first use.
+    return cls([word for word, _ in sorted(counts.items(), key=lambda item: -item[1])])
+
+  def save(self, path: str) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+      handle.write("\n".join(self.words) + "\n")
+    os.replace(temporary, path)
+
+  @classmethod
+  def load(cls, path: str) -> "Vocabulary":
+    with open(path, encoding="utf-8") as handle:
+      return cls(handle.read().split("\n")[:-1])
+
+  def encode_lines(self, lines, source: str):
+    """`line.split() + ['<eos>']` per line -> ids. Unknown words map to <unk> if the
+    vocabulary has it; otherwise they are an error naming the first such word."""
+    unknown_id = self.index.get(UNKNOWN)
+    ids = []
+    for line_number, line in enumerate(lines, start=1):
+      for word in line.split() + [END_OF_SENTENCE]:
+        word_id = self.index.get(word, unknown_id)
+        if word_id is None:
+          raise ValueError(f"{source} line {line_number}: word {word!r} is not in the training vocabulary "
+                           f"and the vocabulary has no {UNKNOWN}; map rare words to {UNKNOWN} first.")
+        ids.append(word_id)
+    return ids

@@ -1,0 +1,44 @@
+"""Restores a workdir's checkpoint on whatever devices are present and scores a split.
+
+Every target token of the split is scored exactly once (see
+lm_batches.evaluation_batches), with carried state flowing along each row.
+"""
+
+from jaxlm import checkpoint, metrics, train
+
+
+def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False, split: str = "test",
+                     batch_size: int | None = None, data_path: str | None = None,
+                     cache_dir: str | None = None) -> dict:
+  """Returns {'step', 'split', 'loss', 'perplexity', 'accuracy', 'tokens'} for one checkpoint.
+
+  step: a kept checkpoint step; best: the lowest-validation-perplexity one;
+  neither: the latest. data_path / cache_dir override the saved config's, for
+  a workdir moved to another machine.
+  """
+  config = checkpoint.load_config(workdir)
+  if data_path is not None:
+    config.data.path = data_path
+  if cache_dir is not None:
+    config.data.cache_dir = cache_dir
+  experiment = train.build_experiment(config)
+  if split not in experiment.corpus.splits:
+    raise ValueError(f"--split={split!r} is not one of {sorted(experiment.corpus.splits)}")
+  manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
+  if best:
+    step = checkpoint.best_step(manager)
+  elif step is None:
+    step = manager.latest_step()
+  elif step not in steps:
+    raise ValueError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
+  target = train.abstract_state(experiment.model, experiment.optimizer, config, experiment.mesh)
+  state = checkpoint.restore(manager, step, target)
+  manager.close()
+  eval_step = train.make_eval_step(experiment.model, experiment.loss_fn, experiment.mesh)
+  sums = train.evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen,
+                        experiment.corpus.splits[split], batch_size=batch_size or config.train.eval_batch_size,
+                        length=config.train.seq_len)
+  return {"step": int(step), "split": split, **metrics.summarise(sums)}

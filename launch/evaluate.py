@@ -1,0 +1,37 @@
+"""Scores a trained workdir's checkpoint on a whole split, on whatever devices are present.
+
+  python launch/evaluate.py --workdir=runs/quickstart              # latest checkpoint, test split
+  python launch/evaluate.py --workdir=runs/quickstart --best --split=valid
+  python launch/evaluate.py --workdir=runs/quickstart --step=1500
+"""
+
+import json
+
+import _path  # noqa: F401  (repository root on sys.path)
+from absl import app, flags, logging
+
+from jaxlm import evaluate
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation perplexity.")
+_SPLIT = flags.DEFINE_string("split", "test", "train, valid or test.")
+_DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if _BEST.value and _STEP.value is not None:
+    raise app.UsageError("give --step or --best, not both")
+  result = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value, split=_SPLIT.value,
+                                     data_path=_DATA_PATH.value)
+  print(f"{result['split']} at step {result['step']}: loss {result['loss']:.4f} "
+        f"perplexity {result['perplexity']:.2f} accuracy {result['accuracy']:.4f} "
+        f"over {int(result['tokens'])} tokens")
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
