@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.width = 128
   config.model.tie_embeddings = True
   config.model.compute_dtype = "float32"  # parameters stay float32; logits and losses float32
+  config.model.embedding_dropout = 0.0  # drop whole word types per step (any input layer, any body)
   config.model.transformer = ml_collections.ConfigDict(dict(
       num_layers=2, num_heads=4, mlp_ratio=4, dropout=0.1, positions="learned", max_length=128))
 

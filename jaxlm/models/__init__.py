@@ -5,7 +5,9 @@ Every language model is input layer -> body -> head:
   body:        (vectors, *, train, carry) -> (states [batch, length, width], carry)
   head:        states -> what the loss reads (float32 logits, or predicted vectors)
 A body's `carry` is a pytree of arrays whose leading axis is batch; all-zeros means
-"start of a stream". Stateless bodies carry (). The trainer never branches on family.
+"start of a stream". Stateless bodies carry (). `body.initial_carry(batch_size, width)`
+gets the input width because recurrent state (an LSTM's last layer, Transformer-XL
+memory) is sized by it. The trainer never branches on family.
 
 Families are looked up in explicit dicts, so a misspelled name fails with the list.
 """
@@ -15,10 +17,12 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlm.models import embeddings, heads, transformer
+from jaxlm.models import embeddings, heads, layers, lstm, tcn, transformer
 
 BODIES = {
     "transformer": transformer.Transformer,
+    "lstm": lstm.LSTM,
+    "tcn": tcn.TCN,
 }
 INPUT_LAYERS = {
     "word": embeddings.WordEmbedding,
@@ -39,15 +43,21 @@ class LanguageModel(nn.Module):
   input_layer: nn.Module
   body: nn.Module
   head: nn.Module
+  embedding_dropout: float = 0.0  # drop whole word types per step (layers.embedding_dropout_scale)
 
   def initial_carry(self, batch_size: int):
-    return self.body.initial_carry(batch_size)
+    return self.body.initial_carry(batch_size, self.input_layer.width)
 
   def __call__(self, token_ids, *, train: bool, carry=None):
     """token_ids [batch, length] int32 -> (outputs, carry)."""
     if carry is None:
       carry = self.initial_carry(token_ids.shape[0])
     vectors = self.input_layer(token_ids, train=train)
+    if train and self.embedding_dropout > 0.0:
+      # After the input layer, so it works for every input layer and body.
+      scale = layers.embedding_dropout_scale(token_ids, self.input_layer.vocab_size,
+                                             self.embedding_dropout, self.make_rng("dropout"))
+      vectors = (vectors * scale).astype(vectors.dtype)
     states, carry = self.body(vectors, train=train, carry=carry)
     return self.head(states, input_layer=self.input_layer, train=train), carry
 
@@ -67,7 +77,8 @@ def build_model(model_config, vocab_size: int) -> LanguageModel:
   head_class = _lookup(HEADS, model_config.head, "model.head")
   head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
                     tie_embeddings=model_config.tie_embeddings, dtype=dtype)
-  return LanguageModel(input_layer=input_layer, body=body, head=head)
+  return LanguageModel(input_layer=input_layer, body=body, head=head,
+                       embedding_dropout=model_config.embedding_dropout)
 
 
 def count_parameters(params: Any) -> int:

@@ -30,3 +30,34 @@ class SoftmaxHead(nn.Module):
                         kernel_init=layers.gpt2_init(), name="to_embedding")(hidden)
     bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), jnp.float32)
     return input_layer.attend(hidden) + bias  # [batch, length, vocab]
+
+
+class EmbeddingHead(nn.Module):
+  """Predicts a vector in a fixed word-embedding space instead of logits over words.
+
+  For the cosine, L2 and von Mises-Fisher losses (Kumar & Tsvetkov, 2019): the output
+  layer costs width x target_dim rather than width x vocab, and no logits exist. Returns
+  {"vectors": [batch, length, target_dim], "target_table": [vocab, target_dim]}, float32.
+
+  The table of target vectors (FastText) lives in the "frozen" variable collection: the
+  trainer passes it through `apply` and never optimises it; a loader fills it, and until
+  then it is zeros. The head knows nothing about the objective, so any loss or decoder
+  that reads (vectors, table) can use it, causal or masked.
+
+  `embedding_width` and `tie_embeddings` are accepted so every head is built from the
+  same fields, and ignored: there is no vocabulary-sized output weight to tie.
+  """
+  vocab_size: int
+  embedding_width: int
+  tie_embeddings: bool = True
+  dtype: Any = jnp.float32
+  target_dim: int = 300
+
+  @nn.compact
+  def __call__(self, hidden, *, input_layer, train: bool):
+    del input_layer, train
+    table = self.variable("frozen", "target_table", jnp.zeros,
+                          (self.vocab_size, self.target_dim), jnp.float32)
+    vectors = nn.Dense(self.target_dim, dtype=self.dtype, kernel_init=layers.gpt2_init(),
+                       name="output")(hidden)
+    return {"vectors": vectors.astype(jnp.float32), "target_table": table.value}

@@ -37,3 +37,24 @@ class LockedDropout(nn.Module):
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, x.shape[-1]))
     return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
+  """Discrete embedding dropout (Gal & Ghahramani, 2016; AWD-LSTM's `dropoute`).
+
+  Drops whole word types: one keep/drop draw per vocabulary entry, so every
+  occurrence of a dropped word anywhere in the batch is zeroed, and kept words are
+  rescaled by 1/(1 - rate). Multiplying the input vectors by the returned scale is
+  the same as dropping rows of the embedding table, but works for any input layer.
+
+  Args:
+    token_ids: int [batch, length].
+    vocab_size: number of word types.
+    rate: probability of dropping a word type.
+    rng: PRNG key; one mask per call (per step).
+  Returns:
+    float32 [batch, length, 1] with entries 0 or 1/(1 - rate).
+  """
+  keep = 1.0 - rate
+  kept_types = jax.random.bernoulli(rng, keep, (vocab_size,))  # [vocab]
+  return jnp.where(kept_types[token_ids], 1.0 / keep, 0.0)[..., None].astype(jnp.float32)

@@ -1,0 +1,90 @@
+"""Words from head outputs, and top-1 / top-5 next-word accuracy that compares every head.
+
+A softmax head's words are its largest logits. An embedding head's words are the nearest
+target vectors by cosine, found chunk by chunk over the vocabulary with a running top-k, so
+memory is [queries, chunk_size] whatever the vocabulary (250k words x 8k tokens of scores
+would be 8 GB at once).
+"""
+
+import jax.numpy as jnp
+from jax import lax
+
+
+def _unit(vectors):
+  """Rows scaled to unit length; zero rows (words without a vector) stay zero."""
+  norm = jnp.sqrt(jnp.maximum(jnp.sum(vectors * vectors, axis=-1, keepdims=True), 1e-16))
+  return vectors / norm
+
+
+def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
+  """The k rows of `table` with the largest cosine to each vector, best first.
+
+  Args:
+    vectors: float [..., dim], the predicted vectors.
+    table: float [vocab, dim], the target vectors.
+    k: how many neighbours (at most vocab).
+    chunk_size: vocabulary rows scored at once; need not divide vocab.
+  Returns:
+    (cosines float32 [..., k], word ids int32 [..., k]).
+  """
+  vocab, dim = table.shape
+  k = min(k, vocab)
+  chunk_size = min(chunk_size, vocab)
+  num_chunks = -(-vocab // chunk_size)
+  chunk_k = min(k, chunk_size)  # a chunk smaller than k contributes all its rows
+  queries = _unit(vectors.reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
+  # Zero rows pad the last chunk; their scores are masked to -inf below.
+  chunks = jnp.pad(table.astype(jnp.float32), ((0, num_chunks * chunk_size - vocab), (0, 0)))
+  chunks = chunks.reshape(num_chunks, chunk_size, dim)
+  starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk_size
+
+  def merge_chunk(best, chunk_and_start):
+    best_scores, best_ids = best  # [queries, k] each
+    chunk, start = chunk_and_start
+    # HIGHEST: TF32 matmuls on GPU would reorder near-ties; this runs only at evaluation.
+    scores = jnp.matmul(queries, _unit(chunk).T, precision=lax.Precision.HIGHEST)
+    ids = start + jnp.arange(chunk_size, dtype=jnp.int32)  # [chunk]
+    scores = jnp.where(ids < vocab, scores, -jnp.inf)  # [queries, chunk]
+    chunk_scores, positions = lax.top_k(scores, chunk_k)
+    # The running best comes first, so ties go to the lower word id.
+    scores = jnp.concatenate([best_scores, chunk_scores], axis=-1)  # [queries, k + chunk_k]
+    ids = jnp.concatenate([best_ids, ids[positions]], axis=-1)
+    top_scores, top_positions = lax.top_k(scores, k)
+    return (top_scores, jnp.take_along_axis(ids, top_positions, axis=-1)), None
+
+  initial = (jnp.full((queries.shape[0], k), -jnp.inf, jnp.float32),
+             jnp.zeros((queries.shape[0], k), jnp.int32))
+  (scores, ids), _ = lax.scan(merge_chunk, initial, (chunks, starts))
+  lead_shape = vectors.shape[:-1]
+  return scores.reshape(*lead_shape, k), ids.reshape(*lead_shape, k)
+
+
+def top_words(outputs, *, k: int = 5, chunk_size: int = 8192):
+  """Head outputs -> int32 [..., k] word ids, best first, for any head.
+
+  Dispatches on what the head returned, not on the loss: logits [..., vocab] or the
+  embedding heads' {"vectors", "target_table"} dict.
+  """
+  if isinstance(outputs, dict):
+    return nearest_neighbours(outputs["vectors"], outputs["target_table"], k=k,
+                              chunk_size=chunk_size)[1]
+  return lax.top_k(outputs.astype(jnp.float32), min(k, outputs.shape[-1]))[1]
+
+
+def accuracy_sums(outputs, targets, weights, *, chunk_size: int = 8192):
+  """Weighted top-1 and top-5 hits, as sums to add to the loss's sums.
+
+  Args:
+    outputs: what the model's head returned (logits, or the embedding-head dict).
+    targets: int [batch, length] next-word ids.
+    weights: [batch, length], 0 at padding.
+  Returns:
+    {"correct": float32 sum, "correct_top5": float32 sum}.
+  """
+  hits = top_words(outputs, k=5, chunk_size=chunk_size) == targets[..., None]  # [b, l, 5]
+  weights = weights.astype(jnp.float32)
+  return {
+      "correct": jnp.sum(weights * hits[..., 0]),
+      "correct_top5": jnp.sum(weights * jnp.any(hits, axis=-1)),
+  }
+

@@ -1,0 +1,82 @@
+"""FastText-style input layer: a word is the mean of its own row and its n-gram rows.
+
+The per-word row ids are data, not parameters: they live in the "frozen" variable
+collection, so checkpoints keep them and the optimiser never sees them. They are
+computed once by `jaxlm.data.subwords.subword_ids` (or with a FastText model by
+`jaxlm.data.fasttext_vectors.bag_initialisation`) and installed after `init` with
+`install_input_variables`. Until then each word's bag is its own row alone, so a
+freshly initialised bag behaves exactly like a word table.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm.models import layers
+
+FROZEN = "frozen"
+
+
+class EmbeddingBag(nn.Module):
+  """Table of [vocab + bucket, width]: word rows first, then hashed n-gram buckets.
+
+  `attend` reuses the word rows as a tied output projection (the n-gram rows are
+  input-only, as in fastText). `bucket` must equal the bucket the ids were hashed
+  with; fastText's default is 2,000,000, but small configs should shrink it.
+  """
+  vocab_size: int
+  width: int
+  dtype: Any = jnp.float32
+  bucket: int = 2_000_000
+
+  def setup(self):
+    self.table = self.param("table", layers.gpt2_init(),
+                            (self.vocab_size + self.bucket, self.width), jnp.float32)
+    # Placeholder bag: word i -> row i only. Replaced by the real subword ids after init.
+    self.ngram_ids = self.variable(FROZEN, "ngram_ids",
+                                   lambda: jnp.arange(self.vocab_size, dtype=jnp.int32)[:, None])
+    self.ngram_mask = self.variable(FROZEN, "ngram_mask",
+                                    lambda: jnp.ones((self.vocab_size, 1), jnp.bool_))
+
+  def __call__(self, token_ids, *, train: bool):
+    del train
+    ids = jnp.take(self.ngram_ids.value, token_ids, axis=0)  # [batch, length, max_ids]
+    mask = jnp.take(self.ngram_mask.value, token_ids, axis=0)  # [batch, length, max_ids]
+    # Masked mean; a word with no rows at all (fastText's empty OOV) gets the zero vector.
+    weights = mask / jnp.maximum(mask.sum(-1, keepdims=True), 1)  # float32 [batch, length, max_ids]
+    rows = jnp.take(self.table, ids, axis=0)  # [batch, length, max_ids, width]
+    return jnp.einsum("blk,blkw->blw", weights, rows).astype(self.dtype)  # [batch, length, width]
+
+  def attend(self, hidden):
+    """[batch, length, width] -> float32 logits [batch, length, vocab] over the word rows."""
+    word_rows = self.table[:self.vocab_size].astype(self.dtype)  # [vocab, width]
+    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), word_rows,
+                      preferred_element_type=jnp.float32)
+
+
+def install_input_variables(variables: dict, input_variables: dict, *,
+                            scope: str = "input_layer") -> dict:
+  """Returns `variables` with the input layer's arrays replaced by `input_variables`.
+
+  `input_variables` is {collection: {name: array}} for the module at `scope`, e.g.
+  {"params": {"table": ...}, "frozen": {"ngram_ids": ..., "ngram_mask": ...}}.
+  A parameter must keep its shape (the optimiser state is built from it); frozen ids
+  may change their padded width. Nothing else in `variables` is touched.
+  """
+  updated = {collection: dict(tree) for collection, tree in variables.items()}
+  for collection, arrays in input_variables.items():
+    if collection not in updated or scope not in updated[collection]:
+      raise ValueError(f"variables have no {collection}/{scope}; is the input layer the right kind?")
+    module = dict(updated[collection][scope])
+    for name, array in arrays.items():
+      if name not in module:
+        raise ValueError(f"{collection}/{scope} has no {name!r}; it has {sorted(module)}")
+      old = module[name]
+      if collection == "params" and tuple(np.shape(array)) != tuple(old.shape):
+        raise ValueError(f"{collection}/{scope}/{name}: initial array has shape {np.shape(array)}, "
+                         f"the model has {old.shape}; check model.width, model.bucket and the vocabulary")
+      module[name] = jnp.asarray(array, dtype=old.dtype)
+    updated[collection][scope] = module
+  return updated

@@ -1,0 +1,93 @@
+"""Temporal convolutional network body (Bai, Kolter & Koltun, 2018).
+
+A stack of residual blocks; block i holds two weight-normalised causal 1-D
+convolutions with dilation 2**i, each followed by ReLU and dropout, and a residual
+connection (through a 1x1 convolution when the channel count changes). Every block
+has `hidden_size` channels except the last, which has the input width, so the body
+returns [batch, length, width] (as in the paper's word-level model with tied weights).
+
+Causal: each convolution pads (kernel_size - 1) * dilation steps on the left only,
+so output t depends on inputs <= t. The receptive field is
+  1 + 2 * (kernel_size - 1) * (2**num_layers - 1)
+tokens (two convolutions per block); evaluation uses windows, so the carry is ().
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def receptive_field(num_layers: int, kernel_size: int) -> int:
+  """Tokens an output position sees, itself included."""
+  return 1 + 2 * (kernel_size - 1) * (2 ** num_layers - 1)
+
+
+class CausalConv(nn.Module):
+  """Weight-normalised dilated causal convolution: kernel = scale * direction / |direction|."""
+  features: int
+  kernel_size: int
+  dilation: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):  # x [batch, length, in]
+    shape = (self.kernel_size, x.shape[-1], self.features)
+    direction = self.param("direction", nn.initializers.normal(0.01), shape, jnp.float32)
+    # The scale starts at the direction's norm, so the initial kernel equals `direction`.
+    scale = self.param("scale", lambda _, norm: norm, jnp.linalg.norm(direction, axis=(0, 1)))
+    kernel = direction * (scale / jnp.linalg.norm(direction, axis=(0, 1)))  # [kernel, in, out]
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    x = jnp.pad(x, ((0, 0), ((self.kernel_size - 1) * self.dilation, 0), (0, 0)))  # left only
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1,), padding="VALID",
+        rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC"))
+    return y + bias.astype(self.dtype)  # [batch, length, features]
+
+
+class TemporalBlock(nn.Module):
+  features: int
+  kernel_size: int
+  dilation: int
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    hidden = x
+    for index in range(2):
+      hidden = CausalConv(self.features, self.kernel_size, self.dilation, self.dtype,
+                          name=f"conv_{index}")(hidden)
+      hidden = nn.Dropout(self.dropout)(nn.relu(hidden), deterministic=not train)
+    residual = x if x.shape[-1] == self.features else CausalConv(
+        self.features, 1, dtype=self.dtype, name="residual")(x)
+    return nn.relu(hidden + residual)
+
+
+class TCN(nn.Module):
+  """Fields are exactly the keys of `config.model.tcn`."""
+  num_layers: int = 4  # residual blocks; block i has dilation 2**i
+  hidden_size: int = 600  # channels of every block but the last (which has the input width)
+  kernel_size: int = 3
+  dropout: float = 0.45
+  dropout_input: float = 0.25  # on the body input (the paper's emb_dropout)
+  dtype: Any = jnp.float32
+
+  @property
+  def receptive_field(self) -> int:
+    return receptive_field(self.num_layers, self.kernel_size)
+
+  def initial_carry(self, batch_size: int, width: int):
+    del batch_size, width
+    return ()
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, carry=()):
+    width = x.shape[-1]
+    x = nn.Dropout(self.dropout_input)(x, deterministic=not train)
+    for index in range(self.num_layers):
+      features = width if index == self.num_layers - 1 else self.hidden_size
+      x = TemporalBlock(features, self.kernel_size, 2 ** index, self.dropout, self.dtype,
+                        name=f"block_{index}")(x, train=train)
+    return x.astype(self.dtype), carry

@@ -1,0 +1,30 @@
+"""Steady-state training throughput and model FLOPs utilisation of a config.
+
+  python launch/benchmark.py --config=configs/quickstart.py
+  python launch/benchmark.py --config=configs/quickstart.py --config.model.compute_dtype=bfloat16
+
+Prints one JSON line (the numbers BENCHMARKS.md records). Compilation is excluded.
+"""
+
+import json
+
+import _path  # noqa: F401  (repository root on sys.path)
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxlm import benchmark
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].", lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
