@@ -1,9 +1,9 @@
 """Training throughput and model FLOPs utilisation of a config, on the devices present.
 
 Steady state only: the first steps (compilation, warm-up) are excluded. FLOPs
-per step come from XLA's cost analysis of the compiled train step (forward,
-backward and optimiser, as the device runs them), so the count is the same for
-every model family without a hand-written formula. Utilisation is reported
+per step are the matrix products of the forward and backward pass, counted from
+the program's jaxpr (jaxlm.flops), so the count is the same for every model
+family and backend without a hand-written formula. Utilisation is reported
 against the matrix-multiply FLOP/s that the same process measures on the same
 device and dtype, and, on known GPUs, against the vendor's quoted dense peak.
 """
@@ -14,13 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import train
+from jaxlm import flops, train
 from jaxlm.data import lm_batches
 
-# Dense (no sparsity) peaks quoted by NVIDIA for SXM parts, FLOP/s.
+# Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
+# float32 matrix products run on TF32 tensor cores under JAX's default precision
+# on these GPUs, so TF32 is the float32 peak.
 QUOTED_PEAKS = {
-    "H100": {"float32": 67e12, "tf32": 494.7e12, "bfloat16": 989.4e12},
-    "H200": {"float32": 67e12, "tf32": 494.7e12, "bfloat16": 989.4e12},
+    "H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    "H200": {"float32": 494.7e12, "bfloat16": 989.4e12},
 }
 
 
@@ -38,17 +40,22 @@ def matmul_flops_per_second(dtype=jnp.float32, size: int = 2048, repeats: int = 
   return 2 * size ** 3 * repeats / (time.perf_counter() - started)
 
 
-def _flops_of(compiled) -> float:
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float(analysis.get("flops", 0.0)) if analysis else 0.0
+def train_step_flops(experiment, state, local_batch: dict) -> float:
+  """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.flops)."""
+  model, loss_fn = experiment.model, experiment.loss_fn
+
+  def objective(params):
+    outputs, _ = model.apply({"params": params, **state.frozen}, local_batch["inputs"], train=True,
+                             carry=state.carry, rngs={"dropout": jax.random.key(0)})
+    return loss_fn(outputs, local_batch["targets"], local_batch["weights"])["loss_sum"]
+
+  return flops.function_flops(jax.grad(objective), state.params) * jax.process_count()
 
 
 def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
   experiment = train.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
-  state = train.init_state(model, experiment.optimizer, config, mesh)
+  state = train.init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
   step_fn = train.make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
   batcher = lm_batches.get_batcher(config.data.batching)
   tokens = experiment.corpus.splits["train"]
@@ -59,8 +66,9 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
                     process_count=jax.process_count())
     return train.global_batch(mesh, local)
 
-  compiled = step_fn.lower(state, batch(0)).compile()
-  flops_per_step = _flops_of(compiled) * jax.device_count()  # cost analysis is per device
+  flops_per_step = train_step_flops(experiment, state, batcher(
+      tokens, 0, seed=config.seed, batch_size=config.train.batch_size, length=config.train.seq_len,
+      process_index=jax.process_index(), process_count=jax.process_count()))
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
   for step in range(warmup_steps):
     state, step_metrics = step_fn(state, batches[step])
@@ -95,3 +103,122 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
       result["mfu_vs_quoted_peak"] = achieved / (peak * jax.device_count())
       result["quoted_peak_flops_per_second"] = peak * jax.device_count()
   return result
+
+
+# ----------------------------------------------------------------------------
+# Output-layer cost: softmax vs embedding heads at large vocabularies (issue 5).
+
+HEAD_COST_HEADS = ("softmax", "cosine", "vmf")
+HEAD_COST_VOCABULARIES = (33_278, 100_000, 250_000)  # WikiText-2, a mid-size and a Russian-size vocabulary
+
+
+def head_cost_config(base_config, head: str, *, width: int = 300, tokens_per_step: int = 8192,
+                     seq_len: int = 128, num_layers: int = 2, tie_embeddings: bool = True):
+  """`base_config` (configs.common.base_config()) set to the issue's setting for one head."""
+  if tokens_per_step % seq_len:
+    raise ValueError(f"tokens_per_step={tokens_per_step} is not a multiple of seq_len={seq_len}")
+  config = base_config.copy_and_resolve_references()
+  config.model.head = head
+  config.model.width = width
+  config.model.target_dim = width
+  config.model.tie_embeddings = tie_embeddings
+  config.model.family = "transformer"
+  config.model.transformer.update(num_layers=num_layers, num_heads=4, dropout=0.0, max_length=seq_len)
+  config.train.seq_len = seq_len
+  config.train.batch_size = tokens_per_step // seq_len
+  return config
+
+
+def _memory_analysis(compiled) -> dict:
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return {}
+  sizes = {name: int(getattr(analysis, f"{name}_size_in_bytes")) for name in ("argument", "output", "alias", "temp")}
+  # The state is donated, so its outputs reuse the argument buffers (alias): without
+  # subtracting them the state would be counted twice.
+  sizes["peak"] = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+  return {f"compiled_{name}_bytes": value for name, value in sizes.items()}
+
+
+def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: int = 5) -> dict:
+  """Train-step time and memory of `config` (see head_cost_config) at `vocab_size` words.
+
+  Synthetic uniform token ids and, for embedding heads, a random fixed target table: the
+  cost does not depend on the words. The step is the trainer's own (train.make_train_step).
+  Memory: the compiled step's buffer sizes from XLA (on every backend), and on GPU the
+  device's peak bytes in use, which never resets in a process, so give each setting its
+  own process (launch/benchmark_heads.py does).
+  """
+  from jaxlm import optim, target_vectors
+  from jaxlm.models import build_model
+
+  model = build_model(config.model, vocab_size)
+  optimizer = optim.build_optimizer(config.optim, warmup_steps + timed_steps)
+  mesh = train.make_mesh()
+  state = train.init_state(model, optimizer, config, mesh)
+  if target_vectors.has_target_table(state):
+    rng = np.random.default_rng(config.seed)
+    state = target_vectors.install(state, rng.standard_normal((vocab_size, config.model.target_dim), np.float32))
+  step_fn = train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state, config.seed)
+
+  rows, length = config.train.batch_size, config.train.seq_len
+  def batch(step):
+    window = np.random.default_rng([config.seed, step]).integers(0, vocab_size, (rows, length + 1), dtype=np.int32)
+    return train.global_batch(mesh, {"inputs": window[:, :-1], "targets": window[:, 1:],
+                                     "weights": np.ones((rows, length), np.float32),
+                                     "reset": np.ones((rows,), bool)})
+
+  started = time.perf_counter()
+  compiled = step_fn.lower(state, batch(0)).compile()
+  compile_seconds = time.perf_counter() - started
+  batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
+  for step in range(warmup_steps):
+    state, step_metrics = compiled(state, batches[step])
+  jax.block_until_ready(step_metrics)
+  started = time.perf_counter()
+  for step in range(warmup_steps, warmup_steps + timed_steps):
+    state, step_metrics = compiled(state, batches[step])
+    if jax.default_backend() == "cpu":  # see train.InFlight
+      jax.block_until_ready(step_metrics)
+  jax.block_until_ready(step_metrics)
+  seconds_per_step = (time.perf_counter() - started) / timed_steps
+  loss = float(step_metrics["loss_sum"] / step_metrics["count"])
+  if not np.isfinite(loss):
+    raise FloatingPointError(f"head_cost: {config.model.head} at {vocab_size} words gave loss {loss}")
+
+  device = jax.devices()[0]
+  head_params = state.params["head"]
+  result = {
+      "head": config.model.head,
+      "vocab_size": vocab_size,
+      "tie_embeddings": bool(config.model.tie_embeddings),
+      "device": f"{jax.device_count()} x {device.device_kind}",
+      "backend": jax.default_backend(),
+      "tokens_per_step": rows * length,
+      "parameters": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(state.params))),
+      "head_parameters": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(head_params))),
+      "step_seconds": seconds_per_step,
+      "tokens_per_second": rows * length / seconds_per_step,
+      "compile_seconds": compile_seconds,
+      "loss": loss,
+      **_memory_analysis(compiled),
+  }
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    result["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+  return result
+
+
+def head_cost_markdown_header() -> str:
+  return ("| head | vocabulary | step ms | tokens/s | compiled peak GiB | temp GiB | device peak GiB | head params |\n"
+          "|---|---|---|---|---|---|---|---|")
+
+
+def head_cost_markdown_row(result: dict) -> str:
+  def gib(key):
+    return f"{result[key] / 2**30:.2f}" if key in result else "-"
+  if "error" in result:
+    return f"| {result['head']} | {result['vocab_size']:,} | failed: {result['error']} | | | | | |"
+  return (f"| {result['head']} | {result['vocab_size']:,} | {1000 * result['step_seconds']:.1f} | "
+          f"{result['tokens_per_second']:,.0f} | {gib('compiled_peak_bytes')} | {gib('compiled_temp_bytes')} | "
+          f"{gib('device_peak_bytes')} | {result['head_parameters']:,} |")

@@ -13,3 +13,51 @@ import jax  # noqa: E402
 
 # Roughly halves the compile time of a first step on tiny models; tests only.
 jax.config.update("jax_disable_most_optimizations", True)
+
+import os as _os  # noqa: E402
+
+import numpy as _np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+SHARED_DATA = _os.path.join(_os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+def write_tiny_corpus(folder: str, *, seed: int = 0, lines: tuple = (400, 40, 40)) -> str:
+  """A WikiText-format corpus of short random sentences over a 60-word vocabulary."""
+  rng = _np.random.default_rng(seed)
+  words = [f"w{index}" for index in range(60)]
+  _os.makedirs(folder, exist_ok=True)
+  for split, count in zip(("train", "valid", "test"), lines):
+    with open(_os.path.join(folder, f"{split}.txt"), "w", encoding="utf-8") as handle:
+      for _ in range(count):
+        # Zipf-like word choice so there is something to learn.
+        ids = _np.minimum(rng.zipf(1.3, size=rng.integers(3, 12)) - 1, len(words) - 1)
+        handle.write(" " + " ".join(words[i] for i in ids) + " \n")
+  return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+  return write_tiny_corpus(str(tmp_path_factory.mktemp("tiny_corpus")))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("cache"))
+
+
+def smoke_config(corpus_dir: str, cache: str, **overrides):
+  """The quickstart smoke config on the tiny corpus; overrides as dotted keys."""
+  from configs import quickstart
+  config = quickstart.get_config("smoke")
+  config.data.path = corpus_dir
+  config.data.cache_dir = cache
+  config.train.eval_tokens = 0
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config

@@ -1,0 +1,81 @@
+"""End-to-end through the launchers, as a user runs them (slow: subprocesses)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def launch(script, *args, devices=4, wait=True):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  command = [sys.executable, os.path.join(REPO_ROOT, "launch", script), *args]
+  if not wait:
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def train_args(workdir, corpus, cache):
+  return [f"--config={REPO_ROOT}/configs/quickstart.py:smoke", f"--workdir={workdir}",
+          f"--config.data.path={corpus}", f"--config.data.cache_dir={cache}", "--config.train.steps=24",
+          "--config.train.log_every=1", "--config.train.eval_every=3", "--config.train.keep_checkpoints=10"]
+
+
+def train_losses(workdir):
+  losses = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as handle:
+    for line in handle:
+      record = json.loads(line)
+      if record["kind"] == "train":
+        losses[record["step"]] = record["loss"]  # a resumed run re-logs steps after its checkpoint
+  return losses
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_run(tiny_corpus, cache_dir, tmp_path):
+  whole, interrupted = str(tmp_path / "whole"), str(tmp_path / "interrupted")
+  result = launch("train.py", *train_args(whole, tiny_corpus, cache_dir))
+  assert result.returncode == 0, result.stdout + result.stderr
+
+  process = launch("train.py", *train_args(interrupted, tiny_corpus, cache_dir), wait=False)
+  marker = os.path.join(interrupted, "checkpoints", "6", "commit_success.txt")
+  deadline = time.time() + 240
+  while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read()
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = max(int(name) for name in os.listdir(os.path.join(interrupted, "checkpoints")) if name.isdigit())
+  assert killed_at < 24
+
+  result = launch("train.py", *train_args(interrupted, tiny_corpus, cache_dir))
+  assert result.returncode == 0, result.stdout + result.stderr
+  expected, resumed = train_losses(whole), train_losses(interrupted)
+  assert sorted(resumed) == sorted(expected) == list(range(1, 25))
+  for step in range(killed_at + 1, 25):
+    assert resumed[step] == expected[step], f"step {step}: {resumed[step]} != {expected[step]}"
+
+  # A checkpoint written on 4 simulated devices restores on 1 and scores the whole split.
+  result = launch("evaluate.py", f"--workdir={interrupted}", "--split=test", devices=1)
+  assert result.returncode == 0, result.stdout + result.stderr
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  with open(os.path.join(tiny_corpus, "test.txt"), encoding="utf-8") as handle:
+    test_tokens = sum(len(line.split()) + 1 for line in handle)
+  assert report["step"] == 24 and report["tokens"] == test_tokens - 1  # every target, none dropped
+  four = json.loads(launch("evaluate.py", f"--workdir={interrupted}", "--split=test").stdout.splitlines()[-1])
+  assert abs(four["loss"] - report["loss"]) < 1e-5
+
+
+def test_misspelled_config_key_fails_at_start_up(tmp_path):
+  result = launch("train.py", f"--config={REPO_ROOT}/configs/quickstart.py:smoke", f"--workdir={tmp_path}",
+                  "--config.optim.learning_rate=0.1")
+  assert result.returncode != 0
+  assert "learning_rate" in result.stderr
+  assert not os.path.exists(tmp_path / "checkpoints")

@@ -1,0 +1,95 @@
+"""The train step, the loop, checkpoints and the guards around them."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import smoke_config
+from jaxlm import checkpoint, losses, optim, train
+from jaxlm.data import lm_batches
+from jaxlm.models import build_model
+
+
+def one_step_params(config, devices, vocab_size=60):
+  model = build_model(config.model, vocab_size)
+  optimizer = optim.build_optimizer(config.optim, config.train.steps)
+  mesh = train.make_mesh(devices)
+  state = train.init_state(model, optimizer, config, mesh)
+  step = train.make_train_step(model, losses.get_loss("softmax"), optimizer, mesh, state, config.seed)
+  tokens = np.random.default_rng(0).integers(0, vocab_size, 5000).astype(np.int32)
+  batch = lm_batches.window_batch(tokens, 0, seed=0, batch_size=config.train.batch_size,
+                                  length=config.train.seq_len)
+  state, step_metrics = step(state, train.global_batch(mesh, batch))
+  return jax.device_get(state.params), jax.device_get(step_metrics)
+
+
+def test_four_devices_match_one_device_for_the_same_global_batch(tiny_corpus, cache_dir):
+  assert jax.device_count() == 4, "tests/conftest.py simulates 4 CPU devices"
+  config = smoke_config(tiny_corpus, cache_dir, **{"model.transformer.dropout": 0.0})
+  # SGD: Adam's first step is about sign(gradient), which turns float summation-order
+  # noise in near-zero gradients into lr-sized differences and hides what is tested.
+  config.optim.name, config.optim.lr, config.optim.momentum = "sgd", 0.5, 0.0
+  config.optim.warmup_steps = 0  # a non-zero first learning rate, so the step moves the parameters
+  params_one, metrics_one = one_step_params(config, jax.devices()[:1])
+  params_four, metrics_four = one_step_params(config, jax.devices())
+  initial = jax.device_get(train.init_state(build_model(config.model, 60), optim.build_optimizer(
+      config.optim, config.train.steps), config, train.make_mesh(jax.devices()[:1])).params)
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(initial)))
+  assert moved > 1e-4  # the comparison below is not vacuous
+  for one, four in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_four)):
+    np.testing.assert_allclose(one, four, atol=1e-5)
+  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)
+  np.testing.assert_allclose(metrics_one["grad_norm"], metrics_four["grad_norm"], rtol=1e-5)
+
+
+def test_training_lowers_the_loss_and_writes_metrics(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 30, "train.eval_every": 30,
+                                                   "train.log_every": 10})
+  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train_losses = [record["loss"] for record in records if record["kind"] == "train"]
+  assert train_losses[-1] < train_losses[0] - 0.5
+  assert summary["perplexity"] < 60  # a uniform guess over the 60-word vocabulary scores 60
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path))
+
+
+def test_a_workdir_of_another_model_is_refused_and_left_untouched(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  saved_config = (tmp_path / "config.json").read_text()
+  wider = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 6, "model.width": 48})
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match="model.width: saved 32, requested 48"):
+    train.train_and_evaluate(wider, str(tmp_path), progress=False)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+  assert (tmp_path / "config.json").read_text() == saved_config
+
+
+def test_checkpoints_without_a_config_are_refused(tmp_path):
+  (tmp_path / "checkpoints" / "3").mkdir(parents=True)
+  from configs import quickstart
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match="no config.json"):
+    checkpoint.prepare_workdir(str(tmp_path), quickstart.get_config("smoke"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  # Resume with an infinite learning rate: the first update makes every parameter NaN.
+  broken = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 9, "optim.lr": float("inf"),
+                                                   "train.log_every": 1})
+  with pytest.raises(train.NonFiniteLossError, match=r"between steps 5 and 5.*last good checkpoint is step 3"):
+    train.train_and_evaluate(broken, str(tmp_path), progress=False)
+  assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [3]
+
+
+def test_unknown_config_keys_and_variants_fail():
+  from configs import quickstart
+  config = quickstart.get_config("smoke")
+  with pytest.raises(AttributeError):
+    config.optim.learning_rate = 1e-3  # the key is optim.lr
+  with pytest.raises(ValueError, match="unknown variant 'smok'"):
+    quickstart.get_config("smok")
