@@ -18,15 +18,43 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.path = ""  # folder with the corpus files; "" = the copy shipped in the repo
   config.data.cache_dir = ""  # TFDS + token cache; "" = $JAXLM_CACHE or ~/.cache/jaxlm
   config.data.batching = "windows"  # "windows": random offsets; "stream": contiguous (state carried)
+  # "word": the corpus's words are the LM vocabulary; "bpe": SentencePiece BPE trained on the
+  # train split's word-tokenised text (cached), and the LM vocabulary is its pieces.
+  config.data.tokenizer = "word"
+  config.data.max_vocab = 0  # word: keep the most frequent N train words, the rest -> <unk>; 0 = all
+  config.data.bpe_vocab_size = 16000  # bpe: the number of pieces
 
   config.model = ml_collections.ConfigDict()
   config.model.family = "transformer"  # a key of jaxlm.models.BODIES
   config.model.input = "word"  # a key of jaxlm.models.INPUT_LAYERS
   config.model.head = "softmax"  # a key of jaxlm.models.HEADS (and jaxlm.losses.LOSSES)
+  # Embedding heads (cosine | l2 | vmf) predict a target_dim vector trained against each
+  # target word's fixed FastText vector, read from `target_vectors` (a .bin or .vec of that
+  # dimension; required for those heads, unused by softmax).
+  config.model.target_dim = 300
+  config.model.target_vectors = ""
+  # vMF regularisers (Kumar & Tsvetkov, 2019): loss = -log C_m(|e|) - lambda2 e.t + lambda1 |e|;
+  # 0 / 1 is plain NLLvMF, their regularised variants use lambda1=0.02 or lambda2=0.1.
+  config.model.vmf_lambda1 = 0.0
+  config.model.vmf_lambda2 = 1.0
   config.model.width = 128
   config.model.tie_embeddings = True
   config.model.compute_dtype = "float32"  # parameters stay float32; logits and losses float32
   config.model.embedding_dropout = 0.0  # drop whole word types per step (any input layer, any body)
+  # Input start (jaxlm.pretrained): scratch | fasttext_words (word rows) | fasttext_bag (word rows
+  # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe").
+  config.model.init = "scratch"
+  config.model.fasttext_path = ""  # a Facebook .bin (or words-only .vec) of dimension model.width
+  # > 0: FastText rows scaled by one factor to this standard deviation (0.02 = the scratch init's),
+  # so a tied head starts at the scratch loss; 0: FastText's own scale, bag(word) == wv[word] exactly.
+  config.model.fasttext_std = 0.0
+  config.model.freeze_embeddings = False  # the input table (tied: the output too) gets no update
+  config.model.embedding_lr_multiplier = 1.0  # the input table's learning rate = lr * this
+  # input="bag": FastText's n-gram settings; must equal the .bin's for fasttext_bag. These are
+  # fastText's defaults; small configs shrink the bucket (the table is [vocab + bucket, width]).
+  config.model.bucket = 2_000_000
+  config.model.min_n = 3
+  config.model.max_n = 6
   config.model.transformer = ml_collections.ConfigDict(dict(
       num_layers=2, num_heads=4, mlp_ratio=4, dropout=0.1, positions="learned", max_length=128))
 
@@ -49,10 +77,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.steps = 1000
   config.train.max_minutes = 0.0  # wall-clock budget; stops (and checkpoints) early; 0 = none
   config.train.log_every = 50
-  config.train.eval_every = 500
+  config.train.eval_every = 500  # validate, then checkpoint (each checkpoint keeps its validation perplexity)
   config.train.eval_tokens = 0  # validation tokens scored during training; 0 = the whole split
   config.train.eval_batch_size = 16
-  config.train.checkpoint_every = 500
+  # Evaluation's nearest-neighbour decoding (embedding heads) scores this many vocabulary
+  # words at a time, bounding memory to [eval tokens, chunk] whatever the vocabulary.
+  config.train.neighbour_chunk_size = 8192
   config.train.keep_checkpoints = 2  # the last N, plus the best by validation perplexity
   return config
 
@@ -79,20 +109,43 @@ def check_variants(variants: dict, allowed: dict, config_file: str) -> None:
       raise ValueError(f"{config_file}: variant {key}={value!r} not in {sorted(choices)}")
 
 
+def use_body(config: ml_collections.ConfigDict, family: str, **fields) -> None:
+  """Makes `family` the body, with exactly `fields` as config.model.<family>.
+
+  The base config's transformer keys are dropped for another family, so no key
+  in the config is one that nothing reads.
+  """
+  del config.model[config.model.family]
+  config.model.family = family
+  config.model[family] = ml_collections.ConfigDict(fields)
+
+
+# Body keys apply_smoke shrinks, whatever the family: (key, smoke value). A key is
+# only ever made smaller, so a feature that is off (0) stays off and one that is on
+# stays on (memory, banded attention), and the smoke run exercises the same code.
+SMOKE_BODY = (("num_layers", 1), ("num_heads", 2), ("hidden_size", 32), ("memory_length", 16),
+              ("attention_window", 8))
+SMOKE_SEQ_LEN = 16
+
+
 def apply_smoke(config: ml_collections.ConfigDict) -> None:
   """Shrinks any config to seconds on a CPU: used by tests and notebooks."""
   config.model.width = 32
   family = config.model.family
   body = config.model[family]
-  for key, value in (("num_layers", 1), ("num_heads", 2), ("max_length", 16)):
-    if key in body:
-      body[key] = value
+  for key, value in SMOKE_BODY:
+    if key in body and body[key]:
+      body[key] = min(body[key], value)
+  if body.get("attention_implementation") == "cudnn":
+    body.attention_implementation = "xla"  # cuDNN attention exists on GPUs only
+  if "max_length" in body:
+    body.max_length = SMOKE_SEQ_LEN  # positions for exactly the smoke segments
+  config.train.max_minutes = 0.0
   config.train.batch_size = 8
-  config.train.seq_len = 16
+  config.train.seq_len = SMOKE_SEQ_LEN
   config.train.steps = 6
   config.train.log_every = 2
   config.train.eval_every = 3
-  config.train.checkpoint_every = 3
   config.train.eval_tokens = 512
   config.train.eval_batch_size = 4
   config.optim.warmup_steps = 2

@@ -52,9 +52,13 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
     top_scores, top_positions = lax.top_k(scores, k)
     return (top_scores, jnp.take_along_axis(ids, top_positions, axis=-1)), None
 
-  initial = (jnp.full((queries.shape[0], k), -jnp.inf, jnp.float32),
-             jnp.zeros((queries.shape[0], k), jnp.int32))
-  (scores, ids), _ = lax.scan(merge_chunk, initial, (chunks, starts))
+  empty = (jnp.full((queries.shape[0], k), -jnp.inf, jnp.float32),
+           jnp.zeros((queries.shape[0], k), jnp.int32))
+  # The first chunk is merged outside the scan, so the scan's carry already has the
+  # queries' type: under shard_map a constant initial carry is device-invariant while the
+  # merged result varies over devices, and scan requires the two to match.
+  first, _ = merge_chunk(empty, (chunks[0], starts[0]))
+  (scores, ids), _ = lax.scan(merge_chunk, first, (chunks[1:], starts[1:]))
   lead_shape = vectors.shape[:-1]
   return scores.reshape(*lead_shape, k), ids.reshape(*lead_shape, k)
 

@@ -8,13 +8,18 @@ from jaxlm import checkpoint, metrics, train
 
 
 def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False, split: str = "test",
-                     batch_size: int | None = None, data_path: str | None = None,
+                     batch_size: int | None = None, length: int | None = None, data_path: str | None = None,
                      cache_dir: str | None = None) -> dict:
-  """Returns {'step', 'split', 'loss', 'perplexity', 'accuracy', 'tokens'} for one checkpoint.
+  """Returns {'step', 'split', 'loss', 'perplexity', 'accuracy', 'accuracy_top5', 'tokens'} for one checkpoint.
 
   step: a kept checkpoint step; best: the lowest-validation-perplexity one;
   neither: the latest. data_path / cache_dir override the saved config's, for
-  a workdir moved to another machine.
+  a workdir moved to another machine. batch_size (rows, default
+  train.eval_batch_size) and length (segment length, default train.seq_len) set
+  the evaluation convention: state is carried along each row, so with a
+  recurrent body (LSTM, Transformer-XL memory) only the row starts lose context,
+  while a stateless body (TCN, transformer without memory) starts every segment
+  without context, so a longer `length` gives it more.
   """
   config = checkpoint.load_config(workdir)
   if data_path is not None:
@@ -37,8 +42,9 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   target = train.abstract_state(experiment.model, experiment.optimizer, config, experiment.mesh)
   state = checkpoint.restore(manager, step, target)
   manager.close()
-  eval_step = train.make_eval_step(experiment.model, experiment.loss_fn, experiment.mesh)
+  eval_step = train.make_eval_step(experiment.model, experiment.loss_fn, experiment.mesh,
+                                   chunk_size=config.train.neighbour_chunk_size)
   sums = train.evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen,
                         experiment.corpus.splits[split], batch_size=batch_size or config.train.eval_batch_size,
-                        length=config.train.seq_len)
+                        length=length or config.train.seq_len)
   return {"step": int(step), "split": split, **metrics.summarise(sums)}

@@ -15,7 +15,9 @@ def add(totals: Mapping[str, float] | None, update: Mapping[str, float]) -> dict
 
 
 def summarise(sums: Mapping[str, float]) -> dict:
-  """Turns loss_sum/count/correct sums into mean loss, perplexity and accuracy."""
+  """Turns loss_sum/count sums into mean loss and perplexity, plus accuracy and
+  accuracy_top5 where correct / correct_top5 are present (evaluation of every head, and
+  training of a softmax head; embedding losses report none while training)."""
   count = max(sums["count"], 1e-9)
   loss = sums["loss_sum"] / count
   summary = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": sums["count"]}

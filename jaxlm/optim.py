@@ -42,24 +42,60 @@ def decay_mask(params):
   return jax.tree.map(lambda leaf: leaf.ndim >= 2, params)
 
 
-def build_optimizer(optim_config, total_steps: int) -> optax.GradientTransformation:
+EMBEDDINGS = "input_layer"  # the LanguageModel's input-layer scope: its tables are "the embeddings"
+
+
+def embedding_labels(params):
+  """"embeddings" for every leaf under the input layer, "rest" for the others.
+
+  A tied softmax head reads the input table, so freezing or rescaling it acts on
+  the output projection too.
+  """
+  return {scope: jax.tree.map(lambda _, scope=scope: "embeddings" if scope == EMBEDDINGS else "rest", tree)
+          for scope, tree in params.items()}
+
+
+def _transforms(optim_config, schedule) -> list[optax.GradientTransformation]:
+  """The named optimiser's parts, without clipping (chained by the caller)."""
+  name = optim_config.name
+  if name == "adamw":
+    return [optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
+                        weight_decay=optim_config.weight_decay, mask=decay_mask)]
+  if name == "adam_l2":
+    # Classic Adam with an L2 penalty: the decay is added to the gradient before
+    # the adaptive scaling (unlike AdamW's decoupled decay).
+    return [optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
+            optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
+            optax.scale_by_learning_rate(schedule)]
+  return [optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
+          optax.sgd(schedule, momentum=optim_config.momentum or None)]
+
+
+def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.GradientTransformation:
+  """The optimiser of `config.optim`; `config.model` adds the embeddings' treatment.
+
+  model.freeze_embeddings: the input layer's tables get a zero update and no
+  optimiser state (optax.multi_transform with set_to_zero), and their gradient
+  does not count in the clipping norm. model.embedding_lr_multiplier: their
+  learning rate is the schedule times it (clipping stays global).
+  """
   name = optim_config.name
   if name not in OPTIMISERS:
     raise ValueError(f"config optim.name={name!r} is not known; choose one of {OPTIMISERS}")
   schedule = build_schedule(optim_config, total_steps)
-  parts = []
-  if optim_config.clip_norm > 0:
-    parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
-  if name == "adamw":
-    parts.append(optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
-                             weight_decay=optim_config.weight_decay, mask=decay_mask))
-  elif name == "adam_l2":
-    # Classic Adam with an L2 penalty: the decay is added to the gradient before
-    # the adaptive scaling (unlike AdamW's decoupled decay).
-    parts += [optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
-              optax.scale_by_adam(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps),
-              optax.scale_by_learning_rate(schedule)]
-  else:
-    parts += [optax.add_decayed_weights(optim_config.weight_decay, mask=decay_mask),
-              optax.sgd(schedule, momentum=optim_config.momentum or None)]
-  return optax.chain(*parts)
+  clip = [optax.clip_by_global_norm(optim_config.clip_norm)] if optim_config.clip_norm > 0 else []
+  freeze = model_config is not None and model_config.freeze_embeddings
+  multiplier = 1.0 if model_config is None else float(model_config.embedding_lr_multiplier)
+  if freeze and multiplier != 1.0:
+    raise ValueError(f"config model.freeze_embeddings=True and model.embedding_lr_multiplier={multiplier} "
+                     f"contradict each other: a frozen table has no learning rate; set one of them")
+  if freeze:
+    return optax.multi_transform({"embeddings": optax.set_to_zero(),
+                                  "rest": optax.chain(*clip, *_transforms(optim_config, schedule))},
+                                 embedding_labels)
+  if multiplier != 1.0:
+    embedding_schedule = lambda step: multiplier * schedule(step)
+    return optax.chain(*clip, optax.multi_transform(
+        {"embeddings": optax.chain(*_transforms(optim_config, embedding_schedule)),
+         "rest": optax.chain(*_transforms(optim_config, schedule))}, embedding_labels))
+  return optax.chain(*clip, *_transforms(optim_config, schedule))

@@ -29,7 +29,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, losses, metrics, optim
+from jaxlm import checkpoint, decoding, losses, metrics, optim, pretrained, target_vectors
 from jaxlm.data import lm_batches
 
 DATA_AXIS = "data"
@@ -48,8 +48,10 @@ class TrainState:
 # Devices and sharding.
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named "data" over `devices` (default: every device of every host)."""
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def state_specs(state: TrainState) -> TrainState:
@@ -101,10 +103,21 @@ def _state_factory(model, optimizer, config):
   return create
 
 
-def init_state(model, optimizer, config, mesh) -> TrainState:
-  """Initialises the state directly with its shardings (no host copy of the parameters)."""
+def init_state(model, optimizer, config, mesh, words=None) -> TrainState:
+  """Initialises the state directly with its shardings (no host copy of the parameters).
+
+  With `words` (the corpus vocabulary), an embedding head's fixed target table is then
+  filled from config.model.target_vectors, and the input layer gets its start from
+  config.model.init (FastText rows, the bag's n-gram ids; jaxlm.pretrained); without,
+  both stay as `model.init` made them. Shapes never change, so `abstract_state` stays
+  the restore target.
+  """
   create = _state_factory(model, optimizer, config)
-  return jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create)))()
+  state = jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create)))()
+  if words is not None:
+    state = target_vectors.install_from_config(state, config.model, words)
+    state = pretrained.install_from_config(state, config.model, words)
+  return state
 
 
 def abstract_state(model, optimizer, config, mesh) -> TrainState:
@@ -152,8 +165,8 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   step_metrics = jax.lax.psum(sums, DATA_AXIS)
-  step_metrics.update(grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(new_params),
-                      update_norm=optax.global_norm(updates))
+  step_metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(new_params),
+                      update_norm=optax.tree.norm(updates))
   new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state,
                             carry=jax.lax.stop_gradient(new_carry))
   return new_state, step_metrics
@@ -168,16 +181,22 @@ def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState
   return jax.jit(mapped, donate_argnums=(0,))
 
 
-def _per_device_eval_step(params, frozen, carry, batch, *, model, loss_fn):
+def _per_device_eval_step(params, frozen, carry, batch, *, model, loss_fn, chunk_size: int):
   carry = _reset_carry(carry, batch["reset"])
   outputs, carry = model.apply({"params": params, **frozen}, batch["inputs"], train=False, carry=carry)
   sums = loss_fn(outputs, batch["targets"], batch["weights"])
+  # Top-1 / top-5 the same way for every head (largest logits, or nearest target vectors),
+  # so heads compare on one measure; replaces a softmax loss's own argmax `correct`.
+  sums.update(decoding.accuracy_sums(outputs, batch["targets"], batch["weights"], chunk_size=chunk_size))
   return jax.lax.psum(sums, DATA_AXIS), carry
 
 
-def make_eval_step(model, loss_fn: Callable, mesh):
-  """eval_step(params, frozen, carry, batch) -> (summed metrics, carry)."""
-  per_device = functools.partial(_per_device_eval_step, model=model, loss_fn=loss_fn)
+def make_eval_step(model, loss_fn: Callable, mesh, *, chunk_size: int = 8192):
+  """eval_step(params, frozen, carry, batch) -> (summed metrics, carry).
+
+  chunk_size: vocabulary rows scored at once by nearest-neighbour decoding (embedding heads).
+  """
+  per_device = functools.partial(_per_device_eval_step, model=model, loss_fn=loss_fn, chunk_size=chunk_size)
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
                          out_specs=(P(), P(DATA_AXIS)))
   return jax.jit(mapped)
@@ -200,16 +219,16 @@ class InFlight:
     self.previous = outputs
 
 
-def evaluation_rows(requested: int) -> int:
-  """The evaluation batch rounded up to a multiple of the device count."""
-  devices = jax.device_count()
+def evaluation_rows(requested: int, mesh) -> int:
+  """The evaluation batch rounded up to a multiple of the mesh's device count."""
+  devices = mesh.devices.size
   return -(-requested // devices) * devices
 
 
 def evaluate(eval_step, model, mesh, params, frozen, tokens: np.ndarray, *, batch_size: int, length: int,
              max_tokens: int = 0) -> dict:
   """Scores every target of `tokens` (or the first max_tokens) with state carried; returns sums."""
-  rows = evaluation_rows(batch_size)
+  rows = evaluation_rows(batch_size, mesh)
   carry = jax.device_put(_zero_carry(model.initial_carry(rows)), NamedSharding(mesh, P(DATA_AXIS)))
   per_host = slice(jax.process_index() * rows // jax.process_count(),
                    (jax.process_index() + 1) * rows // jax.process_count())
@@ -270,15 +289,26 @@ class Experiment:
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   from jaxlm.data import corpora
   from jaxlm.models import build_model
+  pretrained.check_config(config.model)  # before a long corpus preparation
   corpus = corpora.load_corpus(config.data)
   devices = jax.device_count()
   if config.train.batch_size % devices:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
-  return Experiment(config=config, model=build_model(config.model, len(corpus.vocabulary)),
-                    loss_fn=losses.get_loss(config.model.head),
-                    optimizer=optim.build_optimizer(config.optim, config.train.steps),
+  words = corpus.vocabulary.words
+  model = build_model(config.model, len(words), subword_width=pretrained.subword_width(config.model, words))
+  return Experiment(config=config, model=model,
+                    loss_fn=build_loss(config.model),
+                    optimizer=optim.build_optimizer(config.optim, config.train.steps, config.model),
                     corpus=corpus, mesh=make_mesh())
+
+
+def build_loss(model_config) -> Callable:
+  """The loss named by model.head, with the vMF regulariser weights bound."""
+  loss_fn = losses.get_loss(model_config.head)
+  if model_config.head == "vmf":
+    loss_fn = functools.partial(loss_fn, lambda1=model_config.vmf_lambda1, lambda2=model_config.vmf_lambda2)
+  return loss_fn
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -293,14 +323,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   model, mesh, train_config = experiment.model, experiment.mesh, config.train
   manager = checkpoint.manager(workdir, train_config.keep_checkpoints)
 
-  state = init_state(model, experiment.optimizer, config, mesh)
   latest = manager.latest_step()
-  if latest is not None:
+  if latest is None:
+    state = init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
+  else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
     state = checkpoint.restore(manager, latest, abstract_state(model, experiment.optimizer, config, mesh))
   start_step = int(state.step)
 
   train_step = make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
-  eval_step = make_eval_step(model, experiment.loss_fn, mesh)
+  eval_step = make_eval_step(model, experiment.loss_fn, mesh, chunk_size=train_config.neighbour_chunk_size)
   batcher = lm_batches.get_batcher(config.data.batching)
   train_tokens = experiment.corpus.splits["train"]
   writer = MetricWriter(workdir)
@@ -356,7 +387,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         interval_sums, interval_start, interval_time = None, step, time.time()
       if step % train_config.eval_every == 0 or at_end:
         last_valid = validate(step)
-        bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} perplexity {last_valid['perplexity']:.2f}")
+        bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} perplexity {last_valid['perplexity']:.2f} "
+                  f"accuracy {last_valid['accuracy']:.4f} top-5 {last_valid['accuracy_top5']:.4f}")
         checkpoint.save(manager, step, state, last_valid["perplexity"])
         interval_time = time.time()  # evaluation and saving are not training throughput
       bar.update(1)

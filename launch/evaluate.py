@@ -3,6 +3,7 @@
   python launch/evaluate.py --workdir=runs/quickstart              # latest checkpoint, test split
   python launch/evaluate.py --workdir=runs/quickstart --best --split=valid
   python launch/evaluate.py --workdir=runs/quickstart --step=1500
+  python launch/evaluate.py --workdir=runs/wt2_lstm --batch_size=1   # AWD-LSTM's test convention
 """
 
 import json
@@ -17,6 +18,10 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest
 _BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation perplexity.")
 _SPLIT = flags.DEFINE_string("split", "test", "train, valid or test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Contiguous rows the split is cut into, state carried "
+                                   "along each (default: config train.eval_batch_size).")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Segment length (default: config train.seq_len); longer "
+                                "gives stateless bodies (TCN) more context.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -26,9 +31,11 @@ def main(argv):
   if _BEST.value and _STEP.value is not None:
     raise app.UsageError("give --step or --best, not both")
   result = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value, split=_SPLIT.value,
+                                     batch_size=_BATCH_SIZE.value, length=_SEQ_LEN.value,
                                      data_path=_DATA_PATH.value)
   print(f"{result['split']} at step {result['step']}: loss {result['loss']:.4f} "
         f"perplexity {result['perplexity']:.2f} accuracy {result['accuracy']:.4f} "
+        f"top-5 {result['accuracy_top5']:.4f} "
         f"over {int(result['tokens'])} tokens")
   print(json.dumps(result))
 

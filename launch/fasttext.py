@@ -1,11 +1,18 @@
 """Trains FastText vectors (Facebook .bin) from a config's `fasttext` fields.
 
-  python launch/fasttext.py --config=configs/ru_lm.py --output=/tmp/ruslit.bin
+  python launch/fasttext.py --config=configs/ru_lm.py --output=runs/ru_lm/fasttext.bin \
+      --config.data.path=../shared/data/ruslit
 
-The corpus is `config.fasttext.corpus`: a text file, one sentence per line,
-tokens separated by whitespace exactly as the language model tokenises them.
+The corpus is `config.fasttext.corpus`: a text file, one sentence per line, tokens
+separated by whitespace exactly as the language model tokenises them. Left empty
+(""), it is the train split of the config's own corpus (`config.data`) in the
+language model's word-level tokenisation, written once to the cache dir, so the
+vectors' words are the model's words (and the pieces' words, for data.tokenizer=bpe).
+When the config has a `model`, the vectors' dimension, min_n, max_n and bucket are
+model.width, model.min_n, model.max_n and model.bucket.
 """
 
+import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -19,7 +26,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  fasttext_vectors.train_from_config(config.fasttext, config.fasttext.corpus, _OUTPUT.value)
+  corpus = config.fasttext.get("corpus", "")
+  if not corpus:
+    from jaxlm.data import corpora
+    corpus = corpora.train_text_file(config.data)
+    print(f"fasttext corpus: {corpus} (the train split of data.corpus={config.data.corpus!r})")
+  fasttext_vectors.train_from_config(config.fasttext, corpus, _OUTPUT.value,
+                                     model_config=config.model if "model" in config else None)
 
 
 if __name__ == "__main__":

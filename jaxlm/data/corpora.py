@@ -3,6 +3,17 @@
 `load_corpus(config.data)` returns the vocabulary (built from train) and one flat
 int32 token array per split, tokenised once and cached under the cache dir, keyed
 by the files' content so an edited corpus is never read stale.
+
+Two source formats: "lines" (one WikiText-style file per split, already word-level)
+and "works" (one .jsonl(.gz) of whole works, split by work and tokenised into
+word-level split files in the cache by jaxlm.data.works). From the word-level text
+on, every corpus takes the same path. `data.tokenizer`:
+  word  the vocabulary is the train split's words (data.max_vocab: the most frequent
+        N, the rest <unk>);
+  bpe   SentencePiece BPE (data.bpe_vocab_size pieces) trained on the word-level train
+        text, cached; a line is its pieces then "</s>" (the end-of-line token).
+`train_text_file(config.data)` is that word-level train text as a plain file, for
+training FastText on exactly the words the language model sees.
 """
 
 import dataclasses
@@ -10,18 +21,20 @@ import os
 
 import numpy as np
 
-from jaxlm.data import text_files
+from jaxlm.data import text_files, works
 from jaxlm.data.vocabulary import Vocabulary
 
 SHIPPED_WIKITEXT2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wikitext-2")
 SPLITS = ("train", "valid", "test")
+TOKENIZERS = ("word", "bpe")
 
 
 @dataclasses.dataclass(frozen=True)
 class CorpusSpec:
-  file_names: dict  # split -> file name inside the corpus folder
+  file_names: dict  # split -> file name inside the corpus folder ("works" -> the works file)
   default_path: str  # "" means the user must give config.data.path
   how_to_get: str
+  format: str = "lines"  # "lines": a word-level file per split; "works": jsonl of works (jaxlm.data.works)
 
 
 CORPORA = {
@@ -33,6 +46,11 @@ CORPORA = {
         {"train": "ptb.train.txt", "valid": "ptb.valid.txt", "test": "ptb.test.txt"}, "",
         "Penn Treebank is LDC-licensed and never shipped: set --config.data.path to a folder with "
         "ptb.train.txt, ptb.valid.txt, ptb.test.txt (Mikolov's preprocessing), e.g. ../shared/data/ptb."),
+    "ruslit": CorpusSpec(
+        {"works": "ruslit.jsonl"}, "",
+        "RusLit (373 public-domain Russian works, d0rj/RusLit) is never shipped: set --config.data.path "
+        "to a folder holding ruslit.jsonl.gz (one JSON object per work with 'path' and 'text'), "
+        "e.g. ../shared/data/ruslit.", format="works"),
 }
 
 
@@ -59,6 +77,39 @@ def resolve_files(data_config) -> dict[str, str]:
   return {split: text_files.find_file(folder, name, spec.how_to_get) for split, name in spec.file_names.items()}
 
 
+def _word_level_files(data_config, cache_root: str) -> tuple[str, dict[str, str]]:
+  """(content key, split -> word-level text file): the user's files, or the works tokenised into the cache."""
+  source_files = resolve_files(data_config)
+  spec = CORPORA[data_config.corpus]
+  if spec.format == "works":
+    key = text_files.fingerprint([source_files["works"]]) + "-t" + works.TOKENISER_VERSION
+    folder = os.path.join(cache_root, "text", f"{data_config.corpus}-{key}")
+    return key, works.write_split_files(source_files["works"], folder)
+  # Decode every file first so a bad byte is reported against the user's file.
+  for path in source_files.values():
+    text_files.read_lines(path)
+  return text_files.fingerprint([source_files[split] for split in SPLITS]), source_files
+
+
+def train_text_file(data_config) -> str:
+  """The train split as word-level text, one line per line, plain UTF-8 (FastText, SentencePiece)."""
+  cache_root = data_config.cache_dir or default_cache_dir()
+  return _plain_train_file(data_config, cache_root, *_word_level_files(data_config, cache_root))
+
+
+def _plain_train_file(data_config, cache_root: str, key: str, split_files: dict[str, str]) -> str:
+  path = split_files["train"]
+  if not path.endswith((".gz", ".xz")):
+    return path
+  plain = os.path.join(cache_root, "text", f"{data_config.corpus}-{key}", "train.txt")
+  if not os.path.exists(plain):
+    os.makedirs(os.path.dirname(plain), exist_ok=True)
+    with open(plain + ".tmp", "w", encoding="utf-8") as handle:
+      handle.write("\n".join(text_files.read_lines(path)) + "\n")
+    os.replace(plain + ".tmp", plain)
+  return plain
+
+
 def _read_split_lines(split_files: dict[str, str], tfds_dir: str) -> dict[str, list[str]]:
   """Builds (once) the TFDS array_record dataset and reads every split back in order."""
   from jaxlm.data import word_corpus  # TFDS is imported only when a corpus is first built
@@ -73,24 +124,52 @@ def _read_split_lines(split_files: dict[str, str], tfds_dir: str) -> dict[str, l
   return lines
 
 
+def _sentencepiece_encoder(model_path: str):
+  """(pieces, encode(lines, source) -> ids): each line's pieces, then the end-of-line piece."""
+  from jaxlm.data import sentencepiece_tokenizer
+  processor = sentencepiece_tokenizer.load_sentencepiece(model_path)
+  end_of_line = processor.eos_id()
+
+  def encode(lines, source):
+    del source  # byte fallback: every line encodes, nothing is unknown
+    return [piece for pieces in processor.encode(lines) for piece in pieces + [end_of_line]]
+
+  return sentencepiece_tokenizer.pieces_of(processor), encode
+
+
 def load_corpus(data_config) -> Corpus:
-  split_files = resolve_files(data_config)
-  # Decode every file first so a bad byte is reported against the user's file.
-  for path in split_files.values():
-    text_files.read_lines(path)
-  key = text_files.fingerprint([split_files[split] for split in SPLITS])
+  # A data config without these keys (an older workdir's config.json) reads as word-level, uncapped.
+  tokenizer, max_vocab = data_config.get("tokenizer", "word"), data_config.get("max_vocab", 0)
+  if tokenizer not in TOKENIZERS:
+    raise ValueError(f"config data.tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZERS)}")
   cache_root = data_config.cache_dir or default_cache_dir()
-  token_dir = os.path.join(cache_root, "tokens", f"{data_config.corpus}-{key}")
+  key, split_files = _word_level_files(data_config, cache_root)
+  if tokenizer == "bpe":
+    from jaxlm.data import sentencepiece_tokenizer
+    model_path = sentencepiece_tokenizer.train_sentencepiece(
+        _plain_train_file(data_config, cache_root, key, split_files), model_type="bpe",
+        vocab_size=data_config.bpe_vocab_size, cache_dir=os.path.join(cache_root, "sentencepiece"))
+    variant = "-" + os.path.splitext(os.path.basename(model_path))[0]  # names the corpus, settings and key
+  else:
+    variant = f"-max{max_vocab}" if max_vocab else ""
+  token_dir = os.path.join(cache_root, "tokens", f"{data_config.corpus}-{key}{variant}")
   vocabulary_path = os.path.join(token_dir, "vocabulary.txt")
   if not os.path.exists(vocabulary_path):
     lines = _read_split_lines(split_files, os.path.join(cache_root, "tfds", f"{data_config.corpus}-{key}"))
-    vocabulary = Vocabulary.from_lines(lines["train"])
+    if tokenizer == "bpe":
+      pieces, encode = _sentencepiece_encoder(model_path)
+      vocabulary = Vocabulary(pieces)
+    else:
+      # Raw text (works) has no <unk> of its own, yet valid and test hold words train lacks.
+      vocabulary = Vocabulary.from_lines(lines["train"], max_size=max_vocab,
+                                         with_unknown=CORPORA[data_config.corpus].format == "works")
+      encode = vocabulary.encode_lines
     os.makedirs(token_dir, exist_ok=True)
     for split in SPLITS:
-      ids = np.asarray(vocabulary.encode_lines(lines[split], split_files[split]), dtype=np.int32)
+      ids = np.asarray(encode(lines[split], split_files[split]), dtype=np.int32)
       np.save(os.path.join(token_dir, f"{split}.npy.tmp.npy"), ids)
       os.replace(os.path.join(token_dir, f"{split}.npy.tmp.npy"), os.path.join(token_dir, f"{split}.npy"))
     vocabulary.save(vocabulary_path)  # written last: its presence marks a complete cache
   vocabulary = Vocabulary.load(vocabulary_path)
   splits = {split: np.load(os.path.join(token_dir, f"{split}.npy")) for split in SPLITS}
-  return Corpus(vocabulary=vocabulary, splits=splits, fingerprint=key)
+  return Corpus(vocabulary=vocabulary, splits=splits, fingerprint=key + variant)

@@ -65,11 +65,24 @@ def train_fasttext(corpus_path: str, output_path: str, *, sg: bool = True, dim: 
   return model
 
 
-def train_from_config(fasttext_config, corpus_path: str, output_path: str, log=print):
-  """`config.fasttext` fields -> `train_fasttext`; the launcher's one call."""
+# FastText setting -> the config.model field it must equal, so the vectors fit the model they start.
+MODEL_FIELDS = {"dim": "width", "min_n": "min_n", "max_n": "max_n", "bucket": "bucket"}
+
+
+def train_from_config(fasttext_config, corpus_path: str, output_path: str, log=print, model_config=None):
+  """`config.fasttext` fields -> `train_fasttext`; the launcher's one call.
+
+  With `model_config`, dim/min_n/max_n/bucket are taken from model.width/min_n/max_n/bucket
+  (a different value in `fasttext_config` is an error), so one source sets both.
+  """
   fields = ("sg", "dim", "min_n", "max_n", "bucket", "epochs", "workers", "min_count", "window", "seed")
-  return train_fasttext(corpus_path, output_path, log=log,
-                        **{name: fasttext_config[name] for name in fields if name in fasttext_config})
+  settings = {name: fasttext_config[name] for name in fields if name in fasttext_config}
+  for name, model_field in MODEL_FIELDS.items() if model_config is not None else ():
+    if name in settings and settings[name] != model_config[model_field]:
+      raise ValueError(f"config fasttext.{name}={settings[name]} differs from model.{model_field}="
+                       f"{model_config[model_field]}; the vectors must fit the model: drop fasttext.{name}")
+    settings[name] = model_config[model_field]
+  return train_fasttext(corpus_path, output_path, log=log, **settings)
 
 
 # ----------------------------------------------------------------------------- loading

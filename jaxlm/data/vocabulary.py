@@ -20,13 +20,29 @@ class Vocabulary:
     return len(self.words)
 
   @classmethod
-  def from_lines(cls, lines) -> "Vocabulary":
+  def from_lines(cls, lines, max_size: int = 0, with_unknown: bool = False) -> "Vocabulary":
+    """Every word of `lines`; with `max_size`, the most frequent max_size - 1 and <unk>.
+
+    <unk> then counts every occurrence of the words it replaces, and takes its place
+    in the frequency order accordingly. `with_unknown` adds <unk> (last) even when no
+    word is cut: for raw text, whose valid and test splits hold words train lacks.
+    """
     counts = collections.Counter()
     for line in lines:
       counts.update(line.split())
       counts[END_OF_SENTENCE] += 1
     # Counter preserves first-insertion order, so the stable sort breaks ties by first use.
-    return cls([word for word, _ in sorted(counts.items(), key=lambda item: -item[1])])
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    if max_size and len(ordered) > max_size:
+      if max_size < 2:
+        raise ValueError(f"a vocabulary of max_size={max_size} cannot hold a word and {UNKNOWN}")
+      kept = [item for item in ordered if item[0] != UNKNOWN][:max_size - 1]
+      kept_words = {word for word, _ in kept}
+      unknown_count = sum(count for word, count in ordered if word not in kept_words)
+      ordered = sorted(kept + [(UNKNOWN, unknown_count)], key=lambda item: -item[1])
+    elif with_unknown and UNKNOWN not in counts:
+      ordered.append((UNKNOWN, 0))
+    return cls([word for word, _ in ordered])
 
   def save(self, path: str) -> None:
     temporary = path + ".tmp"

@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlm.models import embeddings, heads, layers, lstm, tcn, transformer
+from jaxlm.models import embedding_bag, embeddings, heads, layers, lstm, tcn, transformer
 
 BODIES = {
     "transformer": transformer.Transformer,
@@ -26,9 +26,15 @@ BODIES = {
 }
 INPUT_LAYERS = {
     "word": embeddings.WordEmbedding,
+    # FastText's composition: the mean of a word's row and its hashed character n-gram rows.
+    "bag": embedding_bag.EmbeddingBag,
 }
 HEADS = {
     "softmax": heads.SoftmaxHead,
+    # Predict a vector in the fixed FastText space; the loss (jaxlm.losses) picks the objective.
+    "cosine": heads.EmbeddingHead,
+    "l2": heads.EmbeddingHead,
+    "vmf": heads.EmbeddingHead,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -62,8 +68,12 @@ class LanguageModel(nn.Module):
     return self.head(states, input_layer=self.input_layer, train=train), carry
 
 
-def build_model(model_config, vocab_size: int) -> LanguageModel:
-  """Builds the model named by `config.model`; each part's fields are its config keys."""
+def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> LanguageModel:
+  """Builds the model named by `config.model`; each part's fields are its config keys.
+
+  subword_width: for model.input="bag", the padded number of rows per word, decided from
+  the vocabulary (jaxlm.pretrained.subword_width) so that init and restore shapes agree.
+  """
   dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
   family = model_config.family
   body_class = _lookup(BODIES, family, "model.family")
@@ -73,10 +83,13 @@ def build_model(model_config, vocab_size: int) -> LanguageModel:
   except TypeError as error:
     raise ValueError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
   input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")
-  input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype)
+  input_fields = ({"bucket": model_config.bucket, "subword_width": subword_width}
+                  if input_class is embedding_bag.EmbeddingBag else {})
+  input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
   head_class = _lookup(HEADS, model_config.head, "model.head")
+  head_fields = {"target_dim": model_config.target_dim} if head_class is heads.EmbeddingHead else {}
   head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
-                    tie_embeddings=model_config.tie_embeddings, dtype=dtype)
+                    tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
   return LanguageModel(input_layer=input_layer, body=body, head=head,
                        embedding_dropout=model_config.embedding_dropout)
 

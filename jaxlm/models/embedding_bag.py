@@ -6,6 +6,10 @@ computed once by `jaxlm.data.subwords.subword_ids` (or with a FastText model by
 `jaxlm.data.fasttext_vectors.bag_initialisation`) and installed after `init` with
 `install_input_variables`. Until then each word's bag is its own row alone, so a
 freshly initialised bag behaves exactly like a word table.
+
+The ids' padded width (`subword_width`) is a module field, decided from the
+vocabulary before `init` (jaxlm.pretrained.subword_width), so the state built by
+`init` and the Orbax restore target built by `eval_shape` have the same shapes.
 """
 
 from typing import Any
@@ -25,20 +29,26 @@ class EmbeddingBag(nn.Module):
   `attend` reuses the word rows as a tied output projection (the n-gram rows are
   input-only, as in fastText). `bucket` must equal the bucket the ids were hashed
   with; fastText's default is 2,000,000, but small configs should shrink it.
+  `subword_width` is the padded number of rows per word (own row + n-grams).
   """
   vocab_size: int
   width: int
   dtype: Any = jnp.float32
   bucket: int = 2_000_000
+  subword_width: int = 1
 
   def setup(self):
     self.table = self.param("table", layers.gpt2_init(),
                             (self.vocab_size + self.bucket, self.width), jnp.float32)
-    # Placeholder bag: word i -> row i only. Replaced by the real subword ids after init.
-    self.ngram_ids = self.variable(FROZEN, "ngram_ids",
-                                   lambda: jnp.arange(self.vocab_size, dtype=jnp.int32)[:, None])
+    # Placeholder bag: word i -> row i only, padded to subword_width. Replaced by the
+    # real subword ids after init (same shapes).
+    shape = (self.vocab_size, self.subword_width)
+    first = jnp.arange(self.subword_width) == 0  # [subword_width]
+    self.ngram_ids = self.variable(
+        FROZEN, "ngram_ids",
+        lambda: jnp.where(first, jnp.arange(self.vocab_size, dtype=jnp.int32)[:, None], 0))
     self.ngram_mask = self.variable(FROZEN, "ngram_mask",
-                                    lambda: jnp.ones((self.vocab_size, 1), jnp.bool_))
+                                    lambda: jnp.broadcast_to(first, shape))
 
   def __call__(self, token_ids, *, train: bool):
     del train

@@ -57,4 +57,7 @@ def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
   """
   keep = 1.0 - rate
   kept_types = jax.random.bernoulli(rng, keep, (vocab_size,))  # [vocab]
-  return jnp.where(kept_types[token_ids], 1.0 / keep, 0.0)[..., None].astype(jnp.float32)
+  # Gather from a float table, not from the boolean mask: gathering a bool array
+  # by token id gave NaN losses on an H100 (jax 0.11.2), while this form did not.
+  type_scale = jnp.where(kept_types, 1.0 / keep, 0.0).astype(jnp.float32)  # [vocab]
+  return jnp.take(type_scale, token_ids, axis=0)[..., None]

@@ -1,0 +1,120 @@
+"""Every config file builds, with each variant, into a model that runs.
+
+Data-free and fast: models are built on a tiny vocabulary and no corpus is read
+(the end-to-end tests train). A new file in configs/ is picked up automatically,
+with its `smoke` variant; other variants are listed in VARIANTS.
+"""
+
+import importlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlm import optim
+from jaxlm.data import corpora, text_files
+from jaxlm.models import BODIES, build_model
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIG_NAMES = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
+                      if name.endswith(".py") and name not in ("common.py", "__init__.py"))
+# Variants besides `smoke`, each tried with `smoke` (the full sizes are only traced).
+VARIANTS = {
+    "wt2_transformer": ("fast",),
+    "wt2_heads": ("head=cosine", "head=l2", "head=vmf"),
+}
+VOCAB = 40
+BATCH = 2
+
+
+def get_config(name: str, arg: str | None = None):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def all_variants():
+  for name in CONFIG_NAMES:
+    for extra in (None,) + VARIANTS.get(name, ()):
+      yield name, extra
+
+
+def test_every_config_file_is_found():
+  assert {"quickstart", "wt2_transformer", "wt2_lstm", "ptb_lstm", "ptb_tcn", "wt2_tcn"} <= set(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_unknown_variants_and_keys_fail(name):
+  with pytest.raises(ValueError, match="unknown variant"):
+    get_config(name, "smok")
+  config = get_config(name, "smoke")
+  with pytest.raises(AttributeError):
+    config.train.seq_length = 16  # a misspelling of seq_len
+  with pytest.raises(AttributeError):
+    config.model[config.model.family].num_layer = 1
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_only_the_chosen_body_has_keys(name):
+  """A body section nothing reads would be a dead key."""
+  model = get_config(name).model
+  assert model.family in BODIES
+  assert [family for family in BODIES if family in model] == [model.family]
+
+
+@pytest.mark.parametrize("name,extra", list(all_variants()))
+def test_full_size_model_traces_at_the_training_length(name, extra):
+  """The real sizes fit the body (fields, heads, max_length >= seq_len), traced without compute."""
+  config = get_config(name, extra)
+  body = config.model[config.model.family]
+  if body.get("attention_implementation") == "cudnn" and jax.default_backend() != "gpu":
+    body.attention_implementation = "xla"  # the same shapes; cuDNN cannot even be traced without a GPU
+  model = build_model(config.model, VOCAB)
+  token_ids = jnp.zeros((1, config.train.seq_len), jnp.int32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), token_ids, train=False))
+  assert variables["params"]
+  if "max_length" in body and body.positions != "relative":
+    assert body.max_length >= config.train.seq_len
+
+
+@pytest.mark.parametrize("name,extra", list(all_variants()))
+def test_smoke_builds_and_runs(name, extra):
+  config = get_config(name, "smoke" if extra is None else f"{extra},smoke")
+  assert config.is_locked
+  assert config.train.steps <= 10 and config.model.width <= 64 and config.train.max_minutes == 0
+  assert config.train.batch_size % jax.device_count() == 0
+  model = build_model(config.model, VOCAB)
+  token_ids = jax.random.randint(jax.random.key(0), (BATCH, config.train.seq_len), 0, VOCAB)
+  variables = model.init(jax.random.key(1), token_ids, train=False)
+  carry = model.initial_carry(BATCH)
+  # A carried body must be trained on contiguous streams, or its state would be meaningless.
+  if jax.tree.leaves(carry):
+    assert config.data.batching == "stream"
+  outputs = {}
+  for train in (True, False):
+    outputs[train], new_carry = model.apply(variables, token_ids, train=train, carry=carry,
+                                            rngs={"dropout": jax.random.key(2)} if train else None)
+    assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
+    leaf_shapes = lambda tree: [leaf.shape for leaf in jax.tree.leaves(tree)]
+    assert leaf_shapes(new_carry) == leaf_shapes(carry)
+    # Logits, or an embedding head's predicted vectors, reach the loss in float32.
+    predicted = outputs[train] if config.model.head == "softmax" else outputs[train]["vectors"]
+    assert predicted.shape[:2] == (BATCH, config.train.seq_len)
+    assert predicted.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(predicted)))
+  if config.model.head == "softmax":
+    assert outputs[False].shape == (BATCH, config.train.seq_len, VOCAB)
+  # The optimiser and schedule the config names exist and update these parameters.
+  optimizer = optim.build_optimizer(config.optim, config.train.steps, config.model)  # as the trainer builds it
+  params = variables["params"]
+  updates, _ = optimizer.update(params, optimizer.init(params), params)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+@pytest.mark.parametrize("name", [name for name in CONFIG_NAMES if get_config(name).data.corpus == "ptb"])
+def test_ptb_path_is_the_users(name):
+  """PTB is never shipped: the default path is empty and fails saying how to get it."""
+  config = get_config(name, "smoke")
+  assert config.data.path == ""
+  with pytest.raises(text_files.DataError, match="ptb"):
+    corpora.resolve_files(config.data)

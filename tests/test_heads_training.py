@@ -1,0 +1,138 @@
+"""Every output head trains through the one trainer; evaluation reports top-1 and top-5 for each."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import smoke_config
+from jaxlm import metrics, target_vectors, train
+from jaxlm.data import corpora, fasttext_vectors, lm_batches
+from jaxlm.models import build_model
+
+DIM = 8
+HEADS = ("softmax", "cosine", "l2", "vmf")
+NOT_IN_FASTTEXT = ("w59", "<eos>")  # words of the tiny corpus the .vec leaves out
+
+
+@pytest.fixture(scope="module")
+def vec_path(tiny_corpus, tmp_path_factory):
+  """A text .vec with a random DIM-d vector for every tiny-corpus word but NOT_IN_FASTTEXT."""
+  words = [f"w{index}" for index in range(60) if f"w{index}" not in NOT_IN_FASTTEXT] + ["unused"]
+  rows = np.random.default_rng(1).standard_normal((len(words), DIM)).astype(np.float32)
+  path = tmp_path_factory.mktemp("vectors") / "tiny.vec"
+  path.write_text(f"{len(words)} {DIM}\n" + "".join(
+      word + " " + " ".join(f"{value:.6f}" for value in row) + "\n" for word, row in zip(words, rows)),
+                  encoding="utf-8")
+  return str(path)
+
+
+def head_config(tiny_corpus, cache_dir, vec_path, head, **overrides):
+  return smoke_config(tiny_corpus, cache_dir, **{
+      "model.head": head, "model.target_dim": DIM, "model.target_vectors": vec_path,
+      "model.transformer.dropout": 0.0, "optim.warmup_steps": 0, **overrides})
+
+
+def test_switching_the_head_leaves_input_layer_and_body_alone(tiny_corpus, cache_dir, vec_path):
+  initial = {}
+  for head in ("softmax", "vmf"):
+    config = head_config(tiny_corpus, cache_dir, vec_path, head)
+    model = build_model(config.model, 60)
+    initial[head] = model.init(jax.random.key(0), np.zeros((1, 16), np.int32), train=False)["params"]
+  assert sorted(initial["softmax"]) == sorted(initial["vmf"]) == ["body", "head", "input_layer"]
+  for part in ("body", "input_layer"):  # same structure and the same initial values
+    jax.tree.map(np.testing.assert_array_equal, initial["softmax"][part], initial["vmf"][part])
+  assert initial["vmf"]["head"]["output"]["kernel"].shape == (32, DIM)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_head_trains_with_the_same_train_step(tiny_corpus, cache_dir, vec_path, head):
+  config = head_config(tiny_corpus, cache_dir, vec_path, head)
+  experiment = train.build_experiment(config)
+  words = experiment.corpus.vocabulary.words
+  mesh, model = experiment.mesh, experiment.model
+  state = train.init_state(model, experiment.optimizer, config, mesh, words=words)
+  before = jax.device_get(state)
+  step = train.make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
+  tokens = experiment.corpus.splits["train"]
+  for index in range(2):
+    batch = lm_batches.window_batch(tokens, index, seed=0, batch_size=config.train.batch_size,
+                                    length=config.train.seq_len)
+    state, step_metrics = step(state, train.global_batch(mesh, batch))
+  after = jax.device_get(state)
+  summary = metrics.summarise(jax.device_get(step_metrics))
+  assert np.isfinite(summary["loss"]) and summary["tokens"] == config.train.batch_size * config.train.seq_len
+  for part in ("body", "input_layer", "head"):
+    moved = max(float(np.max(np.abs(a - b))) for a, b in
+                zip(jax.tree.leaves(after.params[part]), jax.tree.leaves(before.params[part])))
+    assert moved > 1e-6, f"{part} parameters did not change"
+  if head == "softmax":
+    assert not target_vectors.has_target_table(state)
+    return
+  table = before.frozen["frozen"]["head"]["target_table"]
+  np.testing.assert_array_equal(after.frozen["frozen"]["head"]["target_table"], table)
+  np.testing.assert_allclose(table, target_vectors.target_table(words, vec_path, DIM))
+  assert np.all(np.linalg.norm(table, axis=-1) > 0)  # no word is left without a target
+
+
+@pytest.mark.parametrize("head", ["softmax", "vmf"])
+def test_evaluation_reports_top1_and_top5_for_every_head(tiny_corpus, cache_dir, vec_path, head, tmp_path):
+  config = head_config(tiny_corpus, cache_dir, vec_path, head,
+                       **{"train.steps": 2, "train.eval_every": 2, "train.log_every": 1,
+                          "train.neighbour_chunk_size": 7})  # 7 does not divide the vocabulary
+  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert 0.0 <= summary["accuracy"] <= summary["accuracy_top5"] <= 1.0
+  assert summary["accuracy_top5"] > 0.0  # frequent words are easy to get into a top 5
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train_records = [record for record in records if record["kind"] == "train"]
+  assert train_records and all(np.isfinite(record["loss"]) for record in train_records)
+  # Training reports accuracy only where the loss gives it for free (softmax argmax).
+  assert all(("accuracy" in record) == (head == "softmax") for record in train_records)
+
+
+def test_a_missing_or_mismatched_target_file_is_a_clear_error(tiny_corpus, cache_dir, vec_path):
+  words = corpora.load_corpus(head_config(tiny_corpus, cache_dir, vec_path, "cosine").data).vocabulary.words
+  for overrides, message in (({"model.target_vectors": ""}, "needs model.target_vectors"),
+                             ({"model.target_dim": DIM + 1}, "model.target_dim")):
+    config = head_config(tiny_corpus, cache_dir, vec_path, "cosine", **overrides)
+    experiment = train.build_experiment(config)
+    with pytest.raises(ValueError, match=message):
+      train.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
+
+
+def test_target_table_rows_from_a_vec_file(vec_path):
+  vectors = fasttext_vectors.load_vectors(vec_path)
+  words = ["w3", "w59", "w0", "<eos>"]
+  table = target_vectors.target_table(words, vec_path, DIM)
+  np.testing.assert_array_equal(table[0], vectors["w3"])
+  np.testing.assert_array_equal(table[2], vectors["w0"])
+  # Words the .vec lacks get distinct random directions of a typical FastText norm.
+  assert np.all(np.linalg.norm(table[[1, 3]], axis=-1) > 0)
+  assert abs(float(table[1] @ table[3])) < np.linalg.norm(table[1]) * np.linalg.norm(table[3])
+  np.testing.assert_array_equal(table, target_vectors.target_table(words, vec_path, DIM))  # fixed seed
+
+
+def test_target_table_composes_unknown_words_from_a_bin(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  rng = np.random.default_rng(0)
+  corpus.write_text("\n".join(" ".join(rng.choice(["cat", "cats", "dog", "dogs", "sat"], 6))
+                              for _ in range(100)) + "\n", encoding="utf-8")
+  model = fasttext_vectors.train_fasttext(str(corpus), str(tmp_path / "ft.bin"), dim=DIM, bucket=500,
+                                          epochs=1, workers=1, min_count=1, log=lambda _: None)
+  table = target_vectors.target_table(["cat", "catty", "dog"], str(tmp_path / "ft.bin"), DIM)
+  np.testing.assert_allclose(table[0], model.wv["cat"], rtol=1e-6)
+  np.testing.assert_allclose(table[1], model.wv["catty"], rtol=1e-6)  # composed from n-grams
+  assert "catty" not in model.wv.key_to_index and np.any(table[1] != 0)
+
+
+def test_head_cost_benchmark_runs_at_a_tiny_size():
+  from configs import common
+  from jaxlm import benchmark
+  config = benchmark.head_cost_config(common.base_config(), "vmf", width=16, tokens_per_step=64, seq_len=16,
+                                      num_layers=1)
+  result = benchmark.head_cost(config, 300, warmup_steps=1, timed_steps=1)
+  assert result["head"] == "vmf" and result["tokens_per_step"] == 64 and np.isfinite(result["loss"])
+  assert result["head_parameters"] == 16 * 16 + 16  # width -> target_dim, never vocabulary-sized
+  assert result["compiled_peak_bytes"] > 0
+  assert benchmark.head_cost_markdown_row(result).startswith("| vmf | 300 |")
