@@ -28,8 +28,7 @@ case "${1:-}" in
     setup
     WORKDIR=${WORKDIR:-runs/quickstart}
     "$VENV/bin/python" launch/train.py --config=configs/quickstart.py --workdir="$WORKDIR"
-    "$VENV/bin/python" launch/evaluate.py --workdir="$WORKDIR" --split=valid
-    "$VENV/bin/python" launch/evaluate.py --workdir="$WORKDIR" --split=test
+    "$VENV/bin/python" launch/evaluate.py --workdir="$WORKDIR" --split=valid,test
     ;;
   test)
     setup

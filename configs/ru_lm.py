@@ -4,7 +4,7 @@ The question (issue 4): does starting from FastText (and composing words from
 n-grams, as FastText does) converge faster than training from scratch, and what
 does freezing the FastText table cost? One model size and budget for all runs: a
 2-layer, width-128 transformer, 16 x 64 tokens per step, 3000 steps or 10 minutes
-on a 2-core CPU, whichever comes first (the quickstart's size).
+on a 2-core CPU, whichever comes first (the quickstart's shape at width 128).
 
 Variants (`--config=configs/ru_lm.py:input=bag,init=fasttext`):
   input=word   word table over the 32,000 most frequent train words (+ <unk>)
@@ -89,7 +89,7 @@ def get_config(arg: str | None = None):
   config.model.bucket = 100_000
   config.model.min_n = 3
   config.model.max_n = 5
-  # The quickstart's size and budget (configs/quickstart.py), for a 2-core CPU.
+  # A 2-core-CPU size and budget: the quickstart's shape at width 128 (more steps in 10 minutes).
   config.model.width = 128
   config.model.transformer.num_layers = 2
   config.model.transformer.num_heads = 4

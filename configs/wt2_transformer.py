@@ -13,9 +13,13 @@ Anchor (issue 3): a 16-layer Transformer-XL with discrete embedding dropout, loc
 input and output dropout and weight decay reaches 63.4 test perplexity on WikiText-2
 after 125,000 steps (~600M tokens, about 7 hours); the same kind of model without
 those regularisers stalls near 90-97. The target here: below 63.4 test perplexity
-after the full 75,000 steps (614M tokens, ~294 epochs). Not measured yet: the
-regularisation strengths below are jaxlm's choices, untuned, so the first full run
-is the measurement.
+after the full 75,000 steps (614M tokens, ~294 epochs). The regularisation
+strengths below are jaxlm's choices, untuned. Measured so far (BENCHMARKS.md, one
+H100, 6.5 minutes at ~275k tokens/s, embedding dropout off): best validation 86.2 /
+test 82.3 at step 4,000, then overfitting. Known issue: on an H100 with jax 0.11.2,
+model.embedding_dropout > 0 gives a NaN loss within 5 steps (not on CPU with jax
+0.10.2); until that is fixed, GPU runs need --config.model.embedding_dropout=0.0
+and will overfit as above.
 Cost: ~290 MFLOP per token (6 x 43.6M parameters plus attention over 128-256 keys),
 ~1.8e17 FLOPs for the run: about 10 minutes at 30% of an H100's bf16 peak, 30 at
 10%. BENCHMARKS.md records what a run actually reached and in how long.

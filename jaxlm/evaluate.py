@@ -7,10 +7,12 @@ lm_batches.evaluation_batches), with carried state flowing along each row.
 from jaxlm import checkpoint, metrics, train
 
 
-def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False, split: str = "test",
-                     batch_size: int | None = None, length: int | None = None, data_path: str | None = None,
-                     cache_dir: str | None = None) -> dict:
-  """Returns {'step', 'split', 'loss', 'perplexity', 'accuracy', 'accuracy_top5', 'tokens'} for one checkpoint.
+def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False,
+                     splits: tuple[str, ...] = ("test",), batch_size: int | None = None,
+                     length: int | None = None, data_path: str | None = None,
+                     cache_dir: str | None = None) -> list[dict]:
+  """One {'step', 'split', 'loss', 'perplexity', 'accuracy', 'accuracy_top5', 'tokens'} per split,
+  all from one checkpoint restored once.
 
   step: a kept checkpoint step; best: the lowest-validation-perplexity one;
   neither: the latest. data_path / cache_dir override the saved config's, for
@@ -27,8 +29,9 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
   experiment = train.build_experiment(config)
-  if split not in experiment.corpus.splits:
-    raise ValueError(f"--split={split!r} is not one of {sorted(experiment.corpus.splits)}")
+  for split in splits:
+    if split not in experiment.corpus.splits:
+      raise ValueError(f"--split={split!r} is not one of {sorted(experiment.corpus.splits)}")
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True)
   steps = manager.all_steps()
   if not steps:
@@ -44,7 +47,10 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   manager.close()
   eval_step = train.make_eval_step(experiment.model, experiment.loss_fn, experiment.mesh,
                                    chunk_size=config.train.neighbour_chunk_size)
-  sums = train.evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen,
-                        experiment.corpus.splits[split], batch_size=batch_size or config.train.eval_batch_size,
-                        length=length or config.train.seq_len)
-  return {"step": int(step), "split": split, **metrics.summarise(sums)}
+  results = []
+  for split in splits:
+    sums = train.evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen,
+                          experiment.corpus.splits[split], batch_size=batch_size or config.train.eval_batch_size,
+                          length=length or config.train.seq_len)
+    results.append({"step": int(step), "split": split, **metrics.summarise(sums)})
+  return results

@@ -3,14 +3,15 @@
 A loss is `loss_fn(outputs, targets, weights) -> dict` of float32 sums:
   loss_sum  sum over positions of weight * loss    (the gradient is of loss_sum / count)
   count     sum of weights (the number of real target tokens)
-  correct   sum of weights where the top-1 prediction is the target
 Extra keys are summed and reported the same way. Pick one by name from LOSSES.
+Top-1/top-5 accuracy is not part of the loss: `jaxlm.decoding.accuracy_sums` computes it
+at evaluation for every head, so the training step does not pay for an argmax over the
+vocabulary (on a CPU that pass costs about as much as the softmax itself).
 
 Softmax heads hand the loss float32 logits [batch, length, vocab]. Embedding heads hand it
 {"vectors": predicted [batch, length, dim], "target_table": fixed [vocab, dim]}, both
 float32; the loss gathers each target word's vector from the table and never sends a
-gradient into it. Embedding losses return no `correct`: top-1 there is a nearest-neighbour
-search over the vocabulary, which `jaxlm.decoding.accuracy_sums` does at evaluation.
+gradient into it.
 """
 
 import jax
@@ -25,11 +26,9 @@ def softmax_cross_entropy(logits, targets, weights):
   log_normaliser = jax.nn.logsumexp(logits, axis=-1)  # [batch, length]
   target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   weights = weights.astype(jnp.float32)
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
   return {
       "loss_sum": jnp.sum(weights * (log_normaliser - target_logits)),
       "count": jnp.sum(weights),
-      "correct": jnp.sum(weights * correct),
   }
 
 

@@ -1,7 +1,7 @@
 """Scores a trained workdir's checkpoint on a whole split, on whatever devices are present.
 
   python launch/evaluate.py --workdir=runs/quickstart              # latest checkpoint, test split
-  python launch/evaluate.py --workdir=runs/quickstart --best --split=valid
+  python launch/evaluate.py --workdir=runs/quickstart --best --split=valid,test
   python launch/evaluate.py --workdir=runs/quickstart --step=1500
   python launch/evaluate.py --workdir=runs/wt2_lstm --batch_size=1   # AWD-LSTM's test convention
 """
@@ -16,7 +16,7 @@ from jaxlm import evaluate
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation perplexity.")
-_SPLIT = flags.DEFINE_string("split", "test", "train, valid or test.")
+_SPLIT = flags.DEFINE_list("split", ["test"], "train, valid or test, or several: --split=valid,test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Contiguous rows the split is cut into, state carried "
                                    "along each (default: config train.eval_batch_size).")
@@ -30,14 +30,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _BEST.value and _STEP.value is not None:
     raise app.UsageError("give --step or --best, not both")
-  result = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value, split=_SPLIT.value,
-                                     batch_size=_BATCH_SIZE.value, length=_SEQ_LEN.value,
-                                     data_path=_DATA_PATH.value)
-  print(f"{result['split']} at step {result['step']}: loss {result['loss']:.4f} "
-        f"perplexity {result['perplexity']:.2f} accuracy {result['accuracy']:.4f} "
-        f"top-5 {result['accuracy_top5']:.4f} "
-        f"over {int(result['tokens'])} tokens")
-  print(json.dumps(result))
+  results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
+                                      splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
+                                      length=_SEQ_LEN.value, data_path=_DATA_PATH.value)
+  for result in results:
+    print(f"{result['split']} at step {result['step']}: loss {result['loss']:.4f} "
+          f"perplexity {result['perplexity']:.2f} accuracy {result['accuracy']:.4f} "
+          f"top-5 {result['accuracy_top5']:.4f} over {int(result['tokens'])} tokens")
+  for result in results:  # machine-readable, one JSON line per split, last
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
