@@ -44,6 +44,20 @@ def matmul_flops_per_second(dtype=jnp.float32, size: int = 2048, repeats: int = 
   return best
 
 
+def time_steps(step_fn, state, batches: list, warmup_steps: int):
+  """Runs every batch; returns (state, last metrics, mean seconds of the steps after warm-up)."""
+  for batch in batches[:warmup_steps]:
+    state, step_metrics = step_fn(state, batch)
+  jax.block_until_ready(step_metrics)
+  started = time.perf_counter()
+  for batch in batches[warmup_steps:]:
+    state, step_metrics = step_fn(state, batch)
+    if jax.default_backend() == "cpu":  # see train.InFlight
+      jax.block_until_ready(step_metrics)
+  jax.block_until_ready(step_metrics)
+  return state, step_metrics, (time.perf_counter() - started) / (len(batches) - warmup_steps)
+
+
 def train_step_flops(experiment, state, local_batch: dict) -> float:
   """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.flops)."""
   model, loss_fn = experiment.model, experiment.loss_fn
@@ -64,26 +78,15 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
   batcher = lm_batches.get_batcher(config.data.batching)
   tokens = experiment.corpus.splits["train"]
 
-  def batch(step):
-    local = batcher(tokens, step, seed=config.seed, batch_size=config.train.batch_size,
-                    length=config.train.seq_len, process_index=jax.process_index(),
-                    process_count=jax.process_count())
-    return train.global_batch(mesh, local)
+  def local_batch(step):
+    return batcher(tokens, step, seed=config.seed, batch_size=config.train.batch_size,
+                   length=config.train.seq_len, process_index=jax.process_index(),
+                   process_count=jax.process_count())
 
-  flops_per_step = train_step_flops(experiment, state, batcher(
-      tokens, 0, seed=config.seed, batch_size=config.train.batch_size, length=config.train.seq_len,
-      process_index=jax.process_index(), process_count=jax.process_count()))
+  batch = lambda step: train.global_batch(mesh, local_batch(step))
+  flops_per_step = train_step_flops(experiment, state, local_batch(0))
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
-  for step in range(warmup_steps):
-    state, step_metrics = step_fn(state, batches[step])
-  jax.block_until_ready(step_metrics)
-  started = time.perf_counter()
-  for step in range(warmup_steps, warmup_steps + timed_steps):
-    state, step_metrics = step_fn(state, batches[step])
-    if jax.default_backend() == "cpu":  # see train.InFlight
-      jax.block_until_ready(step_metrics)
-  jax.block_until_ready(step_metrics)
-  seconds_per_step = (time.perf_counter() - started) / timed_steps
+  state, step_metrics, seconds_per_step = time_steps(step_fn, state, batches, warmup_steps)
   tokens_per_step = config.train.batch_size * config.train.seq_len
   compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
   matmul = matmul_flops_per_second(compute_dtype)
@@ -176,16 +179,7 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   compiled = step_fn.lower(state, batch(0)).compile()
   compile_seconds = time.perf_counter() - started
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
-  for step in range(warmup_steps):
-    state, step_metrics = compiled(state, batches[step])
-  jax.block_until_ready(step_metrics)
-  started = time.perf_counter()
-  for step in range(warmup_steps, warmup_steps + timed_steps):
-    state, step_metrics = compiled(state, batches[step])
-    if jax.default_backend() == "cpu":  # see train.InFlight
-      jax.block_until_ready(step_metrics)
-  jax.block_until_ready(step_metrics)
-  seconds_per_step = (time.perf_counter() - started) / timed_steps
+  state, step_metrics, seconds_per_step = time_steps(compiled, state, batches, warmup_steps)
   loss = float(step_metrics["loss_sum"] / step_metrics["count"])
   if not np.isfinite(loss):
     raise FloatingPointError(f"head_cost: {config.model.head} at {vocab_size} words gave loss {loss}")

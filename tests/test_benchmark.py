@@ -1,0 +1,15 @@
+"""launch/benchmark.py's library function on the smoke config (what it reports, not how fast)."""
+
+from conftest import smoke_config
+from jaxlm import benchmark
+
+
+def test_benchmark_reports_throughput_flops_and_utilisation(tiny_corpus, cache_dir):
+  config = smoke_config(tiny_corpus, cache_dir)
+  result = benchmark.benchmark(config, warmup_steps=1, timed_steps=2)
+  tokens = config.train.batch_size * config.train.seq_len
+  assert result["tokens_per_step"] == tokens
+  assert result["tokens_per_second"] > 0 and result["matmul_flops_per_second"] > 0
+  # The tied output layer alone is 6 x width x vocab FLOPs per token (forward and backward).
+  assert result["flops_per_token"] >= 6 * config.model.width * 60
+  assert 0 < result["mfu_vs_measured_matmul"]
