@@ -44,6 +44,10 @@ def matmul_flops_per_second(dtype=jnp.float32, size: int = 2048, repeats: int = 
   return best
 
 
+def count_parameters(tree) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
+
+
 def time_steps(step_fn, state, batches: list, warmup_steps: int):
   """Runs every batch; returns (state, last metrics, mean seconds of the steps after warm-up)."""
   for batch in batches[:warmup_steps]:
@@ -95,7 +99,7 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
   result = {
       "device": f"{jax.device_count()} x {device.device_kind}",
       "backend": jax.default_backend(),
-      "parameters": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(state.params))),
+      "parameters": count_parameters(state.params),
       "tokens_per_step": tokens_per_step,
       "step_seconds": seconds_per_step,
       "tokens_per_second": tokens_per_step / seconds_per_step,
@@ -193,8 +197,8 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
       "device": f"{jax.device_count()} x {device.device_kind}",
       "backend": jax.default_backend(),
       "tokens_per_step": rows * length,
-      "parameters": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(state.params))),
-      "head_parameters": int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(head_params))),
+      "parameters": count_parameters(state.params),
+      "head_parameters": count_parameters(head_params),
       "step_seconds": seconds_per_step,
       "tokens_per_second": rows * length / seconds_per_step,
       "compile_seconds": compile_seconds,

@@ -12,7 +12,6 @@ memory) is sized by it. The trainer never branches on family.
 Families are looked up in explicit dicts, so a misspelled name fails with the list.
 """
 
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -92,8 +91,3 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
                     tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
   return LanguageModel(input_layer=input_layer, body=body, head=head,
                        embedding_dropout=model_config.embedding_dropout)
-
-
-def count_parameters(params: Any) -> int:
-  import jax
-  return sum(leaf.size for leaf in jax.tree.leaves(params))
