@@ -32,6 +32,12 @@ def base_config() -> ml_collections.ConfigDict:
   # target word's fixed FastText vector, read from `target_vectors` (a .bin or .vec of that
   # dimension; required for those heads, unused by softmax).
   config.model.target_dim = 300
+  # head="adaptive" (jaxlm.adaptive_softmax): the exact softmax factorised at these word ranks
+  # (a head of the most frequent words, then tail clusters), and per tail cluster the
+  # fraction of a device's tokens training gathers for it (a batch with more falls back to
+  # scoring every token for that cluster: same loss, slower). Defaults fit WikiText-2.
+  config.model.adaptive_cutoffs = (2000, 6000, 14000)
+  config.model.adaptive_capacities = (0.16, 0.11, 0.08)
   config.model.target_vectors = ""
   # vMF regularisers (Kumar & Tsvetkov, 2019): loss = -log C_m(|e|) - lambda2 e.t + lambda1 |e|;
   # 0 / 1 is plain NLLvMF, their regularised variants use lambda1=0.02 or lambda2=0.1.
@@ -140,6 +146,8 @@ def apply_smoke(config: ml_collections.ConfigDict) -> None:
     body.attention_implementation = "xla"  # cuDNN attention exists on GPUs only
   if "max_length" in body:
     body.max_length = SMOKE_SEQ_LEN  # positions for exactly the smoke segments
+  # Test fixtures have vocabularies of ~60 words; these cutoffs fit any vocabulary above 40.
+  config.model.adaptive_cutoffs = (20, 40)
   config.train.max_minutes = 0.0
   config.train.batch_size = 8
   config.train.seq_len = SMOKE_SEQ_LEN

@@ -3,8 +3,9 @@
 The question (issue 4): does starting from FastText (and composing words from
 n-grams, as FastText does) converge faster than training from scratch, and what
 does freezing the FastText table cost? One model size and budget for all runs: a
-2-layer, width-128 transformer, 16 x 64 tokens per step, 3000 steps or 10 minutes
-on a 2-core CPU, whichever comes first (the quickstart's shape at width 128).
+2-layer, width-128 transformer with the adaptive softmax (the exact softmax,
+factorised over frequency clusters: jaxlm.adaptive_softmax), 16 x 64 tokens per
+step, 1,000 steps (a step budget: the comparison is in steps).
 
 Variants (`--config=configs/ru_lm.py:input=bag,init=fasttext`):
   input=word   word table over the 32,000 most frequent train words (+ <unk>)
@@ -16,21 +17,22 @@ Variants (`--config=configs/ru_lm.py:input=bag,init=fasttext`):
                so the bag starts at FastText's word vectors, times one scale factor:
                model.fasttext_std below); bpe: fasttext_pieces
   init=frozen  the FastText start, with the input table frozen (tied: the output too)
+  head=adaptive (default) | softmax | cosine | l2 | vmf   the output layer (issue 5); the
+               embedding heads need --config.model.target_vectors=<the FastText .bin>
   smoke        seconds on a CPU once the corpus is cached (width 32, tiny bucket/vocab)
 Every vocabulary is the same size, so every model has the same parameter count and
 step cost, except the bag's extra 100,000 x 128 n-gram rows (and up to 76 rows
-gathered per token), which make its steps slower: if the 10-minute cap stops a bag
-run early, compare the curves at equal steps.
+gathered per token), which make its steps ~1.5x slower.
 
 Commands, from the repository root (RusLit is never shipped; give its folder):
   # 1. FastText on the train split, tokenised as the LM sees it (sg, dim 128 = model.width,
   #    n-grams 3..5, 100,000 buckets, 5 epochs; one file serves word, bag and bpe). The first
-  #    call also tokenises RusLit into the cache (about a minute). Expect 10-20 minutes on the
-  #    2-core CPU (the smoke variant's 1 epoch at dim 32 took 76 s on a busy machine);
-  #    --config.fasttext.epochs=2 roughly halves it:
+  #    call also tokenises RusLit into the cache (about a minute). 4.2 minutes on the 2-core
+  #    CPU (2 workers):
   python launch/fasttext.py --config=configs/ru_lm.py --config.data.path=../shared/data/ruslit \
       --output=runs/ru_lm/fasttext.bin
-  # 2. One LM run per start (each about 10 minutes):
+  # 2. One LM run per start (about 11 minutes each for word and BPE, 14 for the bag, on one
+  #    core; BENCHMARKS.md ran two at a time, `taskset -c 0` and `taskset -c 1`):
   for run in word,scratch word,fasttext word,frozen bag,scratch bag,fasttext bag,frozen \
              bpe,scratch bpe,fasttext; do
     input=${run%,*}; init=${run#*,}
@@ -64,11 +66,13 @@ INPUTS = {"word": ("word", "word", "fasttext_words"),  # variant -> (model.input
           "bag": ("bag", "word", "fasttext_bag"),
           "bpe": ("word", "bpe", "fasttext_pieces")}
 INITS = ("scratch", "fasttext", "frozen")
+HEADS = ("adaptive", "softmax", "cosine", "l2", "vmf")
 
 
 def get_config(arg: str | None = None):
   variants = common.parse_variants(arg)
-  common.check_variants(variants, {"input": tuple(INPUTS), "init": INITS, "smoke": True}, __file__)
+  common.check_variants(variants, {"input": tuple(INPUTS), "init": INITS, "head": HEADS, "smoke": True},
+                        __file__)
   config = common.base_config()
   config.data.corpus = "ruslit"  # data.path must be given: the corpus is never shipped
   # A word vocabulary of all of RusLit's ~300k lowercased types would make the softmax the
@@ -81,6 +85,15 @@ def get_config(arg: str | None = None):
   config.model.input = model_input
   config.model.init = "scratch" if init == "scratch" else fasttext_init
   config.model.freeze_embeddings = init == "frozen"
+  # The exact softmax, factorised over frequency clusters (jaxlm.adaptive_softmax): the same
+  # perplexities as a full softmax at ~2.5x the steps per CPU-minute. Its output rows are the
+  # tied input rows, so a FastText start shapes the output layer too.
+  config.model.head = variants.get("head", "adaptive")
+  if tokenizer == "bpe":
+    # Piece ids are SentencePiece's merge order, not frequency: more tokens fall in the tail
+    # clusters (14%, 11%, 10% of RusLit train pieces; 99.9th percentiles of a 1,024-token
+    # batch 18%, 14%, 16%), so gather more (word vocabularies: the WikiText-2 defaults fit).
+    config.model.adaptive_capacities = (0.19, 0.16, 0.17)
   # Raw FastText rows (n-gram rows' std ~1.5) through the tied head start the loss near 21 nats
   # instead of ln(32000) = 10.4; scaled to the scratch init's std, every start begins alike.
   config.model.fasttext_std = 0.02
@@ -96,8 +109,9 @@ def get_config(arg: str | None = None):
   config.model.transformer.max_length = 64
   config.train.seq_len = 64
   config.train.batch_size = 16
-  config.train.steps = 3000
-  config.train.max_minutes = 10.0
+  # A step budget, not a time budget: the claim is about steps, and runs can then share
+  # the machine (two at a time, one core each) without changing their curves.
+  config.train.steps = 1000
   config.train.log_every = 50
   config.train.eval_every = 250  # a validation curve of 12 points per run
   config.train.eval_tokens = 50_000
@@ -114,4 +128,7 @@ def get_config(arg: str | None = None):
     config.model.bucket = 2000
     config.train.max_minutes = 0.0
     config.fasttext.epochs = 1
+  # Embedding heads (issue 5) predict a width-d vector against each next word's FastText
+  # vector: the same .bin as model.fasttext_path, given as --config.model.target_vectors.
+  config.model.target_dim = config.model.width
   return common.finish(config)

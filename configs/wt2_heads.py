@@ -34,7 +34,7 @@ import ml_collections
 
 from configs import common, quickstart
 
-HEADS = ("softmax", "cosine", "l2", "vmf")
+HEADS = ("softmax", "adaptive", "cosine", "l2", "vmf")
 
 
 def get_config(arg: str | None = None):

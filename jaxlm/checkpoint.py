@@ -26,8 +26,11 @@ class IncompatibleWorkdirError(ValueError):
 
 
 def signature(config: ml_collections.ConfigDict) -> dict:
-  """What must match for a checkpoint to be resumed: the model and the corpus."""
-  return {"model": config.model.to_dict(), "corpus": config.data.corpus}
+  """What must match for a checkpoint to be resumed: the model and the corpus.
+
+  Through JSON, as config.json stores it, so a tuple in the config equals the list saved.
+  """
+  return json.loads(json.dumps({"model": config.model.to_dict(), "corpus": config.data.corpus}))
 
 
 def _differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:

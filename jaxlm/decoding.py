@@ -9,6 +9,8 @@ would be 8 GB at once).
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlm import adaptive_softmax
+
 
 def _unit(vectors):
   """Rows scaled to unit length; zero rows (words without a vector) stay zero."""
@@ -66,9 +68,12 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
 def top_words(outputs, *, k: int = 5, chunk_size: int = 8192):
   """Head outputs -> int32 [..., k] word ids, best first, for any head.
 
-  Dispatches on what the head returned, not on the loss: logits [..., vocab] or the
-  embedding heads' {"vectors", "target_table"} dict.
+  Dispatches on what the head returned, not on the loss: logits [..., vocab], the adaptive
+  softmax's dict (scored by its full log-probabilities), or the embedding heads'
+  {"vectors", "target_table"} dict.
   """
+  if isinstance(outputs, dict) and "head_logits" in outputs:
+    outputs = adaptive_softmax.log_probs(outputs)
   if isinstance(outputs, dict):
     return nearest_neighbours(outputs["vectors"], outputs["target_table"], k=k,
                               chunk_size=chunk_size)[1]
@@ -94,6 +99,8 @@ def target_ranks(outputs, targets, *, chunk_size: int = 8192):
   cheaper on a CPU); embedding heads score the vocabulary chunk by chunk by cosine.
   """
   flat_targets = targets.reshape(-1)
+  if isinstance(outputs, dict) and "head_logits" in outputs:
+    outputs = adaptive_softmax.log_probs(outputs)  # ranks by p(w), as a softmax's by its logits
   if not isinstance(outputs, dict):
     logits = outputs.astype(jnp.float32).reshape(flat_targets.size, -1)  # [queries, vocab]
     target_scores = jnp.take_along_axis(logits, flat_targets[:, None], axis=-1)[:, 0]

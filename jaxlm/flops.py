@@ -4,8 +4,9 @@ Backend cost analyses disagree (XLA:GPU does not count cuBLAS/cuDNN calls the
 same way as XLA:CPU counts dots), so utilisation is computed from this count
 instead: 2*M*N*K for every dot_general and the equivalent for convolutions,
 through scans (times their length), jit/remat/custom-derivative sub-programs and
-conditionals (the costliest branch). Elementwise work is not counted, as in the
-usual definition of model FLOPs utilisation.
+conditionals (the cheapest branch: jaxlm's conditionals are the adaptive softmax's
+rarely taken fall-back to every token, and a lower bound never overstates utilisation).
+Elementwise work is not counted, as in the usual definition of model FLOPs utilisation.
 """
 
 import math
@@ -51,7 +52,7 @@ def jaxpr_flops(jaxpr) -> float:
     elif name == "conv_general_dilated":
       total += _conv_flops(equation)
     elif name == "cond":
-      total += max((jaxpr_flops(branch.jaxpr) for branch in equation.params["branches"]), default=0.0)
+      total += min((jaxpr_flops(branch.jaxpr) for branch in equation.params["branches"]), default=0.0)
     else:
       inner = sum(jaxpr_flops(sub) for value in equation.params.values() for sub in _sub_jaxprs(value))
       total += inner * (equation.params["length"] if name == "scan" else 1)

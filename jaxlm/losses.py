@@ -8,7 +8,8 @@ Top-1/top-5 accuracy is not part of the loss: `jaxlm.decoding.accuracy_sums` com
 at evaluation for every head, so the training step does not pay for an argmax over the
 vocabulary (on a CPU that pass costs about as much as the softmax itself).
 
-Softmax heads hand the loss float32 logits [batch, length, vocab]. Embedding heads hand it
+Softmax heads hand the loss float32 logits [batch, length, vocab]; the adaptive softmax
+head hands it the dict described in jaxlm.adaptive_softmax. Embedding heads hand it
 {"vectors": predicted [batch, length, dim], "target_table": fixed [vocab, dim]}, both
 float32; the loss gathers each target word's vector from the table and never sends a
 gradient into it.
@@ -17,7 +18,7 @@ gradient into it.
 import jax
 import jax.numpy as jnp
 
-from jaxlm import vmf
+from jaxlm import adaptive_softmax, vmf
 
 
 def softmax_cross_entropy(logits, targets, weights):
@@ -91,6 +92,8 @@ def vmf_negative_log_likelihood(outputs, targets, weights, *, lambda1: float = 0
 # Keyed by config.model.head. "vmf" takes its regulariser weights as keyword arguments.
 LOSSES = {
     "softmax": softmax_cross_entropy,
+    # Takes the tail clusters' gathering capacities as a keyword argument.
+    "adaptive": adaptive_softmax.cross_entropy,
     "cosine": cosine_distance,
     "l2": squared_l2,
     "vmf": vmf_negative_log_likelihood,

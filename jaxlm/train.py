@@ -304,10 +304,12 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 def build_loss(model_config) -> Callable:
-  """The loss named by model.head, with the vMF regulariser weights bound."""
+  """The loss named by model.head, with the vMF regulariser weights or adaptive capacities bound."""
   loss_fn = losses.get_loss(model_config.head)
   if model_config.head == "vmf":
     loss_fn = functools.partial(loss_fn, lambda1=model_config.vmf_lambda1, lambda2=model_config.vmf_lambda2)
+  if model_config.head == "adaptive":
+    loss_fn = functools.partial(loss_fn, capacities=tuple(model_config.adaptive_capacities))
   return loss_fn
 
 
@@ -338,11 +340,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   tokens_per_step = train_config.batch_size * train_config.seq_len
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
-  def validate(step):
+  def validate(step, training_seconds=None):
     sums = evaluate(eval_step, model, mesh, state.params, state.frozen, experiment.corpus.splits["valid"],
                     batch_size=train_config.eval_batch_size, length=train_config.seq_len,
                     max_tokens=train_config.eval_tokens)
     summary = metrics.summarise(sums)
+    if training_seconds is not None:
+      summary["training_seconds"] = training_seconds
     writer.write(step, "valid", summary)
     return summary
 
@@ -358,6 +362,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
              dynamic_ncols=True, desc="train")
   started = time.time()
   interval_sums, interval_start, interval_time = None, start_step, time.time()
+  # Wall time spent in training steps by this process (evaluation and saving excluded): the
+  # x axis for quality-against-time comparisons. A resumed run starts it again from 0.
+  training_seconds = 0.0
   last_valid = None
   step = start_step
   in_flight = InFlight()
@@ -380,13 +387,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
           sums[key] /= steps_done  # averages over the interval
         summary = metrics.summarise(sums)
         elapsed = time.time() - interval_time
-        summary.update(tokens_per_second=steps_done * tokens_per_step / elapsed, learning_rate=float(schedule(step)))
+        training_seconds += elapsed
+        summary.update(tokens_per_second=steps_done * tokens_per_step / elapsed, learning_rate=float(schedule(step)),
+                       training_seconds=training_seconds)
         writer.write(step, "train", summary)
         bar.set_postfix(loss=f"{summary['loss']:.3f}", ppl=f"{summary['perplexity']:.1f}",
                         tok_s=f"{summary['tokens_per_second']:.0f}")
         interval_sums, interval_start, interval_time = None, step, time.time()
       if step % train_config.eval_every == 0 or at_end:
-        last_valid = validate(step)
+        # The interval since the last log is training time too (eval_every need not be a
+        # multiple of log_every); the next log's interval starts after this evaluation.
+        training_seconds += time.time() - interval_time
+        last_valid = validate(step, training_seconds)
         bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} perplexity {last_valid['perplexity']:.2f} "
                   f"accuracy {last_valid['accuracy']:.4f} top-5 {last_valid['accuracy_top5']:.4f}")
         checkpoint.save(manager, step, state, last_valid["perplexity"])

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import optim
+from jaxlm import adaptive_softmax, optim
 from jaxlm.data import corpora, text_files
 from jaxlm.models import BODIES, build_model
 
@@ -23,9 +23,11 @@ CONFIG_NAMES = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
 # Variants besides `smoke`, each tried with `smoke` (the full sizes are only traced).
 VARIANTS = {
     "wt2_transformer": ("fast",),
-    "wt2_heads": ("head=cosine", "head=l2", "head=vmf"),
+    "wt2_heads": ("head=softmax", "head=cosine", "head=l2", "head=vmf"),
+    "ru_lm": ("input=bag", "input=bpe", "head=softmax", "head=vmf"),
 }
-VOCAB = 40
+VOCAB = 60  # the tiny test corpus's; the smoke adaptive cutoffs (20, 40) need more than 40
+FULL_VOCAB = 33_278  # WikiText-2's: full sizes are only traced, so a real vocabulary costs nothing
 BATCH = 2
 
 
@@ -69,7 +71,7 @@ def test_full_size_model_traces_at_the_training_length(name, extra):
   body = config.model[config.model.family]
   if body.get("attention_implementation") == "cudnn" and jax.default_backend() != "gpu":
     body.attention_implementation = "xla"  # the same shapes; cuDNN cannot even be traced without a GPU
-  model = build_model(config.model, VOCAB)
+  model = build_model(config.model, FULL_VOCAB)
   token_ids = jnp.zeros((1, config.train.seq_len), jnp.int32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), token_ids, train=False))
   assert variables["params"]
@@ -97,13 +99,17 @@ def test_smoke_builds_and_runs(name, extra):
     assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
     leaf_shapes = lambda tree: [leaf.shape for leaf in jax.tree.leaves(tree)]
     assert leaf_shapes(new_carry) == leaf_shapes(carry)
-    # Logits, or an embedding head's predicted vectors, reach the loss in float32.
-    predicted = outputs[train] if config.model.head == "softmax" else outputs[train]["vectors"]
+    # Logits (the adaptive head's for the frequent words), or an embedding head's predicted
+    # vectors, reach the loss in float32.
+    predicted = (outputs[train] if config.model.head == "softmax" else
+                 outputs[train]["head_logits"] if config.model.head == "adaptive" else outputs[train]["vectors"])
     assert predicted.shape[:2] == (BATCH, config.train.seq_len)
     assert predicted.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(predicted)))
   if config.model.head == "softmax":
     assert outputs[False].shape == (BATCH, config.train.seq_len, VOCAB)
+  if config.model.head == "adaptive":
+    assert adaptive_softmax.log_probs(outputs[False]).shape == (BATCH, config.train.seq_len, VOCAB)
   # The optimiser and schedule the config names exist and update these parameters.
   optimizer = optim.build_optimizer(config.optim, config.train.steps, config.model)  # as the trainer builds it
   params = variables["params"]

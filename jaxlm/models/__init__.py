@@ -30,6 +30,8 @@ INPUT_LAYERS = {
 }
 HEADS = {
     "softmax": heads.SoftmaxHead,
+    # The same exact distribution, factorised over frequency clusters: cheaper to train.
+    "adaptive": heads.AdaptiveSoftmaxHead,
     # Predict a vector in the fixed FastText space; the loss (jaxlm.losses) picks the objective.
     "cosine": heads.EmbeddingHead,
     "l2": heads.EmbeddingHead,
@@ -86,7 +88,9 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
                   if input_class is embedding_bag.EmbeddingBag else {})
   input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
   head_class = _lookup(HEADS, model_config.head, "model.head")
-  head_fields = {"target_dim": model_config.target_dim} if head_class is heads.EmbeddingHead else {}
+  head_fields = ({"target_dim": model_config.target_dim} if head_class is heads.EmbeddingHead else
+                 {"cutoffs": tuple(model_config.adaptive_cutoffs)} if head_class is heads.AdaptiveSoftmaxHead
+                 else {})
   head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
                     tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
   return LanguageModel(input_layer=input_layer, body=body, head=head,

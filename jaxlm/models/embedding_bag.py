@@ -59,10 +59,13 @@ class EmbeddingBag(nn.Module):
     rows = jnp.take(self.table, ids, axis=0)  # [batch, length, max_ids, width]
     return jnp.einsum("blk,blkw->blw", weights, rows).astype(self.dtype)  # [batch, length, width]
 
+  def output_rows(self):
+    """float32 [vocab, width]: the word rows (not the n-gram buckets) a tied output scores."""
+    return self.table[:self.vocab_size]
+
   def attend(self, hidden):
     """[batch, length, width] -> float32 logits [batch, length, vocab] over the word rows."""
-    word_rows = self.table[:self.vocab_size].astype(self.dtype)  # [vocab, width]
-    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), word_rows,
+    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
                       preferred_element_type=jnp.float32)
 
 

@@ -21,7 +21,11 @@ class WordEmbedding(nn.Module):
     del train
     return jnp.take(self.table, token_ids, axis=0).astype(self.dtype)  # [batch, length, width]
 
+  def output_rows(self):
+    """float32 [vocab, width]: the rows a tied output layer scores words with."""
+    return self.table
+
   def attend(self, hidden):
     """[batch, length, width] -> float32 logits [batch, length, vocab]."""
-    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.table.astype(self.dtype),
+    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
                       preferred_element_type=jnp.float32)

@@ -61,3 +61,45 @@ class EmbeddingHead(nn.Module):
     vectors = nn.Dense(self.target_dim, dtype=self.dtype, kernel_init=layers.gpt2_init(),
                        name="output")(hidden)
     return {"vectors": vectors.astype(jnp.float32), "target_table": table.value}
+
+
+class AdaptiveSoftmaxHead(nn.Module):
+  """An exact softmax factorised over frequency clusters (jaxlm.adaptive_softmax).
+
+  Scores the `cutoffs[0]` most frequent words plus one token per tail cluster for every
+  position, and leaves each tail cluster's words to the loss, which scores them only for
+  the tokens that need them. With `tie_embeddings` every word's output row is its input
+  row (a bias-free projection bridges a different body width), as in SoftmaxHead, so the
+  parameters are the softmax head's plus one vector and one bias per cluster.
+  Returns the dict jaxlm.adaptive_softmax reads (its docstring gives the shapes).
+  """
+  vocab_size: int
+  embedding_width: int
+  tie_embeddings: bool = True
+  dtype: Any = jnp.float32
+  cutoffs: tuple = (2000, 6000, 14000)
+
+  @nn.compact
+  def __call__(self, hidden, *, input_layer, train: bool):
+    del train
+    from jaxlm import adaptive_softmax  # the math lives with the loss; no cycle at import
+    cutoffs = adaptive_softmax.check_cutoffs(self.cutoffs, self.vocab_size)
+    if self.tie_embeddings:
+      if hidden.shape[-1] != self.embedding_width:
+        hidden = nn.Dense(self.embedding_width, use_bias=False, dtype=self.dtype,
+                          kernel_init=layers.gpt2_init(), name="to_embedding")(hidden)
+      rows = input_layer.output_rows()  # [vocab, embedding width]
+    else:
+      rows = self.param("output", layers.gpt2_init(), (self.vocab_size, hidden.shape[-1]), jnp.float32)
+    hidden = hidden.astype(self.dtype)
+    clusters = self.param("clusters", layers.gpt2_init(), (len(cutoffs), rows.shape[-1]), jnp.float32)
+    head_rows = jnp.concatenate([rows[:cutoffs[0]], clusters], axis=0)  # [c_1 + clusters, width]
+    head_bias = self.param("head_bias", nn.initializers.zeros, (head_rows.shape[0],), jnp.float32)
+    head_logits = jnp.einsum("blw,vw->blv", hidden, head_rows.astype(self.dtype),
+                             preferred_element_type=jnp.float32) + head_bias
+    bounds = cutoffs + (self.vocab_size,)
+    tail_tables = tuple(rows[start:end] for start, end in zip(bounds[:-1], bounds[1:]))
+    tail_biases = tuple(self.param(f"tail_bias_{index}", nn.initializers.zeros, (end - start,), jnp.float32)
+                        for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])))
+    return {"hidden": hidden, "head_logits": head_logits, "tail_tables": tail_tables,
+            "tail_biases": tail_biases}

@@ -1,0 +1,134 @@
+"""An exact softmax over a frequency-sorted vocabulary, factorised into clusters.
+
+Grave et al. (2017), "Efficient softmax approximation for GPUs". Word ids are sorted by
+train frequency (jaxlm.data.vocabulary), so `cutoffs` = (c_1, ..., c_k) split the vocabulary
+into a head [0, c_1) and tail clusters [c_i, c_{i+1}) (the last ending at the vocabulary):
+
+  p(w) = p_head(w)                          for a head word,
+  p(w) = p_head(cluster i) * p_i(w)         for a word in tail cluster i,
+
+where p_head is a softmax over the c_1 head words plus one token per tail cluster, and p_i
+a softmax over cluster i's words. This is a normalised distribution over the whole
+vocabulary, so its perplexity is a perplexity, comparable with a full softmax's.
+
+Why it is fast: a tail cluster's softmax is only needed for the tokens whose target is in
+it (about 11%, 7% and 5% of WikiText-2 tokens beyond ranks 2,000, 6,000 and 14,000), so
+training gathers those tokens up to a fixed capacity and computes the cluster's logits for
+them alone; on a CPU, where the softmax's elementwise work over 33k logits runs on one
+core, that is most of the step. Static shapes need a fixed capacity: if a batch has more
+tokens in a cluster than its capacity, that cluster falls back to all tokens (`lax.cond`,
+so only one branch runs), which gives the same loss and gradient. Evaluation's ranks
+(top-1/top-5) use the full log-probabilities, `log_probs`.
+
+The head module (jaxlm.models.heads.AdaptiveSoftmaxHead) returns a dict of arrays; the
+functions here read it:
+  hidden        [batch, length, width] the states the logits are products with
+  head_logits   float32 [batch, length, c_1 + k]: head words, then one logit per tail cluster
+  tail_tables   tuple of k [cluster size, width] output rows (tied: slices of the input table)
+  tail_biases   tuple of k float32 [cluster size]
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def check_cutoffs(cutoffs, vocab_size: int) -> tuple:
+  """Cutoffs as a tuple of ints, strictly increasing within (0, vocab_size); else a clear error."""
+  cutoffs = tuple(int(cutoff) for cutoff in cutoffs)
+  bounds = (0,) + cutoffs + (vocab_size,)
+  if not cutoffs or any(low >= high for low, high in zip(bounds[:-1], bounds[1:])):
+    raise ValueError(f"config model.adaptive_cutoffs={cutoffs} must be strictly increasing word ranks "
+                     f"between 0 and the vocabulary size {vocab_size} (exclusive); e.g. (2000, 6000, 14000) "
+                     f"for WikiText-2's 33,278 words")
+  return cutoffs
+
+
+def _tail_logits(hidden, table, bias):
+  """hidden [tokens, width] x table [size, width] -> float32 logits [tokens, size]."""
+  return jnp.einsum("tw,vw->tv", hidden, table.astype(hidden.dtype),
+                    preferred_element_type=jnp.float32) + bias
+
+
+def _cluster_nll(hidden, table, bias, local_targets, in_cluster, capacity: int):
+  """-log p_i(target) for tokens in the cluster, 0 elsewhere: float32 [tokens].
+
+  hidden [tokens, width]; local_targets [tokens] = target - cluster start (garbage outside
+  the cluster); in_cluster bool [tokens]; capacity: the number of tokens gathered.
+  """
+  tokens = hidden.shape[0]
+  count = jnp.sum(in_cluster, dtype=jnp.int32)
+
+  def gathered():
+    # The first `count` positions are the cluster's tokens; the rest repeat position 0
+    # and are masked out.
+    (positions,) = jnp.nonzero(in_cluster, size=capacity, fill_value=0)  # [capacity]
+    valid = jnp.arange(capacity) < count
+    logits = _tail_logits(hidden[positions], table, bias)  # [capacity, size]
+    targets = jnp.clip(local_targets[positions], 0, table.shape[0] - 1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return jnp.zeros(tokens, jnp.float32).at[positions].add(jnp.where(valid, nll, 0.0))
+
+  def every_token():
+    logits = _tail_logits(hidden, table, bias)  # [tokens, size]
+    targets = jnp.clip(local_targets, 0, table.shape[0] - 1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return jnp.where(in_cluster, nll, 0.0)
+
+  if capacity >= tokens:
+    return every_token()
+  return lax.cond(count <= capacity, gathered, every_token)
+
+
+def _bounds(outputs):
+  """(head size c_1, [(start, end) of each tail cluster])."""
+  head_size = outputs["head_logits"].shape[-1] - len(outputs["tail_tables"])
+  starts, bounds = head_size, []
+  for table in outputs["tail_tables"]:
+    bounds.append((starts, starts + table.shape[0]))
+    starts += table.shape[0]
+  return head_size, bounds
+
+
+def cross_entropy(outputs, targets, weights, *, capacities=()):
+  """The exact -log p(target) as sums plus counts (see the module docstring).
+
+  Args:
+    outputs: the adaptive head's dict.
+    targets: int [batch, length] word ids; weights: [batch, length], 0 at padding.
+    capacities: per tail cluster, the fraction of this device's tokens gathered for it
+      (1.0 or missing: every token, no gathering). Any value gives the same loss.
+  """
+  head_size, bounds = _bounds(outputs)
+  width = outputs["hidden"].shape[-1]
+  hidden = outputs["hidden"].reshape(-1, width)  # [tokens, width]
+  flat_targets = jnp.asarray(targets).reshape(-1)  # jnp: numpy targets cannot index tracers
+  flat_weights = jnp.asarray(weights).reshape(-1).astype(jnp.float32)
+  head_logits = outputs["head_logits"].reshape(flat_targets.size, -1).astype(jnp.float32)
+  # A tail word's head entry is its cluster's token: head_size + cluster index.
+  head_targets = flat_targets
+  nll = jnp.zeros(flat_targets.size, jnp.float32)
+  for index, (start, end) in enumerate(bounds):
+    in_cluster = (flat_targets >= start) & (flat_targets < end)
+    head_targets = jnp.where(in_cluster, head_size + index, head_targets)
+    fraction = capacities[index] if index < len(capacities) else 1.0
+    capacity = max(1, math.ceil(fraction * flat_targets.size))
+    nll = nll + _cluster_nll(hidden, outputs["tail_tables"][index], outputs["tail_biases"][index],
+                             flat_targets - start, in_cluster & (flat_weights > 0), capacity)
+  nll = nll + jax.nn.logsumexp(head_logits, axis=-1) - jnp.take_along_axis(
+      head_logits, head_targets[:, None], axis=-1)[:, 0]
+  return {"loss_sum": jnp.sum(flat_weights * nll), "count": jnp.sum(flat_weights)}
+
+
+def log_probs(outputs):
+  """float32 [batch, length, vocab]: log p(w) for every word (evaluation's ranks)."""
+  head_size, _ = _bounds(outputs)
+  head = jax.nn.log_softmax(outputs["head_logits"].astype(jnp.float32), axis=-1)
+  pieces = [head[..., :head_size]]
+  for index, (table, bias) in enumerate(zip(outputs["tail_tables"], outputs["tail_biases"])):
+    logits = jnp.einsum("blw,vw->blv", outputs["hidden"], table.astype(outputs["hidden"].dtype),
+                        preferred_element_type=jnp.float32) + bias
+    pieces.append(head[..., head_size + index, None] + jax.nn.log_softmax(logits, axis=-1))
+  return jnp.concatenate(pieces, axis=-1)
