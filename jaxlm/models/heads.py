@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxlm import adaptive_softmax
 from jaxlm.models import layers
 
 
@@ -82,7 +83,6 @@ class AdaptiveSoftmaxHead(nn.Module):
   @nn.compact
   def __call__(self, hidden, *, input_layer, train: bool):
     del train
-    from jaxlm import adaptive_softmax  # the math lives with the loss; no cycle at import
     cutoffs = adaptive_softmax.check_cutoffs(self.cutoffs, self.vocab_size)
     if self.tie_embeddings:
       if hidden.shape[-1] != self.embedding_width:
