@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.adaptive_cutoffs = (2000, 6000, 14000)
   config.model.adaptive_capacities = (0.16, 0.11, 0.08)
   config.model.target_vectors = ""
+  # Unit-normalise the target vectors and subtract their mean direction, so predictions do
+  # not decode to a few "hub" words near FastText's common direction (jaxlm.target_vectors.center).
+  config.model.center_targets = False
   # vMF regularisers (Kumar & Tsvetkov, 2019): loss = -log C_m(|e|) - lambda2 e.t + lambda1 |e|;
   # 0 / 1 is plain NLLvMF, their regularised variants use lambda1=0.02 or lambda2=0.1.
   config.model.vmf_lambda1 = 0.0

@@ -89,6 +89,8 @@ def get_config(arg: str | None = None):
   # perplexities as a full softmax at ~2.5x the steps per CPU-minute. Its output rows are the
   # tied input rows, so a FastText start shapes the output layer too.
   config.model.head = variants.get("head", "adaptive")
+  # Embedding heads: raw FastText targets decode to hub words (BENCHMARKS.md, issue 5).
+  config.model.center_targets = True
   if tokenizer == "bpe":
     # Piece ids are SentencePiece's merge order, not frequency: more tokens fall in the tail
     # clusters (14%, 11%, 10% of RusLit train pieces; 99.9th percentiles of a 1,024-token

@@ -51,8 +51,11 @@ def get_config(arg: str | None = None):
     config.train.max_minutes = 10.0
     config.train.eval_every = 250  # more points on the accuracy-against-time curve
   config.model.target_dim = config.model.width
-  if config.model.head != "softmax":
+  if config.model.head not in ("softmax", "adaptive"):
     config.model.target_vectors = "runs/wt2_heads/fasttext.bin"
+  # Raw FastText targets decoded to a few hub words (top-1 accuracy 0 for vMF: BENCHMARKS.md);
+  # their mean direction is removed (jaxlm.target_vectors.center). False: the raw vectors.
+  config.model.center_targets = True
   # Read by launch/fasttext.py (the word input does not use n-grams): FastText's default 2M
   # buckets would make the .bin 2.4 GB; 100k keep it ~0.2 GB.
   config.model.bucket = 100_000 if not smoke else 2_000

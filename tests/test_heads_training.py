@@ -137,3 +137,26 @@ def test_head_cost_benchmark_runs_at_a_tiny_size():
   assert result["head_parameters"] == 16 * 16 + 16  # width -> target_dim, never vocabulary-sized
   assert result["compiled_peak_bytes"] > 0
   assert benchmark.head_cost_markdown_row(result).startswith("| vmf | 300 |")
+
+
+def test_centered_targets_have_no_common_direction(vec_path):
+  table = target_vectors.target_table([f"w{index}" for index in range(10)], vec_path, DIM)
+  table = table + 5.0 * np.ones(DIM, np.float32)  # a strong shared direction, as FastText spaces have
+  centered = target_vectors.center(table)
+  np.testing.assert_allclose(centered.mean(axis=0), 0.0, atol=1e-6)
+  unit = table / np.linalg.norm(table, axis=-1, keepdims=True)
+  np.testing.assert_allclose(centered + unit.mean(axis=0), unit, atol=1e-6)  # only the mean removed
+  cosines = lambda rows: (rows / np.linalg.norm(rows, axis=-1, keepdims=True)) @ (
+      rows / np.linalg.norm(rows, axis=-1, keepdims=True)).T
+  off_diagonal = ~np.eye(10, dtype=bool)
+  assert cosines(table)[off_diagonal].mean() > 0.9 > 0.2 > cosines(centered)[off_diagonal].mean()
+
+
+def test_the_config_switch_installs_centered_targets(tiny_corpus, cache_dir, vec_path):
+  config = head_config(tiny_corpus, cache_dir, vec_path, "cosine", **{"model.center_targets": True})
+  experiment = train.build_experiment(config)
+  words = experiment.corpus.vocabulary.words
+  state = train.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
+  installed = np.asarray(jax.device_get(state.frozen["frozen"]["head"]["target_table"]))
+  np.testing.assert_allclose(installed, target_vectors.center(target_vectors.target_table(words, vec_path, DIM)),
+                             atol=1e-6)
