@@ -362,6 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
              dynamic_ncols=True, desc="train")
   started = time.time()
   interval_sums, interval_start, interval_time = None, start_step, time.time()
+  paused_seconds = 0.0  # evaluation and saving inside the current log interval: not training time
   # Wall time spent in training steps by this process (evaluation and saving excluded): the
   # x axis for quality-against-time comparisons. A resumed run starts it again from 0.
   training_seconds = 0.0
@@ -386,23 +387,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         for key in ("grad_norm", "param_norm", "update_norm"):
           sums[key] /= steps_done  # averages over the interval
         summary = metrics.summarise(sums)
-        elapsed = time.time() - interval_time
+        elapsed = time.time() - interval_time - paused_seconds
         training_seconds += elapsed
         summary.update(tokens_per_second=steps_done * tokens_per_step / elapsed, learning_rate=float(schedule(step)),
                        training_seconds=training_seconds)
         writer.write(step, "train", summary)
         bar.set_postfix(loss=f"{summary['loss']:.3f}", ppl=f"{summary['perplexity']:.1f}",
                         tok_s=f"{summary['tokens_per_second']:.0f}")
-        interval_sums, interval_start, interval_time = None, step, time.time()
+        interval_sums, interval_start, interval_time, paused_seconds = None, step, time.time(), 0.0
       if step % train_config.eval_every == 0 or at_end:
-        # The interval since the last log is training time too (eval_every need not be a
-        # multiple of log_every); the next log's interval starts after this evaluation.
-        training_seconds += time.time() - interval_time
-        last_valid = validate(step, training_seconds)
+        # The steps since the last log are training time too (eval_every need not be a
+        # multiple of log_every); the next log counts them, without this pause.
+        paused_from = time.time()
+        last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds)
         bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} perplexity {last_valid['perplexity']:.2f} "
                   f"accuracy {last_valid['accuracy']:.4f} top-5 {last_valid['accuracy_top5']:.4f}")
         checkpoint.save(manager, step, state, last_valid["perplexity"])
-        interval_time = time.time()  # evaluation and saving are not training throughput
+        paused_seconds += time.time() - paused_from
       bar.update(1)
       if out_of_time:
         bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
