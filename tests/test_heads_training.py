@@ -160,3 +160,17 @@ def test_the_config_switch_installs_centered_targets(tiny_corpus, cache_dir, vec
   installed = np.asarray(jax.device_get(state.frozen["frozen"]["head"]["target_table"]))
   np.testing.assert_allclose(installed, target_vectors.center(target_vectors.target_table(words, vec_path, DIM)),
                              atol=1e-6)
+
+
+# Every head with the recurrent and convolutional bodies too (the transformer is covered
+# above): one step through the trainer's own loop, on the family's smoke config.
+@pytest.mark.parametrize("config_name", ["wt2_lstm", "wt2_tcn"])
+@pytest.mark.parametrize("head", ["adaptive", "vmf"])
+def test_heads_train_with_every_body(tiny_corpus, cache_dir, vec_path, config_name, head, tmp_path):
+  import importlib
+  config = importlib.import_module(f"configs.{config_name}").get_config("smoke")
+  config.data.path, config.data.cache_dir = tiny_corpus, cache_dir
+  config.model.head, config.model.target_dim, config.model.target_vectors = head, DIM, vec_path
+  config.train.steps, config.train.eval_every, config.train.eval_tokens = 2, 2, 256
+  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert np.isfinite(summary["loss"]) and 0.0 <= summary["accuracy"] <= summary["accuracy_top5"] <= 1.0
