@@ -74,7 +74,51 @@ def train_step_flops(experiment, state, local_batch: dict) -> float:
   return flops.function_flops(jax.grad(objective), state.params) * jax.process_count()
 
 
-def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
+def _best_seconds(function, *args, repeats: int = 8, trials: int = 3) -> float:
+  """Best of `trials` mean times of `repeats` calls (after one untimed call that compiles)."""
+  jax.block_until_ready(function(*args))
+  best = float("inf")
+  for _ in range(trials):
+    started = time.perf_counter()
+    for _ in range(repeats):
+      result = function(*args)
+    jax.block_until_ready(result)
+    best = min(best, (time.perf_counter() - started) / repeats)
+  return best
+
+
+def step_breakdown(experiment, state, local_batch: dict) -> dict:
+  """Seconds of the step's pieces: forward + loss, forward + backward, the optimiser update.
+
+  Each is jitted on its own and run un-sharded on the default device with the whole local
+  batch, so on one device they add up to the train step minus its bookkeeping (gradient
+  averaging and the logged norms); on several devices they are the work of all of them.
+  """
+  model, loss_fn, optimizer = experiment.model, experiment.loss_fn, experiment.optimizer
+  params = jax.device_get(state.params)
+  carry = jax.device_get(state.carry)
+  batch = {key: jnp.asarray(local_batch[key]) for key in ("inputs", "targets", "weights")}
+
+  def loss(params):
+    outputs, _ = model.apply({"params": params, **state.frozen}, batch["inputs"], train=True, carry=carry,
+                             rngs={"dropout": jax.random.key(0)})
+    sums = loss_fn(outputs, batch["targets"], batch["weights"])
+    return sums["loss_sum"] / sums["count"]
+
+  def update(grads, opt_state, params):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return jax.tree.map(jnp.add, params, updates), opt_state
+
+  gradient = jax.jit(jax.grad(loss))
+  grads = gradient(params)
+  return {
+      "forward_seconds": _best_seconds(jax.jit(loss), params),
+      "forward_backward_seconds": _best_seconds(gradient, params),
+      "optimizer_update_seconds": _best_seconds(jax.jit(update), grads, optimizer.init(params), params),
+  }
+
+
+def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20, breakdown: bool = False) -> dict:
   experiment = train.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
   state = train.init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
@@ -113,6 +157,8 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20) -> dict:
       peak = peaks["bfloat16" if compute_dtype == jnp.bfloat16 else "float32"]
       result["mfu_vs_quoted_peak"] = achieved / (peak * jax.device_count())
       result["quoted_peak_flops_per_second"] = peak * jax.device_count()
+  if breakdown:
+    result.update(step_breakdown(experiment, state, local_batch(0)))
   return result
 
 

@@ -2,6 +2,7 @@
 
   python launch/benchmark.py --config=configs/quickstart.py
   python launch/benchmark.py --config=configs/quickstart.py --config.model.compute_dtype=bfloat16
+  python launch/benchmark.py --config=configs/quickstart.py --breakdown   # + forward/backward/update times
 
 Prints one JSON line (the numbers BENCHMARKS.md records). Compilation is excluded.
 """
@@ -16,13 +17,15 @@ from jaxlm import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the step's pieces (forward, backward, "
+                               "optimiser update), each on its own, un-sharded.")
 flags.mark_flag_as_required("config")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value)
+  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, breakdown=_BREAKDOWN.value)
   print(json.dumps(result))
 
 

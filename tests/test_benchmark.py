@@ -5,7 +5,7 @@ from jaxlm import benchmark
 
 
 def test_benchmark_reports_throughput_flops_and_utilisation(tiny_corpus, cache_dir):
-  config = smoke_config(tiny_corpus, cache_dir)
+  config = smoke_config(tiny_corpus, cache_dir, **{"model.head": "softmax"})
   result = benchmark.benchmark(config, warmup_steps=1, timed_steps=2)
   tokens = config.train.batch_size * config.train.seq_len
   assert result["tokens_per_step"] == tokens
@@ -13,3 +13,10 @@ def test_benchmark_reports_throughput_flops_and_utilisation(tiny_corpus, cache_d
   # The tied output layer alone is 6 x width x vocab FLOPs per token (forward and backward).
   assert result["flops_per_token"] >= 6 * config.model.width * 60
   assert 0 < result["mfu_vs_measured_matmul"]
+
+
+def test_the_breakdown_times_each_piece_of_the_step(tiny_corpus, cache_dir):
+  result = benchmark.benchmark(smoke_config(tiny_corpus, cache_dir), warmup_steps=1, timed_steps=1, breakdown=True)
+  pieces = ("forward_seconds", "forward_backward_seconds", "optimizer_update_seconds")
+  assert all(result[piece] > 0 for piece in pieces)
+  assert result["forward_seconds"] < result["forward_backward_seconds"]  # the backward pass is not free
