@@ -47,9 +47,14 @@ def check_cutoffs(cutoffs, vocab_size: int) -> tuple:
 
 
 def _tail_logits(hidden, table, bias):
-  """hidden [tokens, width] x table [size, width] -> float32 logits [tokens, size]."""
-  return jnp.einsum("tw,vw->tv", hidden, table.astype(hidden.dtype),
+  """hidden [..., width] x table [size, width] -> float32 logits [..., size]."""
+  return jnp.einsum("...w,vw->...v", hidden, table.astype(hidden.dtype),
                     preferred_element_type=jnp.float32) + bias
+
+
+def _nll(logits, targets):
+  """-log softmax(logits)[target]: logits float32 [tokens, size], targets int [tokens] -> [tokens]."""
+  return jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
 
 
 def _cluster_nll(hidden, table, bias, local_targets, in_cluster, capacity: int):
@@ -67,14 +72,12 @@ def _cluster_nll(hidden, table, bias, local_targets, in_cluster, capacity: int):
     (positions,) = jnp.nonzero(in_cluster, size=capacity, fill_value=0)  # [capacity]
     valid = jnp.arange(capacity) < count
     logits = _tail_logits(hidden[positions], table, bias)  # [capacity, size]
-    targets = jnp.clip(local_targets[positions], 0, table.shape[0] - 1)
-    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    nll = _nll(logits, jnp.clip(local_targets[positions], 0, table.shape[0] - 1))
     return jnp.zeros(tokens, jnp.float32).at[positions].add(jnp.where(valid, nll, 0.0))
 
   def every_token():
     logits = _tail_logits(hidden, table, bias)  # [tokens, size]
-    targets = jnp.clip(local_targets, 0, table.shape[0] - 1)
-    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    nll = _nll(logits, jnp.clip(local_targets, 0, table.shape[0] - 1))
     return jnp.where(in_cluster, nll, 0.0)
 
   if capacity >= tokens:
@@ -117,8 +120,7 @@ def cross_entropy(outputs, targets, weights, *, capacities=()):
     capacity = max(1, math.ceil(fraction * flat_targets.size))
     nll = nll + _cluster_nll(hidden, outputs["tail_tables"][index], outputs["tail_biases"][index],
                              flat_targets - start, in_cluster & (flat_weights > 0), capacity)
-  nll = nll + jax.nn.logsumexp(head_logits, axis=-1) - jnp.take_along_axis(
-      head_logits, head_targets[:, None], axis=-1)[:, 0]
+  nll = nll + _nll(head_logits, head_targets)
   return {"loss_sum": jnp.sum(flat_weights * nll), "count": jnp.sum(flat_weights)}
 
 
@@ -128,7 +130,6 @@ def log_probs(outputs):
   head = jax.nn.log_softmax(outputs["head_logits"].astype(jnp.float32), axis=-1)
   pieces = [head[..., :head_size]]
   for index, (table, bias) in enumerate(zip(outputs["tail_tables"], outputs["tail_biases"])):
-    logits = jnp.einsum("blw,vw->blv", outputs["hidden"], table.astype(outputs["hidden"].dtype),
-                        preferred_element_type=jnp.float32) + bias
+    logits = _tail_logits(outputs["hidden"], table, bias)  # [batch, length, cluster size]
     pieces.append(head[..., head_size + index, None] + jax.nn.log_softmax(logits, axis=-1))
   return jnp.concatenate(pieces, axis=-1)

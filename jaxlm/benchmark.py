@@ -26,22 +26,27 @@ QUOTED_PEAKS = {
 }
 
 
+def _best_seconds(function, *args, repeats: int = 8, trials: int = 3) -> float:
+  """Best of `trials` mean times of `repeats` calls (after one untimed call that compiles)."""
+  jax.block_until_ready(function(*args))
+  best = float("inf")
+  for _ in range(trials):
+    started = time.perf_counter()
+    for _ in range(repeats):
+      result = function(*args)
+    jax.block_until_ready(result)
+    best = min(best, (time.perf_counter() - started) / repeats)
+  return best
+
+
 def matmul_flops_per_second(dtype=jnp.float32, size: int = 2048, repeats: int = 10, trials: int = 3) -> float:
   """Measured FLOP/s of a square matrix product on the first device: the best of
   `trials` timings of `repeats` products, since one timing on a shared CPU is noisy."""
   keys = jax.random.split(jax.random.key(0))
   left = jax.random.normal(keys[0], (size, size), dtype)
   right = jax.random.normal(keys[1], (size, size), dtype)
-  product = jax.jit(lambda a, b: a @ b)
-  product(left, right).block_until_ready()
-  best = 0.0
-  for _ in range(trials):
-    started = time.perf_counter()
-    for _ in range(repeats):
-      result = product(left, right)
-    result.block_until_ready()
-    best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - started))
-  return best
+  seconds = _best_seconds(jax.jit(lambda a, b: a @ b), left, right, repeats=repeats, trials=trials)
+  return 2 * size ** 3 / seconds
 
 
 def count_parameters(tree) -> int:
@@ -72,19 +77,6 @@ def train_step_flops(experiment, state, local_batch: dict) -> float:
     return loss_fn(outputs, local_batch["targets"], local_batch["weights"])["loss_sum"]
 
   return flops.function_flops(jax.grad(objective), state.params) * jax.process_count()
-
-
-def _best_seconds(function, *args, repeats: int = 8, trials: int = 3) -> float:
-  """Best of `trials` mean times of `repeats` calls (after one untimed call that compiles)."""
-  jax.block_until_ready(function(*args))
-  best = float("inf")
-  for _ in range(trials):
-    started = time.perf_counter()
-    for _ in range(repeats):
-      result = function(*args)
-    jax.block_until_ready(result)
-    best = min(best, (time.perf_counter() - started) / repeats)
-  return best
 
 
 def step_breakdown(experiment, state, local_batch: dict) -> dict:

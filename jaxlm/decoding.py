@@ -65,6 +65,13 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
   return scores.reshape(*lead_shape, k), ids.reshape(*lead_shape, k)
 
 
+def _scores(outputs):
+  """The adaptive softmax's dict as its full log-probabilities; any other head output as is."""
+  if isinstance(outputs, dict) and "head_logits" in outputs:
+    return adaptive_softmax.log_probs(outputs)  # ranks by p(w), as a softmax's by its logits
+  return outputs
+
+
 def top_words(outputs, *, k: int = 5, chunk_size: int = 8192):
   """Head outputs -> int32 [..., k] word ids, best first, for any head.
 
@@ -72,8 +79,7 @@ def top_words(outputs, *, k: int = 5, chunk_size: int = 8192):
   softmax's dict (scored by its full log-probabilities), or the embedding heads'
   {"vectors", "target_table"} dict.
   """
-  if isinstance(outputs, dict) and "head_logits" in outputs:
-    outputs = adaptive_softmax.log_probs(outputs)
+  outputs = _scores(outputs)
   if isinstance(outputs, dict):
     return nearest_neighbours(outputs["vectors"], outputs["target_table"], k=k,
                               chunk_size=chunk_size)[1]
@@ -99,8 +105,7 @@ def target_ranks(outputs, targets, *, chunk_size: int = 8192):
   cheaper on a CPU); embedding heads score the vocabulary chunk by chunk by cosine.
   """
   flat_targets = targets.reshape(-1)
-  if isinstance(outputs, dict) and "head_logits" in outputs:
-    outputs = adaptive_softmax.log_probs(outputs)  # ranks by p(w), as a softmax's by its logits
+  outputs = _scores(outputs)
   if not isinstance(outputs, dict):
     logits = outputs.astype(jnp.float32).reshape(flat_targets.size, -1)  # [queries, vocab]
     target_scores = jnp.take_along_axis(logits, flat_targets[:, None], axis=-1)[:, 0]

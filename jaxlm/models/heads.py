@@ -9,6 +9,17 @@ from jaxlm import adaptive_softmax
 from jaxlm.models import layers
 
 
+def _to_embedding_width(hidden, embedding_width: int, dtype):
+  """A tied head's bridge: a bias-free projection when the body width differs from the table's.
+
+  Called inside a head's compact __call__, so the Dense is that head's "to_embedding".
+  """
+  if hidden.shape[-1] == embedding_width:
+    return hidden
+  return nn.Dense(embedding_width, use_bias=False, dtype=dtype, kernel_init=layers.gpt2_init(),
+                  name="to_embedding")(hidden)
+
+
 class SoftmaxHead(nn.Module):
   """Logits over the word vocabulary, float32 whatever the compute dtype.
 
@@ -26,9 +37,7 @@ class SoftmaxHead(nn.Module):
     if not self.tie_embeddings:
       return nn.Dense(self.vocab_size, dtype=self.dtype, kernel_init=layers.gpt2_init(),
                       name="output")(hidden).astype(jnp.float32)
-    if hidden.shape[-1] != self.embedding_width:
-      hidden = nn.Dense(self.embedding_width, use_bias=False, dtype=self.dtype,
-                        kernel_init=layers.gpt2_init(), name="to_embedding")(hidden)
+    hidden = _to_embedding_width(hidden, self.embedding_width, self.dtype)
     bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), jnp.float32)
     return input_layer.attend(hidden) + bias  # [batch, length, vocab]
 
@@ -85,9 +94,7 @@ class AdaptiveSoftmaxHead(nn.Module):
     del train
     cutoffs = adaptive_softmax.check_cutoffs(self.cutoffs, self.vocab_size)
     if self.tie_embeddings:
-      if hidden.shape[-1] != self.embedding_width:
-        hidden = nn.Dense(self.embedding_width, use_bias=False, dtype=self.dtype,
-                          kernel_init=layers.gpt2_init(), name="to_embedding")(hidden)
+      hidden = _to_embedding_width(hidden, self.embedding_width, self.dtype)
       rows = input_layer.output_rows()  # [vocab, embedding width]
     else:
       rows = self.param("output", layers.gpt2_init(), (self.vocab_size, hidden.shape[-1]), jnp.float32)
