@@ -14,12 +14,14 @@ input and output dropout and weight decay reaches 63.4 test perplexity on WikiTe
 after 125,000 steps (~600M tokens, about 7 hours); the same kind of model without
 those regularisers stalls near 90-97. The target here: below 63.4 test perplexity
 after the full 75,000 steps (614M tokens, ~294 epochs). The regularisation
-strengths below are jaxlm's choices, untuned. Measured so far (BENCHMARKS.md, one
-H100, 6.5 minutes at ~275k tokens/s, embedding dropout off): best validation 86.2 /
-test 82.3 at step 4,000, then overfitting. Known issue: on an H100 with jax 0.11.2,
-model.embedding_dropout > 0 gives a NaN loss within 5 steps (not on CPU with jax
-0.10.2); until that is fixed, GPU runs need --config.model.embedding_dropout=0.0
-and will overfit as above.
+strengths below are jaxlm's choices, untuned: input and output dropout were raised
+from 0.3 to 0.4 after a run without embedding dropout (BENCHMARKS.md, one H100, 6.5
+minutes) overfitted from step 4,000 (16 epochs: best validation 86.2 / test 82.3).
+That run could not use embedding dropout: its first step's gradient was NaN. The
+cause was not the GPU: relative positions add nothing to the input, so a dropped word
+at a stream's first position (no context) left an all-zero residual stream whose
+LayerNorm gradients overflowed over 16 layers; the body now adds a learned offset to
+every position (jaxlm/models/transformer.py). BENCHMARKS.md has the runs since.
 Cost: ~290 MFLOP per token (6 x 43.6M parameters plus attention over 128-256 keys),
 ~1.8e17 FLOPs for the run: about 10 minutes at 30% of an H100's bf16 peak, 30 at
 10%. BENCHMARKS.md records what a run actually reached and in how long.
@@ -68,8 +70,8 @@ def get_config(arg: str | None = None):
       dropout=0.2,  # elementwise on the input and every residual branch; 0.1 overfits WikiText-2
       positions="relative",  # Transformer-XL: memory needs positions by distance, not by index
       max_length=SEQ_LEN,  # read only by absolute positions (:fast); relative ones have no limit
-      input_dropout=0.3,  # locked: one mask per row, the same features dropped at every position
-      output_dropout=0.3,  # locked, after the final LayerNorm, before the tied softmax
+      input_dropout=0.4,  # locked: one mask per row, the same features dropped at every position
+      output_dropout=0.4,  # locked, after the final LayerNorm, before the tied softmax (AWD: 0.4)
       attention_dropout=0.1,
       attention_window=0,
       memory_length=SEQ_LEN,  # one previous segment, as Transformer-XL trains

@@ -57,8 +57,6 @@ def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
   """
   keep = 1.0 - rate
   kept_types = jax.random.bernoulli(rng, keep, (vocab_size,))  # [vocab]
-  # A float scale per word type, gathered by token id. (On an H100 with jax 0.11.2 runs with
-  # embedding dropout gave NaN losses; gathering this table instead of the boolean mask did
-  # not cure it, and the cause is still open: README, "Known issue".)
+  # A float scale per word type, gathered by token id.
   type_scale = jnp.where(kept_types, 1.0 / keep, 0.0).astype(jnp.float32)  # [vocab]
   return jnp.take(type_scale, token_ids, axis=0)[..., None]

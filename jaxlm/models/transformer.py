@@ -185,6 +185,15 @@ class Transformer(nn.Module):
     x = layers.LockedDropout(self.input_dropout, name="input_dropout")(x, train=train)
     relative_encodings = None
     if relative:
+      # Relative positions add nothing to the input, so a word removed by embedding
+      # dropout (a zero vector) at a position with no context would start an all-zero
+      # residual stream that stays zero through every block while the biases are zero
+      # (at init). LayerNorm's gradient there is 1/sqrt(epsilon) = 1000 per norm: 32
+      # norms overflow float32 and the first step's gradient is NaN (seen with the
+      # 16-layer wt2_transformer; 2 layers already give 1e6). A learned offset on every
+      # position keeps such rows off zero; for kept words it is a shift of the table.
+      offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)
+      x = x + offset.astype(x.dtype)
       # Distances keys - 1 ... 0, the order relative_shift expects; no length limit.
       keys = self.memory_length + length
       relative_encodings = sinusoids(jnp.arange(keys - 1, -1, -1), width).astype(self.dtype)
