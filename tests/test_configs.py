@@ -25,6 +25,7 @@ VARIANTS = {
     "wt2_transformer": ("fast",),
     "wt2_heads": ("head=softmax", "head=cosine", "head=l2", "head=vmf"),
     "ru_lm": ("input=bag", "input=bpe", "head=softmax", "head=vmf"),
+    "wt2_families": ("family=lstm", "family=tcn"),
 }
 VOCAB = 60  # the tiny test corpus's; the smoke adaptive cutoffs (20, 40) need more than 40
 FULL_VOCAB = 33_278  # WikiText-2's: full sizes are only traced, so a real vocabulary costs nothing
