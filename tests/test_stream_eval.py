@@ -19,13 +19,18 @@ ROW = 32  # tokens a row: 4 segments
 PADDING = 5  # the last row is 5 targets short, so padding is scored with weight 0
 
 
-def stream_and_reference(model):
-  """Returns (evaluate's sums over the stream, the same sums from one call per row)."""
+def stream_and_reference(model, param_scale: float = 1.0):
+  """Returns (evaluate's sums over the stream, the same sums from one call per row).
+
+  param_scale multiplies every initial parameter: larger weights sharpen attention, so
+  far context changes the loss by more than the summation-order noise.
+  """
   mesh = train.make_mesh()
   rows = jax.device_count()
   num_targets = rows * ROW - PADDING
   tokens = np.asarray(jax.random.randint(jax.random.key(0), (num_targets + 1,), 0, VOCAB), np.int32)
   params = model.init(jax.random.key(1), tokens[None, :LENGTH], train=False)["params"]
+  params = jax.tree.map(lambda leaf: leaf * param_scale, params)
   eval_step = train.make_eval_step(model, losses.softmax_cross_entropy, mesh)
   streamed = train.evaluate(eval_step, model, mesh, params, {}, tokens, batch_size=rows, length=LENGTH)
 
@@ -56,11 +61,11 @@ def test_transformer_xl_memory_spanning_the_row():
 def test_transformer_xl_shorter_memory_sees_less():
   """With one segment of memory, later segments lose the start of the row: the losses differ.
 
-  A tiny random model barely uses far context (7e-5 relative, measured), but that is
-  still 30x the tolerance the equalities above are held to.
+  A tiny random model at its init scale barely uses far context (1e-5 relative, about
+  the size of the tolerance below), so its weights are scaled up to sharpen attention.
   """
   model = build("transformer", num_layers=2, num_heads=2, positions="relative", max_length=LENGTH,
                 memory_length=LENGTH)
-  streamed, reference = stream_and_reference(model)
+  streamed, reference = stream_and_reference(model, param_scale=10.0)
   assert streamed["count"] == reference["count"]
-  assert not np.isclose(streamed["loss_sum"], reference["loss_sum"], rtol=2e-5, atol=0)
+  assert not np.isclose(streamed["loss_sum"], reference["loss_sum"], rtol=1e-3, atol=0)
