@@ -9,7 +9,7 @@ The question (issue 3): on a 2-core CPU and a fixed 30 minutes of training, whic
 learns WikiText-2 fastest? Everything but the body is shared and is the quickstart's:
 width 256, the tied adaptive softmax, 16 x 64 tokens a step, AdamW at 2e-3 with 50
 warmup steps and a cosine decay that ends with the budget, no dropout (a few epochs at
-most: nothing to overfit yet). The bodies have the same number of parameters, 1.57M:
+most: nothing to overfit yet). The bodies have about the same number of parameters, 1.58M:
   transformer  2 pre-norm layers, 4 heads, learned positions (12 x 256^2 a layer);
   lstm         3 layers of 256 (8 x 256^2 a layer), state carried across steps
                (data.batching="stream") and across the whole split in evaluation;
