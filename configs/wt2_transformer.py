@@ -27,7 +27,8 @@ run) reached its best at step 6,130: validation 83.7 / test 79.5, then overfitte
 again (111.99 validation at the end): stronger regularisation is the next thing to try.
 Cost: ~290 MFLOP per token (6 x 43.6M parameters plus attention over 128-256 keys),
 ~1.8e17 FLOPs for the run: about 10 minutes at 30% of an H100's bf16 peak, 30 at
-10%. BENCHMARKS.md records what a run actually reached and in how long.
+10%. Measured on one H100: 264k tokens/s alone (30-35% of the measured bf16 matmul
+rate), so the full 614M tokens take ~39 minutes; BENCHMARKS.md records the runs.
 
 Shape: 16 pre-LayerNorm layers (GPT-2 init, residual projections scaled by
 1/sqrt(2 * layers)), width 384 with 6 heads of 64, MLP 4x. Transformer-XL's width 410
