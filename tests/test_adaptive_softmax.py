@@ -109,3 +109,32 @@ def test_flops_count_the_gathered_branch_not_the_fallback(case):
   # Capacity 0.25 -> 6 gathered tokens per cluster: 6 x (15 + 25) x WIDTH products.
   assert count((0.25, 0.25)) == 2 * 6 * (15 + 25) * WIDTH
   assert count(()) == 2 * tokens * (15 + 25) * WIDTH
+
+
+def _shapes_outside_conds(jaxpr):
+  """Shapes of every array a program makes, except inside conditionals' branches."""
+  for equation in jaxpr.eqns:
+    yield from (tuple(variable.aval.shape) for variable in equation.outvars)
+    if equation.primitive.name == "cond":
+      continue
+    for value in equation.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+          yield from _shapes_outside_conds(getattr(sub, "jaxpr", sub))
+
+
+def test_the_gradient_keeps_no_every_token_logits_when_it_gathers(case):
+  # Differentiating through lax.cond makes the cond return both branches' residuals, so the
+  # gathering path would still write (zeros into) the fall-back's [tokens, cluster size]
+  # logits every step: most of the adaptive head's cost it exists to save.
+  model, params, inputs, targets, weights = case
+  outputs = model.apply(params, inputs)
+  every_token_logits = {(24, 15), (24, 25)}  # 24 tokens; clusters of 15 and 25 words
+
+  def shapes(capacities):
+    gradient = jax.grad(lambda o: adaptive_softmax.cross_entropy(o, targets, weights,
+                                                                 capacities=capacities)["loss_sum"])
+    return set(_shapes_outside_conds(jax.make_jaxpr(gradient)(outputs).jaxpr))
+
+  assert every_token_logits <= shapes(())  # without gathering they are there to be seen
+  assert not every_token_logits & shapes((0.25, 0.25))
