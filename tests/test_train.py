@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -102,3 +103,28 @@ def test_unknown_config_keys_and_variants_fail():
     config.optim.learning_rate = 1e-3  # the key is optim.lr
   with pytest.raises(ValueError, match="unknown variant 'smok'"):
     quickstart.get_config("smok")
+
+
+def _all_reduce_results(config, devices, vocab_size=60):
+  """The result types of every all-reduce in the compiled train step on `devices`."""
+  model = build_model(config.model, vocab_size)
+  optimizer = optim.build_optimizer(config.optim, config.train.steps)
+  mesh = train.make_mesh(devices)
+  state = train.init_state(model, optimizer, config, mesh)
+  step = train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state, config.seed)
+  rows = config.train.batch_size
+  batch = {"inputs": np.zeros((rows, config.train.seq_len), np.int32),
+           "targets": np.zeros((rows, config.train.seq_len), np.int32),
+           "weights": np.ones((rows, config.train.seq_len), np.float32), "reset": np.ones((rows,), bool)}
+  text = step.lower(state, train.global_batch(mesh, batch)).compile().as_text()
+  return [line.split("=", 1)[1].split("all-reduce(")[0] for line in text.splitlines() if " all-reduce(" in line]
+
+
+def test_one_device_does_not_all_reduce_the_gradients(tiny_corpus, cache_dir):
+  # XLA:CPU runs a one-device all-reduce as a copy of every gradient; averaging over one
+  # device is the identity, so the one-device step must not have it. Only scalar sums
+  # (the metrics) may remain.
+  config = smoke_config(tiny_corpus, cache_dir)
+  non_scalar = lambda results: [result for result in results if re.search(r"\[\d", result)]
+  assert non_scalar(_all_reduce_results(config, jax.devices()))  # four devices average gradients
+  assert not non_scalar(_all_reduce_results(config, jax.devices()[:1]))
