@@ -53,18 +53,33 @@ def count_parameters(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
-def time_steps(step_fn, state, batches: list, warmup_steps: int):
-  """Runs every batch; returns (state, last metrics, mean seconds of the steps after warm-up)."""
+def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1, after_group=None):
+  """Runs every batch; returns (state, last metrics, [seconds per step of each group],
+  [after_group() of each group]).
+
+  The steps after warm-up are timed in `trials` consecutive groups. `after_group`, if given,
+  runs untimed after each group (benchmark() measures the matmul rate there, so that each
+  group's utilisation compares the step with the device's rate at that moment).
+  """
   for batch in batches[:warmup_steps]:
     state, step_metrics = step_fn(state, batch)
   jax.block_until_ready(step_metrics)
-  started = time.perf_counter()
-  for batch in batches[warmup_steps:]:
-    state, step_metrics = step_fn(state, batch)
-    if jax.default_backend() == "cpu":  # see train.InFlight
-      jax.block_until_ready(step_metrics)
-  jax.block_until_ready(step_metrics)
-  return state, step_metrics, (time.perf_counter() - started) / (len(batches) - warmup_steps)
+  timed = batches[warmup_steps:]
+  trials = max(1, min(trials, len(timed)))
+  bounds = np.linspace(0, len(timed), trials + 1).astype(int)  # every timed step in some group
+  seconds, extras = [], []
+  for start, end in zip(bounds[:-1], bounds[1:]):
+    group = timed[start:end]
+    started = time.perf_counter()
+    for batch in group:
+      state, step_metrics = step_fn(state, batch)
+      if jax.default_backend() == "cpu":  # see train.InFlight
+        jax.block_until_ready(step_metrics)
+    jax.block_until_ready(step_metrics)
+    seconds.append((time.perf_counter() - started) / len(group))
+    if after_group is not None:
+      extras.append(after_group())
+  return state, step_metrics, seconds, extras
 
 
 def train_step_flops(experiment, state, local_batch: dict) -> float:
@@ -110,7 +125,9 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
   }
 
 
-def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20, breakdown: bool = False) -> dict:
+def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: int = 5,
+              breakdown: bool = False) -> dict:
+  """Steady-state step time, FLOPs and MFU: medians over `trials` groups of the timed steps."""
   experiment = train.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
   state = train.init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
@@ -126,10 +143,18 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20, breakdown
   batch = lambda step: train.global_batch(mesh, local_batch(step))
   flops_per_step = train_step_flops(experiment, state, local_batch(0))
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
-  state, step_metrics, seconds_per_step = time_steps(step_fn, state, batches, warmup_steps)
-  tokens_per_step = config.train.batch_size * config.train.seq_len
   compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
-  matmul = matmul_flops_per_second(compute_dtype)
+  # A shared CPU's speed drifts by +-10% within minutes, so the matmul rate is measured
+  # after each group of steps and each group's utilisation uses the rate next to it; the
+  # reported figures are medians over the groups.
+  state, step_metrics, group_seconds, group_matmul = time_steps(
+      step_fn, state, batches, warmup_steps, trials,
+      after_group=lambda: matmul_flops_per_second(compute_dtype, trials=1))
+  seconds_per_step = float(np.median(group_seconds))
+  matmul = float(np.median(group_matmul))
+  utilisation = float(np.median([flops_per_step / seconds / (rate * jax.device_count())
+                                 for seconds, rate in zip(group_seconds, group_matmul)]))
+  tokens_per_step = config.train.batch_size * config.train.seq_len
   achieved = flops_per_step / seconds_per_step
   device = jax.devices()[0]
   result = {
@@ -138,11 +163,13 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 20, breakdown
       "parameters": count_parameters(state.params),
       "tokens_per_step": tokens_per_step,
       "step_seconds": seconds_per_step,
+      "step_seconds_per_group": group_seconds,
       "tokens_per_second": tokens_per_step / seconds_per_step,
       "flops_per_token": flops_per_step / tokens_per_step,
       "achieved_flops_per_second": achieved,
       "matmul_flops_per_second": matmul * jax.device_count(),
-      "mfu_vs_measured_matmul": achieved / (matmul * jax.device_count()),
+      "matmul_flops_per_second_per_group": [rate * jax.device_count() for rate in group_matmul],
+      "mfu_vs_measured_matmul": utilisation,
   }
   for name, peaks in QUOTED_PEAKS.items():
     if name in device.device_kind:
@@ -221,7 +248,7 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   compiled = step_fn.lower(state, batch(0)).compile()
   compile_seconds = time.perf_counter() - started
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
-  state, step_metrics, seconds_per_step = time_steps(compiled, state, batches, warmup_steps)
+  state, step_metrics, (seconds_per_step,), _ = time_steps(compiled, state, batches, warmup_steps)
   loss = float(step_metrics["loss_sum"] / step_metrics["count"])
   if not np.isfinite(loss):
     raise FloatingPointError(f"head_cost: {config.model.head} at {vocab_size} words gave loss {loss}")

@@ -16,7 +16,9 @@ from ml_collections import config_flags
 from jaxlm import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].", lock_config=True)
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps after warm-up.")
+_TRIALS = flags.DEFINE_integer("trials", 5, "The timed steps run in this many groups, each followed by a "
+                               "measurement of the matmul rate; step time and MFU are medians over the groups.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the step's pieces (forward, backward, "
                                "optimiser update), each on its own, un-sharded.")
 flags.mark_flag_as_required("config")
@@ -25,7 +27,7 @@ flags.mark_flag_as_required("config")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, breakdown=_BREAKDOWN.value)
+  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, trials=_TRIALS.value, breakdown=_BREAKDOWN.value)
   print(json.dumps(result))
 
 

@@ -6,8 +6,10 @@ from jaxlm import benchmark
 
 def test_benchmark_reports_throughput_flops_and_utilisation(tiny_corpus, cache_dir):
   config = smoke_config(tiny_corpus, cache_dir, **{"model.head": "softmax"})
-  result = benchmark.benchmark(config, warmup_steps=1, timed_steps=2)
+  result = benchmark.benchmark(config, warmup_steps=1, timed_steps=2, trials=2)
   tokens = config.train.batch_size * config.train.seq_len
+  # Each group of timed steps has its own matmul-rate measurement beside it.
+  assert len(result["step_seconds_per_group"]) == len(result["matmul_flops_per_second_per_group"]) == 2
   assert result["tokens_per_step"] == tokens
   assert result["tokens_per_second"] > 0 and result["matmul_flops_per_second"] > 0
   # The tied output layer alone is 6 x width x vocab FLOPs per token (forward and backward).
