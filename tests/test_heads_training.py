@@ -40,10 +40,26 @@ def test_switching_the_head_leaves_input_layer_and_body_alone(tiny_corpus, cache
     config = head_config(tiny_corpus, cache_dir, vec_path, head)
     model = build_model(config.model, 60)
     initial[head] = model.init(jax.random.key(0), np.zeros((1, 16), np.int32), train=False)["params"]
-  assert sorted(initial["softmax"]) == sorted(initial["vmf"]) == ["body", "head", "input_layer"]
+  # (A tied softmax head without output biases has no parameters of its own.)
+  assert {"body", "input_layer"} <= set(initial["softmax"]) and sorted(initial["vmf"]) == ["body", "head", "input_layer"]
   for part in ("body", "input_layer"):  # same structure and the same initial values
     jax.tree.map(np.testing.assert_array_equal, initial["softmax"][part], initial["vmf"][part])
   assert initial["vmf"]["head"]["output"]["kernel"].shape == (32, DIM)
+
+
+@pytest.mark.parametrize("head,tie", [("softmax", True), ("softmax", False), ("adaptive", True)])
+def test_output_bias_false_leaves_out_every_output_bias(tiny_corpus, cache_dir, vec_path, head, tie):
+  def head_parameters(output_bias):
+    config = head_config(tiny_corpus, cache_dir, vec_path, head,
+                         **{"model.output_bias": output_bias, "model.tie_embeddings": tie})
+    params = build_model(config.model, 60).init(jax.random.key(0), np.zeros((1, 16), np.int32),
+                                                train=False)["params"].get("head", {})
+    return {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+  with_bias = head_parameters(True)
+  biases = {name for name in with_bias if "bias" in name}
+  assert biases  # the default has them
+  assert head_parameters(False) == with_bias - biases
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -63,7 +79,7 @@ def test_every_head_trains_with_the_same_train_step(tiny_corpus, cache_dir, vec_
   after = jax.device_get(state)
   summary = metrics.summarise(jax.device_get(step_metrics))
   assert np.isfinite(summary["loss"]) and summary["tokens"] == config.train.batch_size * config.train.seq_len
-  for part in ("body", "input_layer", "head"):
+  for part in after.params:  # body, input_layer and the head's own parameters if it has any
     moved = max(float(np.max(np.abs(a - b))) for a, b in
                 zip(jax.tree.leaves(after.params[part]), jax.tree.leaves(before.params[part])))
     assert moved > 1e-6, f"{part} parameters did not change"

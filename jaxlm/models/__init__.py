@@ -89,8 +89,8 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
   head_class = _lookup(HEADS, model_config.head, "model.head")
   head_fields = ({"target_dim": model_config.target_dim} if head_class is heads.EmbeddingHead else
-                 {"cutoffs": tuple(model_config.adaptive_cutoffs)} if head_class is heads.AdaptiveSoftmaxHead
-                 else {})
+                 {"cutoffs": tuple(model_config.adaptive_cutoffs), "output_bias": model_config.output_bias}
+                 if head_class is heads.AdaptiveSoftmaxHead else {"output_bias": model_config.output_bias})
   head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
                     tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
   return LanguageModel(input_layer=input_layer, body=body, head=head,
