@@ -14,12 +14,18 @@ from jaxlm.data import lm_batches
 from jaxlm.models import build_model
 
 
-def one_step_params(config, devices, vocab_size=60):
+def step_on(config, devices, vocab_size=60):
+  """(mesh, initial state, jitted train step) of `config` on `devices`."""
   model = build_model(config.model, vocab_size)
   optimizer = optim.build_optimizer(config.optim, config.train.steps)
   mesh = train.make_mesh(devices)
   state = train.init_state(model, optimizer, config, mesh)
-  step = train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state, config.seed)
+  return mesh, state, train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state,
+                                            config.seed)
+
+
+def one_step_params(config, devices, vocab_size=60):
+  mesh, state, step = step_on(config, devices, vocab_size)
   tokens = np.random.default_rng(0).integers(0, vocab_size, 5000).astype(np.int32)
   batch = lm_batches.window_batch(tokens, 0, seed=0, batch_size=config.train.batch_size,
                                   length=config.train.seq_len)
@@ -107,11 +113,7 @@ def test_unknown_config_keys_and_variants_fail():
 
 def _all_reduce_results(config, devices, vocab_size=60):
   """The result types of every all-reduce in the compiled train step on `devices`."""
-  model = build_model(config.model, vocab_size)
-  optimizer = optim.build_optimizer(config.optim, config.train.steps)
-  mesh = train.make_mesh(devices)
-  state = train.init_state(model, optimizer, config, mesh)
-  step = train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state, config.seed)
+  mesh, state, step = step_on(config, devices, vocab_size)
   rows = config.train.batch_size
   batch = {"inputs": np.zeros((rows, config.train.seq_len), np.int32),
            "targets": np.zeros((rows, config.train.seq_len), np.int32),
