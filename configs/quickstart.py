@@ -11,14 +11,15 @@ stays within 15 minutes. The output layer is an adaptive softmax
 words, factorised over frequency clusters so that rare words' logits are computed only
 for the tokens that need them; on 2 CPU cores it trained 2.6x more tokens per minute
 than the plain softmax (`--config.model.head=softmax`, measured at 1,024 tokens a step),
-whose elementwise work over 33k logits per token runs on one core. Measured (BENCHMARKS.md, 2026-11-23):
-3,100-5,300 tokens/s as logged, at about half the CPU's measured matmul rate (MFU,
-launch/benchmark.py);
-these 590 steps took 8.2 training minutes and reached validation perplexity 267.6 / test
-248.6 on the whole splits, within the issue's 10-minute budget and against its target of
-300 (the plain softmax head reached 434 and the pytorch/examples default LSTM 467 in 10
-minutes). The README's first command (these steps, then both whole splits scored) took
-12 min 40 s here: validation 267.6 / test 248.5. Not a state-of-the-art recipe: configs/wt2_transformer.py is.
+whose elementwise work over 33k logits per token runs on one core.
+
+Measured (BENCHMARKS.md, 2026-11-23): 3,100-5,300 tokens/s as logged, at 51-53% of the
+CPU's measured matmul rate (MFU, launch/benchmark.py). These 590 steps took 8.2 training
+minutes and reached validation perplexity 267.6 / test 248.6 on the whole splits, within
+the issue's 10-minute budget and against its target of 300 (the plain softmax head
+reached 434 and the pytorch/examples default LSTM 467 in 10 minutes). The README's first
+command (these steps, then both whole splits scored) took 12 min 40 s here: validation
+267.6 / test 248.5. Not a state-of-the-art recipe: configs/wt2_transformer.py is.
 
 Variants: `:smoke` shrinks everything to seconds (tests, notebooks).
 """
@@ -46,10 +47,10 @@ def get_config(arg: str | None = None):
   config.model.output_bias = False
   config.train.seq_len = 64
   # 4,096 tokens a step: the per-step costs that do not grow with the batch (the AdamW
-  # update of the 33k x 256 tied table, its slices, the adaptive head's bookkeeping) are
-  # then ~20% of the step rather than ~40% at 1,024 tokens, so the step runs at ~50% of
-  # the CPU's measured matmul rate (BENCHMARKS.md). Fewer, larger updates learn less per
-  # token, but the step carries 1.3x more tokens per second.
+  # update of the 33k x 256 tied table and its slices, ~50 ms) are then ~6% of the step
+  # rather than ~17% at 1,024 tokens, so the step runs at ~50% of the CPU's measured matmul
+  # rate (BENCHMARKS.md). Fewer, larger updates learn less per token, but the step carries
+  # 1.25x more tokens per second.
   config.train.batch_size = 64
   # ~8 minutes at 0.8-1 s a step on 2 cores, the cosine ending with the budget: the issue's
   # 10-minute benchmark run (480 steps reached only ~299 on the 20k-token estimate).

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   smoke = "smoke" in variants
   config = quickstart.get_config("smoke" if smoke else None)
   config.model.head = variants.get("head", "softmax")
-  config.model.output_bias = True
+  config.model.output_bias = True  # smoke too: the model whose results are recorded
   if not smoke:
     common.use_quickstart_recipe_of_2026_11_23(config)  # the recipe the results were measured with
     # FastText's usual 300-d vectors, the benchmark width; 4 heads of 75 dims.

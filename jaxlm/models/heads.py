@@ -85,8 +85,9 @@ class AdaptiveSoftmaxHead(nn.Module):
   the tokens that need them. With `tie_embeddings` every word's output row is its input
   row (a bias-free projection bridges a different body width), as in SoftmaxHead, so the
   parameters are the softmax head's plus one vector and one bias per cluster.
-  `output_bias=False` leaves out every bias (the tail biases are None): on 2 CPU cores the biases' additions and gradients cost ~3% of the
-  quickstart's step. Returns the dict jaxlm.adaptive_softmax reads (its docstring gives the shapes).
+  `output_bias=False` leaves out every bias (the tail biases are None): on 2 CPU cores the
+  biases' additions and gradients cost ~3% of the quickstart's step. Returns the dict
+  jaxlm.adaptive_softmax reads (its docstring gives the shapes).
   """
   vocab_size: int
   embedding_width: int
@@ -107,14 +108,14 @@ class AdaptiveSoftmaxHead(nn.Module):
     hidden = hidden.astype(self.dtype)
     clusters = self.param("clusters", layers.gpt2_init(), (len(cutoffs), rows.shape[-1]), jnp.float32)
     head_rows = jnp.concatenate([rows[:cutoffs[0]], clusters], axis=0)  # [c_1 + clusters, width]
+    bias = lambda name, size: (self.param(name, nn.initializers.zeros, (size,), jnp.float32) if self.output_bias
+                               else None)
     head_logits = jnp.einsum("blw,vw->blv", hidden, head_rows.astype(self.dtype),
                              preferred_element_type=jnp.float32)
     if self.output_bias:
-      head_logits = head_logits + self.param("head_bias", nn.initializers.zeros, (head_rows.shape[0],), jnp.float32)
+      head_logits = head_logits + bias("head_bias", head_rows.shape[0])
     bounds = cutoffs + (self.vocab_size,)
     tail_tables = tuple(rows[start:end] for start, end in zip(bounds[:-1], bounds[1:]))
-    bias = lambda name, size: (self.param(name, nn.initializers.zeros, (size,), jnp.float32) if self.output_bias
-                               else None)
     tail_biases = tuple(bias(f"tail_bias_{index}", end - start)
                         for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])))
     return {"hidden": hidden, "head_logits": head_logits, "tail_tables": tail_tables,
