@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import flops, train
-from jaxlm.data import lm_batches
+from jaxlm.tasks import causal_lm
 
 # Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
 # float32 matrix products run on TF32 tensor cores under JAX's default precision
@@ -84,12 +84,12 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
 
 def train_step_flops(experiment, state, local_batch: dict) -> float:
   """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.flops)."""
-  model, loss_fn = experiment.model, experiment.loss_fn
+  model, loss_fn = experiment.model, experiment.task.loss
 
   def objective(params):
-    outputs, _ = model.apply({"params": params, **state.frozen}, local_batch["inputs"], train=True,
-                             carry=state.carry, rngs={"dropout": jax.random.key(0)})
-    return loss_fn(outputs, local_batch["targets"], local_batch["weights"])["loss_sum"]
+    outputs, _ = train.apply_model(model, {"params": params, **state.frozen}, local_batch, train=True,
+                                   carry=state.carry, rngs={"dropout": jax.random.key(0)})
+    return loss_fn(outputs, local_batch)["loss_sum"]
 
   return flops.function_flops(jax.grad(objective), state.params) * jax.process_count()
 
@@ -101,15 +101,15 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
   batch, so on one device they add up to the train step minus its bookkeeping (gradient
   averaging and the logged norms); on several devices they are the work of all of them.
   """
-  model, loss_fn, optimizer = experiment.model, experiment.loss_fn, experiment.optimizer
+  model, loss_fn, optimizer = experiment.model, experiment.task.loss, experiment.optimizer
   params = jax.device_get(state.params)
   carry = jax.device_get(state.carry)
-  batch = {key: jnp.asarray(local_batch[key]) for key in ("inputs", "targets", "weights")}
+  batch = {key: jnp.asarray(value) for key, value in local_batch.items() if key != "reset"}
 
   def loss(params):
-    outputs, _ = model.apply({"params": params, **state.frozen}, batch["inputs"], train=True, carry=carry,
-                             rngs={"dropout": jax.random.key(0)})
-    sums = loss_fn(outputs, batch["targets"], batch["weights"])
+    outputs, _ = train.apply_model(model, {"params": params, **state.frozen}, batch, train=True, carry=carry,
+                                   rngs={"dropout": jax.random.key(0)})
+    sums = loss_fn(outputs, batch)
     return sums["loss_sum"] / sums["count"]
 
   def update(grads, opt_state, params):
@@ -130,15 +130,12 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   """Steady-state step time, FLOPs and MFU: medians over `trials` groups of the timed steps."""
   experiment = train.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
-  state = train.init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
-  step_fn = train.make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
-  batcher = lm_batches.get_batcher(config.data.batching)
-  tokens = experiment.corpus.splits["train"]
+  state = train.init_experiment_state(experiment)
+  step_fn = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed)
 
   def local_batch(step):
-    return batcher(tokens, step, seed=config.seed, batch_size=config.train.batch_size,
-                   length=config.train.seq_len, process_index=jax.process_index(),
-                   process_count=jax.process_count())
+    return experiment.task.train_batch(step, seed=config.seed, batch_size=config.train.batch_size,
+                                       process_index=jax.process_index(), process_count=jax.process_count())
 
   batch = lambda step: train.global_batch(mesh, local_batch(step))
   flops_per_step = train_step_flops(experiment, state, local_batch(0))
@@ -154,7 +151,7 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   matmul = float(np.median(group_matmul))
   utilisation = float(np.median([flops_per_step / seconds / (rate * jax.device_count())
                                  for seconds, rate in zip(group_seconds, group_matmul)]))
-  tokens_per_step = config.train.batch_size * config.train.seq_len
+  tokens_per_step = local_batch(0)["inputs"].size * jax.process_count()  # input positions, padding included
   achieved = flops_per_step / seconds_per_step
   device = jax.devices()[0]
   result = {
@@ -235,7 +232,7 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   if target_vectors.has_target_table(state):
     rng = np.random.default_rng(config.seed)
     state = target_vectors.install(state, rng.standard_normal((vocab_size, config.model.target_dim), np.float32))
-  step_fn = train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state, config.seed)
+  step_fn = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state, config.seed)
 
   rows, length = config.train.batch_size, config.train.seq_len
   def batch(step):

@@ -2,8 +2,10 @@
 
 Layout of a workdir:
   config.json      the full config of the run (written once, before any checkpoint)
-  checkpoints/N/   Orbax checkpoints: the last `keep_checkpoints` plus the best by
-                   validation perplexity (kept by Orbax's preservation policies)
+  vocabulary.txt   the model's input vocabulary (words or pieces, one per line, in id
+                   order), so a fine-tuning run tokenises exactly as this run did
+  checkpoints/N/   Orbax checkpoints: the last `keep_checkpoints` plus the best by the
+                   task's validation metric (kept by Orbax's preservation policies)
   metrics.jsonl, events.out.tfevents.*   logs
 Checkpoints are restored against an abstract target carrying shardings, so a run
 saved on 4 devices restores on 1 (and vice versa).
@@ -18,6 +20,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 CONFIG_FILE = "config.json"
+VOCABULARY_FILE = "vocabulary.txt"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -26,11 +29,16 @@ class IncompatibleWorkdirError(ValueError):
 
 
 def signature(config: ml_collections.ConfigDict) -> dict:
-  """What must match for a checkpoint to be resumed: the model and the corpus.
+  """What must match for a checkpoint to be resumed: the model, the task and its data.
 
   Through JSON, as config.json stores it, so a tuple in the config equals the list saved.
+  A config saved before tasks existed has no task section: it was a causal LM.
   """
-  return json.loads(json.dumps({"model": config.model.to_dict(), "corpus": config.data.corpus}))
+  from jaxlm import tasks
+  identity = {"model": config.model.to_dict(), "task": tasks.task_name(config)}
+  if "data" in config:
+    identity["corpus"] = config.data.corpus
+  return json.loads(json.dumps(identity))
 
 
 def _differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:
@@ -82,27 +90,59 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(handle))
 
 
-def manager(workdir: str, keep: int, *, read_only: bool = False) -> ocp.CheckpointManager:
+def save_words(workdir: str, words: list[str]) -> None:
+  """Writes the model's vocabulary beside the checkpoints (process 0, atomically)."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, VOCABULARY_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    handle.write("".join(word + "\n" for word in words))
+  os.replace(path + ".tmp", path)
+
+
+def load_words(workdir: str) -> list[str] | None:
+  """The vocabulary saved by save_words, or None for a workdir saved before it existed."""
+  path = os.path.join(workdir, VOCABULARY_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as handle:
+    return handle.read().split("\n")[:-1]
+
+
+def metric_key(best_metric: str) -> str:
+  """The name a validation metric is saved under beside each checkpoint."""
+  return f"valid_{best_metric}"
+
+
+def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: str = "perplexity",
+            best_mode: str = "min") -> ocp.CheckpointManager:
+  """Keeps the last `keep` checkpoints plus the best by validation `best_metric` (lower is
+  better for best_mode="min", higher for "max")."""
+  if best_mode not in ("min", "max"):
+    raise ValueError(f"best_mode={best_mode!r}: use 'min' or 'max'")
+  key = metric_key(best_metric)
   policy = preservation_policy.AnyPreservationPolicy([
       preservation_policy.LatestN(n=keep),
-      # Orbax keeps the last n after sorting; reverse=True puts the lowest perplexity last.
-      preservation_policy.BestN(get_metric_fn=lambda metrics: metrics["valid_perplexity"], reverse=True, n=1),
+      # Orbax keeps the last n after sorting ascending (reverse=False); reverse=True puts the
+      # lowest value last, which is the best for "min".
+      preservation_policy.BestN(get_metric_fn=lambda metrics: metrics[key], reverse=best_mode == "min", n=1),
   ])
   # best_fn also makes Orbax write each step's metrics beside it (read back by best_step).
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda m: m["valid_perplexity"],
-                                         best_mode="min", create=not read_only,
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda m: m[key],
+                                         best_mode=best_mode, create=not read_only,
                                          read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options)
 
 
-def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_perplexity: float) -> None:
+def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_metrics: dict) -> None:
+  """valid_metrics: {metric name: value} of this step's validation (see metric_key)."""
   checkpoint_manager.save(step, args=ocp.args.StandardSave(state),
-                          metrics={"valid_perplexity": float(valid_perplexity)})
+                          metrics={metric_key(name): float(value) for name, value in valid_metrics.items()})
   checkpoint_manager.wait_until_finished()
 
 
 def best_step(checkpoint_manager: ocp.CheckpointManager) -> int | None:
-  """The kept step with the lowest validation perplexity."""
+  """The kept step with the best validation metric (the manager's best_metric and best_mode)."""
   return checkpoint_manager.best_step()
 
 

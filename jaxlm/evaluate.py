@@ -1,24 +1,24 @@
-"""Restores a workdir's checkpoint on whatever devices are present and scores a split.
+"""Restores a workdir's checkpoint on whatever devices are present and scores splits.
 
-Every target token of the split is scored exactly once (see
-lm_batches.evaluation_batches), with carried state flowing along each row.
+Every target (a language model's tokens) or example (a classifier's sentences) of a
+split is scored exactly once; the task of the run (jaxlm/tasks) says how.
 """
 
-from jaxlm import checkpoint, metrics, train
+from jaxlm import checkpoint, train
 
 
 def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False,
                      splits: tuple[str, ...] = ("test",), batch_size: int | None = None,
                      length: int | None = None, data_path: str | None = None,
                      cache_dir: str | None = None) -> list[dict]:
-  """One {'step', 'split', 'loss', 'perplexity', 'accuracy', 'accuracy_top5', 'tokens'} per split,
-  all from one checkpoint restored once.
+  """One {'step', 'split', **the task's summary} per split, all from one checkpoint restored
+  once (a language model's summary: loss, perplexity, accuracy, accuracy_top5, tokens).
 
-  step: a kept checkpoint step; best: the lowest-validation-perplexity one;
+  step: a kept checkpoint step; best: the best by the task's validation metric;
   neither: the latest. data_path / cache_dir override the saved config's, for
   a workdir moved to another machine. batch_size (rows, default
   train.eval_batch_size) and length (segment length, default train.seq_len) set
-  the evaluation convention: state is carried along each row, so with a
+  a language model's evaluation convention: state is carried along each row, so with a
   recurrent body (LSTM, Transformer-XL memory) only the row starts lose context,
   while a stateless body (TCN, transformer without memory) starts every segment
   without context, so a longer `length` gives it more.
@@ -29,10 +29,12 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
   experiment = train.build_experiment(config)
+  task = experiment.task
   for split in splits:
-    if split not in experiment.corpus.splits:
-      raise ValueError(f"--split={split!r} is not one of {sorted(experiment.corpus.splits)}")
-  manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True)
+    if split not in task.splits:
+      raise ValueError(f"--split={split!r} is not one of {sorted(task.splits)}")
+  manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True,
+                               best_metric=task.best_metric, best_mode=task.best_mode)
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
@@ -42,15 +44,13 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
     step = manager.latest_step()
   elif step not in steps:
     raise ValueError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
-  target = train.abstract_state(experiment.model, experiment.optimizer, config, experiment.mesh)
-  state = checkpoint.restore(manager, step, target)
+  state = checkpoint.restore(manager, step, train.experiment_target(experiment))
   manager.close()
-  eval_step = train.make_eval_step(experiment.model, experiment.loss_fn, experiment.mesh,
-                                   chunk_size=config.train.neighbour_chunk_size)
+  eval_step = train.make_eval_step(experiment.model, task.eval_sums, experiment.mesh)
+  options = {"length": length} if length else {}
   results = []
   for split in splits:
-    sums = train.evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen,
-                          experiment.corpus.splits[split], batch_size=batch_size or config.train.eval_batch_size,
-                          length=length or config.train.seq_len)
-    results.append({"step": int(step), "split": split, **metrics.summarise(sums)})
+    summary = train.evaluate_split(experiment, eval_step, state, split,
+                                   batch_size=batch_size or config.train.eval_batch_size, **options)
+    results.append({"step": int(step), "split": split, **summary})
   return results

@@ -25,7 +25,4 @@ def summarise(sums: Mapping[str, float]) -> dict:
     summary["accuracy"] = sums["correct"] / count
   if "correct_top5" in sums:
     summary["accuracy_top5"] = sums["correct_top5"] / count
-  for key, value in sums.items():
-    if key.endswith("_norm"):
-      summary[key] = value
   return summary

@@ -7,9 +7,9 @@ Parameters are global, replicated arrays, so Orbax saves and restores them on
 any device count.
 
 Randomness and data are functions of the step (dropout rng = fold_in(seed, step),
-batch = batcher(seed, step)), so a resumed run repeats the uninterrupted one.
-The model, the loss and the optimiser are passed in; the loop never branches on
-the model family.
+batch = task.train_batch(step)), so a resumed run repeats the uninterrupted one.
+The task (its data, model, loss, evaluation and best metric: jaxlm/tasks/base.py) and
+the optimiser are passed in; the loop never branches on the task or the model family.
 """
 
 import dataclasses
@@ -29,8 +29,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, decoding, losses, metrics, optim, pretrained, target_vectors
-from jaxlm.data import lm_batches
+from jaxlm import checkpoint, optim, pretrained, target_vectors, tasks
 
 DATA_AXIS = "data"
 
@@ -88,13 +87,18 @@ def _zero_carry(carry):
   return jax.tree.map(jnp.zeros_like, carry)
 
 
-def _state_factory(model, optimizer, config):
-  """A function of no arguments that builds the initial state from config.seed."""
+def _state_factory(model, optimizer, config, init_inputs):
+  """A function of no arguments that builds the initial state from config.seed.
+
+  init_inputs: int32 [1, length], the shape of a batch's rows (Task.init_inputs); None:
+  a language model's [1, train.seq_len].
+  """
   rows = config.train.batch_size  # the carry is global: [batch, ...] split over devices
+  if init_inputs is None:
+    init_inputs = np.zeros((1, config.train.seq_len), np.int32)
 
   def create():
-    dummy = jnp.zeros((1, config.train.seq_len), jnp.int32)
-    variables = model.init(jax.random.key(config.seed), dummy, train=False)
+    variables = model.init(jax.random.key(config.seed), jnp.asarray(init_inputs), train=False)
     params = variables["params"]
     frozen = {name: value for name, value in variables.items() if name != "params"}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
@@ -103,7 +107,7 @@ def _state_factory(model, optimizer, config):
   return create
 
 
-def init_state(model, optimizer, config, mesh, words=None) -> TrainState:
+def init_state(model, optimizer, config, mesh, words=None, init_inputs=None) -> TrainState:
   """Initialises the state directly with its shardings (no host copy of the parameters).
 
   With `words` (the corpus vocabulary), an embedding head's fixed target table is then
@@ -112,7 +116,7 @@ def init_state(model, optimizer, config, mesh, words=None) -> TrainState:
   both stay as `model.init` made them. Shapes never change, so `abstract_state` stays
   the restore target.
   """
-  create = _state_factory(model, optimizer, config)
+  create = _state_factory(model, optimizer, config, init_inputs)
   state = jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create)))()
   if words is not None:
     state = target_vectors.install_from_config(state, config.model, words)
@@ -120,15 +124,17 @@ def init_state(model, optimizer, config, mesh, words=None) -> TrainState:
   return state
 
 
-def abstract_state(model, optimizer, config, mesh) -> TrainState:
+def abstract_state(model, optimizer, config, mesh, init_inputs=None) -> TrainState:
   """Shapes, dtypes and shardings of the state: the target Orbax restores into."""
-  shapes = jax.eval_shape(_state_factory(model, optimizer, config))
+  shapes = jax.eval_shape(_state_factory(model, optimizer, config, init_inputs))
   return jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
                       shapes, state_shardings(mesh, shapes))
 
 
 # ----------------------------------------------------------------------------
 # The step.
+
+
 
 
 def _reset_carry(carry, reset):
@@ -139,10 +145,22 @@ def _reset_carry(carry, reset):
   return jax.tree.map(reset_leaf, carry)
 
 
+def _carry_for(carry, batch):
+  """The carry a batch starts from: zeroed where batch["reset"] says, or everywhere without it."""
+  return _reset_carry(carry, batch["reset"]) if "reset" in batch else _zero_carry(carry)
+
+
+def apply_model(model, variables, batch, *, train: bool, carry, rngs=None):
+  """model(batch["inputs"]) -> (outputs, carry); encoder tasks' batches add their padding mask."""
+  mask = {"mask": batch["mask"]} if "mask" in batch else {}
+  return model.apply(variables, batch["inputs"], train=train, carry=carry, rngs=rngs, **mask)
+
+
 def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, optimizer, seed: int,
                            num_devices: int):
   """Runs on one device's rows; returns replicated new params and summed metrics.
 
+  loss_fn(outputs, batch) -> sums with loss_sum and count (Task.loss).
   num_devices: the size of the data axis (static). On one device the gradient needs no
   averaging: make_train_step then maps without shard_map's replication types, and the
   step has no all-reduce of the gradients (XLA:CPU runs a one-device all-reduce as a
@@ -155,13 +173,13 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   params = jax.lax.pcast(state.params, DATA_AXIS, to="varying") if num_devices > 1 else state.params
   device_index = jax.lax.axis_index(DATA_AXIS)
   dropout_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step), device_index)
-  carry = jax.lax.stop_gradient(_reset_carry(state.carry, batch["reset"]))
+  carry = jax.lax.stop_gradient(_carry_for(state.carry, batch))
   global_count = jax.lax.psum(jnp.sum(batch["weights"]), DATA_AXIS)
 
   def objective(params):
-    outputs, new_carry = model.apply({"params": params, **state.frozen}, batch["inputs"], train=True,
+    outputs, new_carry = apply_model(model, {"params": params, **state.frozen}, batch, train=True,
                                      carry=carry, rngs={"dropout": dropout_rng})
-    sums = loss_fn(outputs, batch["targets"], batch["weights"])
+    sums = loss_fn(outputs, batch)
     # pmean of this over devices is sum_d loss_sum_d / global_count: the exact
     # mean over every real target of the global batch, padding or not.
     return sums["loss_sum"] * num_devices / global_count, (sums, new_carry)
@@ -180,7 +198,10 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState, seed: int):
-  """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated."""
+  """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated.
+
+  loss_fn(outputs, batch) -> sums (Task.loss).
+  """
   specs = state_specs(state)
   per_device = functools.partial(_per_device_train_step, model=model, loss_fn=loss_fn,
                                  optimizer=optimizer, seed=seed, num_devices=mesh.shape[DATA_AXIS])
@@ -189,22 +210,18 @@ def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState
   return jax.jit(mapped, donate_argnums=(0,))
 
 
-def _per_device_eval_step(params, frozen, carry, batch, *, model, loss_fn, chunk_size: int):
-  carry = _reset_carry(carry, batch["reset"])
-  outputs, carry = model.apply({"params": params, **frozen}, batch["inputs"], train=False, carry=carry)
-  sums = loss_fn(outputs, batch["targets"], batch["weights"])
-  # Top-1 / top-5 the same way for every head (largest logits, or nearest target vectors),
-  # so heads compare on one measure; replaces a softmax loss's own argmax `correct`.
-  sums.update(decoding.accuracy_sums(outputs, batch["targets"], batch["weights"], chunk_size=chunk_size))
-  return jax.lax.psum(sums, DATA_AXIS), carry
+def _per_device_eval_step(params, frozen, carry, batch, *, model, eval_fn):
+  outputs, carry = apply_model(model, {"params": params, **frozen}, batch, train=False,
+                               carry=_carry_for(carry, batch))
+  return jax.lax.psum(eval_fn(outputs, batch), DATA_AXIS), carry
 
 
-def make_eval_step(model, loss_fn: Callable, mesh, *, chunk_size: int = 8192):
+def make_eval_step(model, eval_fn: Callable, mesh):
   """eval_step(params, frozen, carry, batch) -> (summed metrics, carry).
 
-  chunk_size: vocabulary rows scored at once by nearest-neighbour decoding (embedding heads).
+  eval_fn(outputs, batch) -> sums (Task.eval_sums).
   """
-  per_device = functools.partial(_per_device_eval_step, model=model, loss_fn=loss_fn, chunk_size=chunk_size)
+  per_device = functools.partial(_per_device_eval_step, model=model, eval_fn=eval_fn)
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
                          out_specs=(P(), P(DATA_AXIS)))
   return jax.jit(mapped)
@@ -233,20 +250,39 @@ def evaluation_rows(requested: int, mesh) -> int:
   return -(-requested // devices) * devices
 
 
-def evaluate(eval_step, model, mesh, params, frozen, tokens: np.ndarray, *, batch_size: int, length: int,
-             max_tokens: int = 0) -> dict:
-  """Scores every target of `tokens` (or the first max_tokens) with state carried; returns sums."""
-  rows = evaluation_rows(batch_size, mesh)
+def _host_values(sums) -> dict:
+  """Device sums -> floats (scalars) and numpy arrays (e.g. confusion counts)."""
+  return {key: float(value) if np.ndim(value) == 0 else np.asarray(value)
+          for key, value in jax.device_get(sums).items()}
+
+
+def evaluate(eval_step, model, mesh, params, frozen, batches, *, rows: int) -> dict:
+  """Sums of eval_step over `batches` (global batches of `rows` rows), state carried; returns sums.
+
+  rows must be a multiple of the device count (evaluation_rows).
+  """
   carry = jax.device_put(_zero_carry(model.initial_carry(rows)), NamedSharding(mesh, P(DATA_AXIS)))
   per_host = slice(jax.process_index() * rows // jax.process_count(),
                    (jax.process_index() + 1) * rows // jax.process_count())
   totals, in_flight = None, InFlight()
-  for batch in lm_batches.evaluation_batches(tokens, batch_size=rows, length=length, max_tokens=max_tokens):
+  for batch in batches:
     local = {key: value[per_host] for key, value in batch.items()}
     sums, carry = eval_step(params, frozen, carry, global_batch(mesh, local))
     in_flight.add(sums)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  return {key: float(value) for key, value in jax.device_get(totals).items()}
+  return _host_values(totals)
+
+
+def evaluate_split(experiment, eval_step, state, split: str, *, batch_size: int, limit: int = 0,
+                   **options) -> dict:
+  """The task's summary of `split` (every example or target once; the first `limit` if > 0).
+
+  options: task-specific evaluation conventions (a language model's segment `length`).
+  """
+  rows = evaluation_rows(batch_size, experiment.mesh)
+  batches = experiment.task.eval_batches(split, batch_size=rows, limit=limit, **options)
+  sums = evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen, batches, rows=rows)
+  return experiment.task.summarise(sums)
 
 
 # ----------------------------------------------------------------------------
@@ -287,42 +323,43 @@ class MetricWriter:
 class Experiment:
   """Everything the loop needs, built once from the config."""
   config: ml_collections.ConfigDict
+  task: tasks.base.Task
   model: Any
-  loss_fn: Callable
   optimizer: optax.GradientTransformation
-  corpus: Any
   mesh: Any
 
 
 def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
-  from jaxlm.data import corpora
-  from jaxlm.models import build_model
-  pretrained.check_config(config.model)  # before a long corpus preparation
-  corpus = corpora.load_corpus(config.data)
   devices = jax.device_count()
   if config.train.batch_size % devices:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
-  words = corpus.vocabulary.words
-  model = build_model(config.model, len(words), subword_width=pretrained.subword_width(config.model, words))
-  return Experiment(config=config, model=model,
-                    loss_fn=build_loss(config.model),
+  task = tasks.build_task(config)
+  return Experiment(config=config, task=task, model=task.build_model(config.model),
                     optimizer=optim.build_optimizer(config.optim, config.train.steps, config.model),
-                    corpus=corpus, mesh=make_mesh())
+                    mesh=make_mesh())
 
 
-def build_loss(model_config) -> Callable:
-  """The loss named by model.head, with the vMF regulariser weights or adaptive capacities bound."""
-  loss_fn = losses.get_loss(model_config.head)
-  if model_config.head == "vmf":
-    loss_fn = functools.partial(loss_fn, lambda1=model_config.vmf_lambda1, lambda2=model_config.vmf_lambda2)
-  if model_config.head == "adaptive":
-    loss_fn = functools.partial(loss_fn, capacities=tuple(model_config.adaptive_capacities))
-  return loss_fn
+def init_experiment_state(experiment: Experiment) -> TrainState:
+  """A fresh state: the model's init, then the input layer's start (FastText) and any fixed tables."""
+  return init_state(experiment.model, experiment.optimizer, experiment.config, experiment.mesh,
+                    words=experiment.task.words, init_inputs=experiment.task.init_inputs())
+
+
+def experiment_target(experiment: Experiment) -> TrainState:
+  """The abstract state (shapes, dtypes, shardings) an experiment's checkpoints restore into."""
+  return abstract_state(experiment.model, experiment.optimizer, experiment.config, experiment.mesh,
+                        init_inputs=experiment.task.init_inputs())
 
 
 class NonFiniteLossError(FloatingPointError):
   pass
+
+
+def _without_norms(sums: dict) -> tuple[dict, dict]:
+  """Splits the step's parameter/gradient/update norms from the task's sums."""
+  norms = {key: value for key, value in sums.items() if key.endswith("_norm")}
+  return {key: value for key, value in sums.items() if key not in norms}, norms
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
@@ -330,29 +367,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   from tqdm import tqdm
   checkpoint.prepare_workdir(workdir, config)
   experiment = build_experiment(config)
-  model, mesh, train_config = experiment.model, experiment.mesh, config.train
-  manager = checkpoint.manager(workdir, train_config.keep_checkpoints)
+  task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
+  checkpoint.save_words(workdir, task.words)
+  manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
+                               best_mode=task.best_mode)
 
   latest = manager.latest_step()
   if latest is None:
-    state = init_state(model, experiment.optimizer, config, mesh, words=experiment.corpus.vocabulary.words)
+    state = init_experiment_state(experiment)
   else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
-    state = checkpoint.restore(manager, latest, abstract_state(model, experiment.optimizer, config, mesh))
+    state = checkpoint.restore(manager, latest, experiment_target(experiment))
   start_step = int(state.step)
 
-  train_step = make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
-  eval_step = make_eval_step(model, experiment.loss_fn, mesh, chunk_size=train_config.neighbour_chunk_size)
-  batcher = lm_batches.get_batcher(config.data.batching)
-  train_tokens = experiment.corpus.splits["train"]
+  train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed)
+  eval_step = make_eval_step(model, task.eval_sums, mesh)
   writer = MetricWriter(workdir)
-  tokens_per_step = train_config.batch_size * train_config.seq_len
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
   def validate(step, training_seconds=None):
-    sums = evaluate(eval_step, model, mesh, state.params, state.frozen, experiment.corpus.splits["valid"],
-                    batch_size=train_config.eval_batch_size, length=train_config.seq_len,
-                    max_tokens=train_config.eval_tokens)
-    summary = metrics.summarise(sums)
+    summary = evaluate_split(experiment, eval_step, state, "valid", batch_size=train_config.eval_batch_size,
+                             limit=train_config.eval_tokens)
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
     writer.write(step, "valid", summary)
@@ -370,6 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
              dynamic_ncols=True, desc="train")
   started = time.time()
   interval_sums, interval_start, interval_time = None, start_step, time.time()
+  interval_inputs = 0  # input positions (tokens) of the global batches since the last log
   paused_seconds = 0.0  # evaluation and saving inside the current log interval: not training time
   # Wall time spent in training steps by this process (evaluation and saving excluded): the
   # x axis for quality-against-time comparisons. A resumed run starts it again from 0.
@@ -379,38 +414,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   in_flight = InFlight()
   try:
     while step < train_config.steps:
-      local = batcher(train_tokens, step, seed=config.seed, batch_size=train_config.batch_size,
-                      length=train_config.seq_len, process_index=jax.process_index(),
-                      process_count=jax.process_count())
+      local = task.train_batch(step, seed=config.seed, batch_size=train_config.batch_size,
+                               process_index=jax.process_index(), process_count=jax.process_count())
       state, step_metrics = train_step(state, global_batch(mesh, local))
       in_flight.add(step_metrics)
       step += 1
+      interval_inputs += local["inputs"].size * jax.process_count()
       interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
       out_of_time = train_config.max_minutes > 0 and time.time() - started > 60 * train_config.max_minutes
       at_end = step == train_config.steps or out_of_time
       if step % train_config.log_every == 0 or at_end:
-        sums = {key: float(value) for key, value in jax.device_get(interval_sums).items()}
-        check_finite((interval_start + 1, step), sums)
+        sums, norms = _without_norms(_host_values(interval_sums))
+        check_finite((interval_start + 1, step), {**sums, **norms})
         steps_done = step - interval_start
-        for key in ("grad_norm", "param_norm", "update_norm"):
-          sums[key] /= steps_done  # averages over the interval
-        summary = metrics.summarise(sums)
+        summary = task.summarise(sums)
+        summary.update({key: value / steps_done for key, value in norms.items()})  # averages over the interval
         elapsed = time.time() - interval_time - paused_seconds
         training_seconds += elapsed
-        summary.update(tokens_per_second=steps_done * tokens_per_step / elapsed, learning_rate=float(schedule(step)),
-                       training_seconds=training_seconds)
+        summary.update(tokens_per_second=interval_inputs / elapsed,
+                       examples_per_second=steps_done * train_config.batch_size / elapsed,
+                       learning_rate=float(schedule(step)), training_seconds=training_seconds)
         writer.write(step, "train", summary)
-        bar.set_postfix(loss=f"{summary['loss']:.3f}", ppl=f"{summary['perplexity']:.1f}",
-                        tok_s=f"{summary['tokens_per_second']:.0f}")
+        bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_second']:.0f}")
         interval_sums, interval_start, interval_time, paused_seconds = None, step, time.time(), 0.0
+        interval_inputs = 0
       if step % train_config.eval_every == 0 or at_end:
         # The steps since the last log are training time too (eval_every need not be a
         # multiple of log_every); the next log counts them, without this pause.
         paused_from = time.time()
         last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds)
-        bar.write(f"step {step}: valid loss {last_valid['loss']:.4f} perplexity {last_valid['perplexity']:.2f} "
-                  f"accuracy {last_valid['accuracy']:.4f} top-5 {last_valid['accuracy_top5']:.4f}")
-        checkpoint.save(manager, step, state, last_valid["perplexity"])
+        bar.write(f"step {step}: valid {task.describe(last_valid)}")
+        checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
         paused_seconds += time.time() - paused_from
       bar.update(1)
       if out_of_time:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import metrics, target_vectors, train
+from jaxlm import target_vectors, train
 from jaxlm.data import corpora, fasttext_vectors, lm_batches
 from jaxlm.models import build_model
 
@@ -66,18 +66,18 @@ def test_output_bias_false_leaves_out_every_output_bias(tiny_corpus, cache_dir, 
 def test_every_head_trains_with_the_same_train_step(tiny_corpus, cache_dir, vec_path, head):
   config = head_config(tiny_corpus, cache_dir, vec_path, head)
   experiment = train.build_experiment(config)
-  words = experiment.corpus.vocabulary.words
   mesh, model = experiment.mesh, experiment.model
-  state = train.init_state(model, experiment.optimizer, config, mesh, words=words)
+  words = experiment.task.words
+  state = train.init_experiment_state(experiment)
   before = jax.device_get(state)
-  step = train.make_train_step(model, experiment.loss_fn, experiment.optimizer, mesh, state, config.seed)
-  tokens = experiment.corpus.splits["train"]
+  step = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed)
+  tokens = experiment.task.corpus.splits["train"]
   for index in range(2):
     batch = lm_batches.window_batch(tokens, index, seed=0, batch_size=config.train.batch_size,
                                     length=config.train.seq_len)
     state, step_metrics = step(state, train.global_batch(mesh, batch))
   after = jax.device_get(state)
-  summary = metrics.summarise(jax.device_get(step_metrics))
+  summary = experiment.task.summarise(jax.device_get(step_metrics))
   assert np.isfinite(summary["loss"]) and summary["tokens"] == config.train.batch_size * config.train.seq_len
   for part in after.params:  # body, input_layer and the head's own parameters if it has any
     moved = max(float(np.max(np.abs(a - b))) for a, b in
@@ -171,8 +171,8 @@ def test_centered_targets_have_no_common_direction(vec_path):
 def test_the_config_switch_installs_centered_targets(tiny_corpus, cache_dir, vec_path):
   config = head_config(tiny_corpus, cache_dir, vec_path, "cosine", **{"model.center_targets": True})
   experiment = train.build_experiment(config)
-  words = experiment.corpus.vocabulary.words
-  state = train.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
+  words = experiment.task.words
+  state = train.init_experiment_state(experiment)
   installed = np.asarray(jax.device_get(state.frozen["frozen"]["head"]["target_table"]))
   np.testing.assert_allclose(installed, target_vectors.center(target_vectors.target_table(words, vec_path, DIM)),
                              atol=1e-6)

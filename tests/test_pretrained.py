@@ -47,9 +47,7 @@ def input_vectors(experiment, state, token_ids):
 
 def init(config):
   experiment = train.build_experiment(config)
-  words = experiment.corpus.vocabulary.words
-  state = train.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
-  return experiment, state, words
+  return experiment, train.init_experiment_state(experiment), experiment.task.words
 
 
 def test_bag_from_fasttext_reproduces_gensim_through_build_model(setup):
@@ -71,7 +69,7 @@ def test_bag_from_fasttext_reproduces_gensim_through_build_model(setup):
   scaled = np.asarray(input_vectors(experiment, scaled_state, jnp.arange(len(words))[None])[0])
   np.testing.assert_allclose(scaled, factor * outputs, atol=1e-6)
   # The same state shapes as the restore target, n-gram ids included.
-  target = train.abstract_state(experiment.model, experiment.optimizer, experiment.config, experiment.mesh)
+  target = train.experiment_target(experiment)
   assert jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), target) == jax.tree.map(
       lambda leaf: (leaf.shape, leaf.dtype), state)
 
@@ -99,9 +97,8 @@ def test_bag_checkpoint_restores_and_resumes_without_the_fasttext_file(setup, tm
   assert state.frozen["frozen"]["input_layer"]["ngram_mask"].sum(-1).max() > 1  # real bags, not placeholders
   checkpoint.prepare_workdir(workdir, config)
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  checkpoint.save(manager, 0, state, 1.0)
-  restored = checkpoint.restore(manager, 0, train.abstract_state(experiment.model, experiment.optimizer,
-                                                                 config, experiment.mesh))
+  checkpoint.save(manager, 0, state, {"perplexity": 1.0})
+  restored = checkpoint.restore(manager, 0, train.experiment_target(experiment))
   manager.close()
   for saved, loaded in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(saved, loaded)
@@ -123,11 +120,11 @@ def test_frozen_table_gets_no_update_and_no_optimiser_state(setup):
   trainable = sum(leaf.size for leaf in jax.tree.leaves(state.params)) - table.size
   assert sum(sizes) == 2 * trainable  # AdamW's two moments, for everything but the table
   before = jax.device_get(state.params)
-  step = train.make_train_step(experiment.model, experiment.loss_fn, experiment.optimizer, experiment.mesh,
+  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
                                state, config.seed)
 
   for index in range(2):
-    batch = lm_batches.window_batch(experiment.corpus.splits["train"], index, seed=0,
+    batch = lm_batches.window_batch(experiment.task.corpus.splits["train"], index, seed=0,
                                     batch_size=config.train.batch_size, length=config.train.seq_len)
     state, _ = step(state, train.global_batch(experiment.mesh, batch))
   after = jax.device_get(state.params)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxlm import losses, train
+from jaxlm.data import lm_batches
 from tests.model_helpers import VOCAB, build
 
 LENGTH = 8  # evaluation segment
@@ -31,8 +32,10 @@ def stream_and_reference(model, param_scale: float = 1.0):
   tokens = np.asarray(jax.random.randint(jax.random.key(0), (num_targets + 1,), 0, VOCAB), np.int32)
   params = model.init(jax.random.key(1), tokens[None, :LENGTH], train=False)["params"]
   params = jax.tree.map(lambda leaf: leaf * param_scale, params)
-  eval_step = train.make_eval_step(model, losses.softmax_cross_entropy, mesh)
-  streamed = train.evaluate(eval_step, model, mesh, params, {}, tokens, batch_size=rows, length=LENGTH)
+  eval_step = train.make_eval_step(
+      model, lambda outputs, batch: losses.softmax_cross_entropy(outputs, batch["targets"], batch["weights"]), mesh)
+  batches = lm_batches.evaluation_batches(tokens, batch_size=rows, length=LENGTH)
+  streamed = train.evaluate(eval_step, model, mesh, params, {}, batches, rows=rows)
 
   pad = lambda values: np.concatenate([values, np.zeros(PADDING, values.dtype)]).reshape(rows, ROW)
   weights = pad(np.ones(num_targets, np.float32))

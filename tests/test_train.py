@@ -12,6 +12,7 @@ from conftest import smoke_config
 from jaxlm import checkpoint, optim, train
 from jaxlm.data import lm_batches
 from jaxlm.models import build_model
+from jaxlm.tasks import causal_lm
 
 
 def step_on(config, devices, vocab_size=60):
@@ -20,7 +21,7 @@ def step_on(config, devices, vocab_size=60):
   optimizer = optim.build_optimizer(config.optim, config.train.steps)
   mesh = train.make_mesh(devices)
   state = train.init_state(model, optimizer, config, mesh)
-  return mesh, state, train.make_train_step(model, train.build_loss(config.model), optimizer, mesh, state,
+  return mesh, state, train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state,
                                             config.seed)
 
 

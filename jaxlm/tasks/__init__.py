@@ -1,0 +1,24 @@
+"""Tasks by name: what the one loop trains and evaluates (jaxlm/tasks/base.py is the contract).
+
+`config.task.name` picks one from TASKS; a config without a `task` section (a workdir
+saved before tasks existed) is a causal language model. Adding a task is one module
+and one line here.
+"""
+
+from jaxlm.tasks import base, causal_lm
+
+TASKS = {
+    "causal_lm": causal_lm.CausalLM,
+}
+
+
+def task_name(config) -> str:
+  return config.task.name if "task" in config else "causal_lm"
+
+
+def build_task(config) -> base.Task:
+  """Builds the task named by config.task.name, reading its data from local files."""
+  name = task_name(config)
+  if name not in TASKS:
+    raise ValueError(f"config task.name={name!r} is not known; choose one of {sorted(TASKS)}")
+  return TASKS[name](config)

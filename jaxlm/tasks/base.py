@@ -1,0 +1,80 @@
+"""The contract between a task and the one training loop (jaxlm/train.py).
+
+The loop knows no task: it asks the task for its batches, its model, its loss and its
+evaluation, and keeps the checkpoint that is best by the task's metric. A task is built
+once from the config (`jaxlm.tasks.build_task`), reading its data from local files.
+
+Batches are dicts of numpy arrays with a leading batch axis of global rows (each host
+materialises only its rows), always holding
+  inputs   int32 [batch, length]   token ids fed to the model
+  weights  float32 [batch, ...]    1 where a target counts, 0 for padding; sum = the loss's count
+and, where the task needs them,
+  mask     bool [batch, length]    True at real tokens (encoders: key padding, pooling)
+  reset    bool [batch]            True where carried state starts again (absent: every row)
+plus whatever the task's own loss reads (targets, labels, spans). A batch is a pure
+function of (seed, step) for training, so a resumed run sees what the uninterrupted one
+would have; evaluation batches cover every example of a split exactly once, padded with
+weight-0 rows, so a split of any size is scored exactly.
+
+Losses and evaluations return dicts of float32 sums (arrays allowed, e.g. a confusion
+matrix), summed over devices, steps and batches, and divided only in `summarise`.
+"""
+
+import abc
+from typing import Iterator
+
+import flax.linen as nn
+import numpy as np
+
+
+class Task(abc.ABC):
+  """What a task gives the loop. Subclasses set the attributes in __init__."""
+
+  # The model's input vocabulary (words or pieces, in id order): saved in the workdir, so
+  # a fine-tuning run tokenises its texts exactly as its pre-training did.
+  words: list[str]
+  # The evaluation metric that picks the best checkpoint, as a key of summarise()'s output,
+  # and whether lower ("min") or higher ("max") is better.
+  best_metric: str
+  best_mode: str
+  splits: tuple[str, ...]  # the names eval_batches accepts
+
+  @abc.abstractmethod
+  def build_model(self, model_config) -> nn.Module:
+    """The input layer -> body -> head model, called as (inputs, *, train, carry, [mask])."""
+
+  @abc.abstractmethod
+  def init_inputs(self) -> np.ndarray:
+    """int32 [1, length]: what model.init traces (the shapes of a batch's rows)."""
+
+  @abc.abstractmethod
+  def train_batch(self, step: int, *, seed: int, batch_size: int, process_index: int = 0,
+                  process_count: int = 1) -> dict:
+    """This host's rows of global training batch `step`: a pure function of (seed, step)."""
+
+  @abc.abstractmethod
+  def eval_batches(self, split: str, *, batch_size: int, limit: int = 0) -> Iterator[dict]:
+    """Global batches of `batch_size` rows covering `split` once (the first `limit`
+    targets or examples when limit > 0), in order, padded with weight-0 rows."""
+
+  @abc.abstractmethod
+  def loss(self, outputs, batch: dict) -> dict:
+    """Training sums: at least loss_sum (what is minimised, summed) and count (sum of weights)."""
+
+  @abc.abstractmethod
+  def eval_sums(self, outputs, batch: dict) -> dict:
+    """Evaluation sums (the loss's and the metrics')."""
+
+  @abc.abstractmethod
+  def summarise(self, sums: dict) -> dict:
+    """Sums -> reported numbers (loss, and the task's metrics); train and eval sums alike."""
+
+  def describe(self, summary: dict) -> str:
+    """One line for the progress bar after a validation."""
+    return " ".join(f"{key} {value:.4f}" for key, value in summary.items()
+                    if isinstance(value, float) and key != "training_seconds")
+
+
+def check_split(split: str, splits) -> None:
+  if split not in splits:
+    raise ValueError(f"split {split!r} is not one of {sorted(splits)}")

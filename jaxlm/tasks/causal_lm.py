@@ -1,0 +1,82 @@
+"""Causal language modelling: predict each next token of a corpus (the pre-training task).
+
+Data: a word-level or BPE corpus (jaxlm.data.corpora) as one flat token array per split;
+training batches are random windows or contiguous streams (config.data.batching,
+jaxlm.data.lm_batches), evaluation scores every target of a split exactly once with the
+body's state carried along each row. Any output head: softmax, adaptive softmax, or an
+embedding head with a cosine / L2 / vMF loss (config.model.head). Best checkpoint: the
+lowest validation perplexity.
+"""
+
+import functools
+
+from jaxlm import decoding, losses, metrics, pretrained
+from jaxlm.data import corpora, lm_batches
+from jaxlm.tasks import base
+
+
+def build_loss(model_config):
+  """The loss named by model.head, with the vMF regulariser weights or adaptive capacities bound:
+  loss_fn(outputs, targets, weights) -> sums."""
+  loss_fn = losses.get_loss(model_config.head)
+  if model_config.head == "vmf":
+    loss_fn = functools.partial(loss_fn, lambda1=model_config.vmf_lambda1, lambda2=model_config.vmf_lambda2)
+  if model_config.head == "adaptive":
+    loss_fn = functools.partial(loss_fn, capacities=tuple(model_config.adaptive_capacities))
+  return loss_fn
+
+
+def batch_loss(model_config):
+  """loss(outputs, batch) -> sums: build_loss's token loss on a batch's targets and weights."""
+  token_loss = build_loss(model_config)
+  return lambda outputs, batch: token_loss(outputs, batch["targets"], batch["weights"])
+
+
+class CausalLM(base.Task):
+  best_metric, best_mode = "perplexity", "min"
+  splits = corpora.SPLITS
+
+  def __init__(self, config):
+    pretrained.check_config(config.model)  # before a long corpus preparation
+    self.corpus = corpora.load_corpus(config.data)
+    self.words = self.corpus.vocabulary.words
+    self.length = config.train.seq_len
+    self.batcher = lm_batches.get_batcher(config.data.batching)
+    self.token_loss = build_loss(config.model)
+    self.chunk_size = config.train.neighbour_chunk_size
+
+  def build_model(self, model_config):
+    from jaxlm.models import build_model
+    return build_model(model_config, len(self.words),
+                       subword_width=pretrained.subword_width(model_config, self.words))
+
+  def init_inputs(self):
+    import numpy as np
+    return np.zeros((1, self.length), np.int32)
+
+  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
+    return self.batcher(self.corpus.splits["train"], step, seed=seed, batch_size=batch_size, length=self.length,
+                        process_index=process_index, process_count=process_count)
+
+  def eval_batches(self, split, *, batch_size, limit=0, length=None):
+    """length: the segment length (default train.seq_len); state is carried along each row."""
+    base.check_split(split, self.corpus.splits)
+    return lm_batches.evaluation_batches(self.corpus.splits[split], batch_size=batch_size,
+                                         length=length or self.length, max_tokens=limit)
+
+  def loss(self, outputs, batch):
+    return self.token_loss(outputs, batch["targets"], batch["weights"])
+
+  def eval_sums(self, outputs, batch):
+    sums = self.loss(outputs, batch)
+    # Top-1 / top-5 the same way for every head (largest logits, or nearest target vectors),
+    # so heads compare on one measure; replaces a softmax loss's own argmax `correct`.
+    sums.update(decoding.accuracy_sums(outputs, batch["targets"], batch["weights"], chunk_size=self.chunk_size))
+    return sums
+
+  def summarise(self, sums):
+    return metrics.summarise(sums)
+
+  def describe(self, summary):
+    return (f"loss {summary['loss']:.4f} perplexity {summary['perplexity']:.2f} "
+            f"accuracy {summary['accuracy']:.4f} top-5 {summary['accuracy_top5']:.4f}")
