@@ -33,7 +33,7 @@ def test_outputs_depend_on_exactly_the_receptive_field():
 
 
 def test_weight_norm_starts_at_the_direction():
-  conv = tcn.CausalConv(features=4, kernel_size=3, dilation=2)
+  conv = tcn.DilatedConv(features=4, kernel_size=3, dilation=2)
   x = jax.random.normal(jax.random.key(1), (1, 7, 5))
   params = conv.init(jax.random.key(0), x)["params"]
   np.testing.assert_allclose(params["scale"], jnp.linalg.norm(params["direction"], axis=(0, 1)), rtol=1e-6)

@@ -91,7 +91,7 @@ def test_explicit_attention_path_matches_the_fused_one():
   # A negligible attention-dropout rate switches to the explicit softmax path in training.
   x = jax.random.normal(jax.random.key(0), (2, 7, 16))
   for window in (0, 3):
-    fused = transformer.CausalSelfAttention(2, 2, window=window, dropout=1e-9)
+    fused = transformer.SelfAttention(2, 2, window=window, dropout=1e-9)
     params = fused.init(jax.random.key(1), x)
     np.testing.assert_allclose(
         fused.apply(params, x, train=True, rngs={"dropout": jax.random.key(2)}),

@@ -2,12 +2,26 @@
 
 Every language model is input layer -> body -> head:
   input layer: token ids [batch, length] -> vectors [batch, length, width]
-  body:        (vectors, *, train, carry) -> (states [batch, length, width], carry)
+  body:        (vectors, *, train, carry, mask=None) -> (states [batch, length, width], carry)
   head:        states -> what the loss reads (float32 logits, or predicted vectors)
 A body's `carry` is a pytree of arrays whose leading axis is batch; all-zeros means
 "start of a stream". Stateless bodies carry (). `body.initial_carry(batch_size, width)`
 gets the input width because recurrent state (an LSTM's last layer, Transformer-XL
 memory) is sized by it. The trainer never branches on family.
+
+Every body has a field `causal` (a key of config.model.<family>). causal=True, the
+default, is a language model's decoder: state t depends on tokens <= t. causal=False
+is an encoder for masked-LM pre-training, classification, tagging and span QA: state
+t depends on the whole sequence (bidirectional attention, a bidirectional LSTM,
+two-sided convolutions), and the carry is () because an encoder sees whole sequences.
+`mask` (bool [batch, length], True at real tokens, False at right-padding; None =
+all real) keeps padding out of the states at real tokens in every body, causal or
+not. Heads get it too (`head(states, *, input_layer, train, mask)`): a pooling head
+needs it; a language-model head scores every position and leaves padding to the
+loss's weights.
+
+The body family "none" (jaxlm.models.identity) returns its input vectors unchanged:
+with the FastText bag as input and a pooling task head it is the FastText baseline.
 
 Families are looked up in explicit dicts, so a misspelled name fails with the list.
 """
@@ -16,12 +30,14 @@ Families are looked up in explicit dicts, so a misspelled name fails with the li
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlm.models import embedding_bag, embeddings, heads, layers, lstm, tcn, transformer
+from jaxlm.models import embedding_bag, embeddings, heads, identity, layers, lstm, tcn, transformer
 
 BODIES = {
     "transformer": transformer.Transformer,
     "lstm": lstm.LSTM,
     "tcn": tcn.TCN,
+    # No body: the FastText baseline's input vectors go straight to the (pooling) head.
+    "none": identity.Identity,
 }
 INPUT_LAYERS = {
     "word": embeddings.WordEmbedding,
@@ -55,8 +71,8 @@ class LanguageModel(nn.Module):
   def initial_carry(self, batch_size: int):
     return self.body.initial_carry(batch_size, self.input_layer.width)
 
-  def __call__(self, token_ids, *, train: bool, carry=None):
-    """token_ids [batch, length] int32 -> (outputs, carry)."""
+  def __call__(self, token_ids, *, train: bool, carry=None, mask=None):
+    """token_ids [batch, length] int32 -> (outputs, carry); mask bool [batch, length] or None (all real)."""
     if carry is None:
       carry = self.initial_carry(token_ids.shape[0])
     vectors = self.input_layer(token_ids, train=train)
@@ -65,8 +81,8 @@ class LanguageModel(nn.Module):
       scale = layers.embedding_dropout_scale(token_ids, self.input_layer.vocab_size,
                                              self.embedding_dropout, self.make_rng("dropout"))
       vectors = (vectors * scale).astype(vectors.dtype)
-    states, carry = self.body(vectors, train=train, carry=carry)
-    return self.head(states, input_layer=self.input_layer, train=train), carry
+    states, carry = self.body(vectors, train=train, carry=carry, mask=mask)
+    return self.head(states, input_layer=self.input_layer, train=train, mask=mask), carry
 
 
 def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> LanguageModel:

@@ -34,8 +34,8 @@ class SoftmaxHead(nn.Module):
   output_bias: bool = True
 
   @nn.compact
-  def __call__(self, hidden, *, input_layer, train: bool):
-    del train
+  def __call__(self, hidden, *, input_layer, train: bool, mask=None):
+    del train, mask  # every position is scored; the loss's weights drop padding
     if not self.tie_embeddings:
       return nn.Dense(self.vocab_size, use_bias=self.output_bias, dtype=self.dtype,
                       kernel_init=layers.gpt2_init(), name="output")(hidden).astype(jnp.float32)
@@ -68,8 +68,8 @@ class EmbeddingHead(nn.Module):
   target_dim: int = 300
 
   @nn.compact
-  def __call__(self, hidden, *, input_layer, train: bool):
-    del input_layer, train
+  def __call__(self, hidden, *, input_layer, train: bool, mask=None):
+    del input_layer, train, mask  # every position is scored; the loss's weights drop padding
     table = self.variable("frozen", "target_table", jnp.zeros,
                           (self.vocab_size, self.target_dim), jnp.float32)
     vectors = nn.Dense(self.target_dim, dtype=self.dtype, kernel_init=layers.gpt2_init(),
@@ -97,8 +97,8 @@ class AdaptiveSoftmaxHead(nn.Module):
   cutoffs: tuple = (2000, 6000, 14000)
 
   @nn.compact
-  def __call__(self, hidden, *, input_layer, train: bool):
-    del train
+  def __call__(self, hidden, *, input_layer, train: bool, mask=None):
+    del train, mask  # every position is scored; the loss's weights drop padding
     cutoffs = adaptive_softmax.check_cutoffs(self.cutoffs, self.vocab_size)
     if self.tie_embeddings:
       hidden = _to_embedding_width(hidden, self.embedding_width, self.dtype)

@@ -10,6 +10,13 @@ Causal: each convolution pads (kernel_size - 1) * dilation steps on the left onl
 so output t depends on inputs <= t. The receptive field is
   1 + 2 * (kernel_size - 1) * (2**num_layers - 1)
 tokens (two convolutions per block); evaluation uses windows, so the carry is ().
+
+causal=False is an encoder: each convolution pads (kernel_size - 1) * dilation / 2
+steps on each side, so the same receptive field is centred on the output position;
+kernel_size must be odd. With a mask (bool [batch, length], False at right-padding)
+every convolution's input is zeroed at padded positions, the same zeros the
+convolution pads beyond the sequence: outputs at real tokens are those of the
+unpadded sequence, whatever the padding's content or amount.
 """
 
 from typing import Any
@@ -24,12 +31,22 @@ def receptive_field(num_layers: int, kernel_size: int) -> int:
   return 1 + 2 * (kernel_size - 1) * (2 ** num_layers - 1)
 
 
-class CausalConv(nn.Module):
-  """Weight-normalised dilated causal convolution: kernel = scale * direction / |direction|."""
+def check_kernel_size(kernel_size: int, causal: bool) -> None:
+  if not causal and kernel_size % 2 == 0:
+    raise ValueError(f"model.tcn.kernel_size={kernel_size} with model.tcn.causal=False: a two-sided "
+                     "convolution needs an odd kernel_size, so it is centred on its output position")
+
+
+class DilatedConv(nn.Module):
+  """Weight-normalised dilated convolution: kernel = scale * direction / |direction|.
+
+  Causal: padded on the left only. Otherwise: padded equally on both sides (odd kernel).
+  """
   features: int
   kernel_size: int
   dilation: int = 1
   dtype: Any = jnp.float32
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x):  # x [batch, length, in]
@@ -39,11 +56,14 @@ class CausalConv(nn.Module):
     scale = self.param("scale", lambda _, norm: norm, jnp.linalg.norm(direction, axis=(0, 1)))
     kernel = direction * (scale / jnp.linalg.norm(direction, axis=(0, 1)))  # [kernel, in, out]
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    x = jnp.pad(x, ((0, 0), ((self.kernel_size - 1) * self.dilation, 0), (0, 0)))  # left only
+    reach = (self.kernel_size - 1) * self.dilation  # inputs an output sees besides its own position
+    x = jnp.pad(x, ((0, 0), (reach, 0) if self.causal else (reach // 2, reach // 2), (0, 0)))
     y = jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1,), padding="VALID",
         rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC"))
     return y + bias.astype(self.dtype)  # [batch, length, features]
+
+
 
 
 class TemporalBlock(nn.Module):
@@ -52,15 +72,21 @@ class TemporalBlock(nn.Module):
   dilation: int
   dropout: float
   dtype: Any = jnp.float32
+  causal: bool = True
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, mask=None):
+    """x [batch, length, in]; mask bool [batch, length] or None -> [batch, length, features]."""
     hidden = x
     for index in range(2):
-      hidden = CausalConv(self.features, self.kernel_size, self.dilation, self.dtype,
-                          name=f"conv_{index}")(hidden)
+      if mask is not None:
+        # Padded positions become the zeros the convolution pads with, so they never leak.
+        hidden = hidden * mask[..., None].astype(hidden.dtype)
+      hidden = DilatedConv(self.features, self.kernel_size, self.dilation, self.dtype, causal=self.causal,
+                           name=f"conv_{index}")(hidden)
       hidden = nn.Dropout(self.dropout)(nn.relu(hidden), deterministic=not train)
-    residual = x if x.shape[-1] == self.features else CausalConv(
+    # A 1x1 convolution: each position alone, so padding cannot reach a real position.
+    residual = x if x.shape[-1] == self.features else DilatedConv(
         self.features, 1, dtype=self.dtype, name="residual")(x)
     return nn.relu(hidden + residual)
 
@@ -72,6 +98,7 @@ class TCN(nn.Module):
   kernel_size: int = 3
   dropout: float = 0.45
   dropout_input: float = 0.25  # on the body input (the paper's emb_dropout)
+  causal: bool = True  # False: two-sided convolutions (an encoder; needs an odd kernel_size)
   dtype: Any = jnp.float32
 
   @property
@@ -83,11 +110,13 @@ class TCN(nn.Module):
     return ()
 
   @nn.compact
-  def __call__(self, x, *, train: bool, carry=()):
+  def __call__(self, x, *, train: bool, carry=(), mask=None):
+    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real)."""
+    check_kernel_size(self.kernel_size, self.causal)
     width = x.shape[-1]
     x = nn.Dropout(self.dropout_input)(x, deterministic=not train)
     for index in range(self.num_layers):
       features = width if index == self.num_layers - 1 else self.hidden_size
-      x = TemporalBlock(features, self.kernel_size, 2 ** index, self.dropout, self.dtype,
-                        name=f"block_{index}")(x, train=train)
+      x = TemporalBlock(features, self.kernel_size, 2 ** index, self.dropout, self.dtype, causal=self.causal,
+                        name=f"block_{index}")(x, train=train, mask=mask)
     return x.astype(self.dtype), carry

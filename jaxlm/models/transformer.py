@@ -1,24 +1,37 @@
-"""Decoder-only transformer body: pre-LayerNorm blocks with causal self-attention.
+"""Transformer body: pre-LayerNorm blocks with causal (decoder) or bidirectional (encoder) self-attention.
 
 Contract shared by every body (see jaxlm/models/__init__.py):
-  __call__(inputs [batch, length, width], *, train, carry) -> (outputs, carry)
+  __call__(inputs [batch, length, width], *, train, carry, mask=None) -> (outputs, carry)
   initial_carry(batch_size, width) -> pytree whose leaves have batch as leading axis
+
+causal=True (the default) is the decoder: position i attends to positions <= i.
+causal=False is the encoder (masked-LM pre-training, classification, tagging, span
+QA): every position attends to every real position. `mask` (bool [batch, length],
+False at right-padding) removes padded keys in both modes, so outputs at real tokens
+do not depend on the padding; outputs at padded positions are finite and meaningless.
 
 Options beyond the GPT-2 baseline (each off by default):
   input_dropout / output_dropout: locked dropout, one mask per sequence across time;
   attention_dropout: dropout on the attention probabilities;
   attention_window = w > 0: each position sees only the last w positions (itself included);
+    for an encoder the band is symmetric, |i - j| < w;
   positions = "relative" with memory_length = M > 0: Transformer-XL (Dai et al., 2019).
     Each layer's input of the previous segment is kept (no gradient) as memory and
     attended to; positions enter attention only through relative distances with the
     learned biases u (content) and v (position). Carry: {"memory": [batch, layers, M,
     width], "filled": [batch] int32}; `filled` counts the valid most recent memory
     slots, so the all-zeros carry is an empty memory. With M = 0 the carry is ().
+    Memory is a stream's past, so it needs causal=True. With a mask, padded positions
+    still enter the memory: a padded row is the end of its stream and must be reset.
+  positions = "relative" with causal=False: the same scores over signed distances
+    i - j in -(length - 1) ... length - 1 (keys to the right have negative distances).
 
 The fast path, jax.nn.dot_product_attention (cuDNN flash attention with
 attention_implementation="cudnn" in bf16), serves absolute positions without attention
 dropout in training; relative positions, memory or attention dropout take an explicit
-float32-softmax path.
+float32-softmax path, and so does a banded encoder on cuDNN (which has no right window).
+The fast path gets the padding as per-row key lengths (cuDNN's native padding mask),
+so it assumes right-padding; the explicit path applies any key mask.
 """
 
 import math
@@ -52,6 +65,10 @@ def relative_shift(scores):
   Padding one zero column and reading the buffer with rows one longer shifts row i
   left by length - 1 - i without a gather. Entries with j > memory + i (the future)
   are garbage and must be masked.
+
+  An encoder passes keys = 2 * length - 1 columns, distances length - 1 ... -(length - 1);
+  then every j + length - 1 - i is a real column, and the first `length` output columns
+  are out[..., i, j] = the score at distance i - j, for every i and j.
   """
   *leading, length, keys = scores.shape
   padded = jnp.pad(scores, [(0, 0)] * len(leading) + [(0, 0), (1, 0)])  # [..., length, keys + 1]
@@ -59,22 +76,62 @@ def relative_shift(scores):
   return padded.reshape(*leading, length, keys)
 
 
-class CausalSelfAttention(nn.Module):
+def allowed_keys(length: int, memory: int, window: int, causal: bool):
+  """bool [length, memory + length]: which keys each query may see, before padding.
+
+  Query i sits at key position memory + i. Causal: keys at distance 0 ... window - 1
+  back (all of the past when window = 0); encoder: keys with |distance| < window
+  (every key when window = 0).
+  """
+  distance = memory + jnp.arange(length)[:, None] - jnp.arange(memory + length)[None, :]  # [length, keys]
+  if not causal:
+    return jnp.abs(distance) < window if window > 0 else jnp.ones(distance.shape, bool)
+  allowed = distance >= 0
+  if window > 0:
+    allowed &= distance < window
+  return allowed
+
+
+def fused_window(window: int, causal: bool):
+  """jax.nn.dot_product_attention's (left, right) local_window_size for attention_window."""
+  if window == 0:
+    return None
+  return (window - 1, 0) if causal else (window - 1, window - 1)
+
+
+def relative_distances(length: int, memory: int, causal: bool):
+  """The distances relative encodings are made for, in the column order relative_shift expects."""
+  if causal:
+    return jnp.arange(memory + length - 1, -1, -1)  # memory + length - 1 ... 0; no length limit
+  return jnp.arange(length - 1, -length, -1)  # length - 1 ... -(length - 1)
+
+
+class SelfAttention(nn.Module):
   num_heads: int
   num_layers: int  # for the residual-projection init scale only
   dtype: Any = jnp.float32
-  window: int = 0  # > 0: see only the last `window` positions
+  window: int = 0  # > 0: see only positions fewer than `window` away (causal: only back)
   dropout: float = 0.0  # on attention probabilities
   relative: bool = False  # Transformer-XL relative position scores
   implementation: str = "xla"  # jax.nn.dot_product_attention backend on the fast path
+  causal: bool = True  # False: bidirectional (an encoder)
+
+  def uses_fused_path(self, *, train: bool, memory: int) -> bool:
+    if self.relative or memory > 0 or (train and self.dropout > 0.0):
+      return False
+    # cuDNN has no right window, so a banded encoder on cuDNN takes the explicit path.
+    return self.causal or self.window == 0 or self.implementation != "cudnn"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, context=None, context_valid=None, relative_encodings=None):
     """Args:
       x: [batch, length, width] normalised queries' inputs.
       context: [batch, memory + length, width], [memory; x] normalised; None = x.
-      context_valid: bool [batch, memory + length], False for empty memory slots.
-      relative_encodings: [memory + length, width] encodings of distances memory + length - 1 ... 0.
+      context_valid: bool [batch, memory + length], False for empty memory slots and
+        padded positions; None = every key is real. Without memory it is the right-padding mask.
+      relative_encodings: encodings of relative_distances(length, memory, causal): causal
+        [memory + length, width] for distances memory + length - 1 ... 0; encoder
+        [2 * length - 1, width] for distances length - 1 ... -(length - 1).
     """
     batch, length, width = x.shape
     head_width = width // self.num_heads
@@ -85,10 +142,15 @@ class CausalSelfAttention(nn.Module):
     query = qkv[:, memory:, 0]  # [batch, length, heads, head_width]
     key, value = qkv[:, :, 1], qkv[:, :, 2]  # each [batch, keys, heads, head_width]
 
-    if not (self.relative or memory > 0 or (train and self.dropout > 0.0)):
+    if self.uses_fused_path(train=train, memory=memory):
+      key_lengths = None
+      if context_valid is not None:
+        # Right-padding as per-row key counts. At least 1, so a row of padding alone
+        # (a filler row of a last partial batch) still has a key and stays finite.
+        key_lengths = jnp.maximum(jnp.sum(context_valid, axis=-1), 1).astype(jnp.int32)  # [batch]
       attended = jax.nn.dot_product_attention(
-          query, key, value, is_causal=True, implementation=self.implementation,
-          local_window_size=(self.window - 1, 0) if self.window > 0 else None)
+          query, key, value, is_causal=self.causal, implementation=self.implementation,
+          key_value_seq_lengths=key_lengths, local_window_size=fused_window(self.window, self.causal))
     else:
       if self.relative:
         content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
@@ -100,23 +162,24 @@ class CausalSelfAttention(nn.Module):
                             preferred_element_type=jnp.float32)
         position_scores = jnp.einsum("bqhd,khd->bhqk", query + position_bias.astype(self.dtype),
                                      relative_keys, preferred_element_type=jnp.float32)
-        scores = scores + relative_shift(position_scores)  # [batch, heads, length, keys]
+        # An encoder has 2 * length - 1 distances; the first `keys` shifted columns are its keys.
+        position_scores = relative_shift(position_scores)[..., :memory + length]
+        scores = scores + position_scores  # [batch, heads, length, keys]
       else:
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(head_width)
-      distance = memory + jnp.arange(length)[:, None] - jnp.arange(memory + length)[None, :]  # [length, keys]
-      allowed = distance >= 0
-      if self.window > 0:
-        allowed &= distance < self.window
-      allowed = allowed[None, None]  # [1, 1, length, keys]
+      allowed = allowed_keys(length, memory, self.window, self.causal)[None, None]  # [1, 1, length, keys]
       if context_valid is not None:
         allowed = allowed & context_valid[:, None, None, :]
-      # A query always sees itself, so no row is fully masked.
+      # A row with no allowed key (a padded query, or a filler row of padding alone) has
+      # equal scores everywhere: a uniform, finite softmax whose output nobody reads.
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
       probabilities = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=not train)
       attended = jnp.einsum("bhqk,bkhd->bqhd", probabilities.astype(self.dtype), value)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
                            kernel_init=layers.gpt2_residual_init(self.num_layers), name="out")(attended)
+
+
 
 
 class Block(nn.Module):
@@ -129,21 +192,25 @@ class Block(nn.Module):
   attention_dropout: float = 0.0
   relative: bool = False
   attention_implementation: str = "xla"
+  causal: bool = True
 
   @nn.compact
-  def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None):
-    """x [batch, length, width]; memory [batch, M, width] and memory_valid bool [batch, M] or None."""
+  def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None, mask=None):
+    """x [batch, length, width]; memory [batch, M, width] and memory_valid bool [batch, M] or None;
+    mask bool [batch, length] (False at padding) or None.
+    """
     # Pre-norm: normalise the branch input, keep the residual stream untouched.
     norm = nn.LayerNorm(dtype=self.dtype, name="attention_norm")
     normed = norm(x)
-    context, context_valid = None, None
+    context, context_valid = None, mask
     if memory is not None:
       context = jnp.concatenate([norm(memory.astype(self.dtype)), normed], axis=1)  # [batch, M + length, width]
-      context_valid = jnp.concatenate([memory_valid, jnp.ones(x.shape[:2], bool)], axis=1)
-    attended = CausalSelfAttention(
+      segment_valid = jnp.ones(x.shape[:2], bool) if mask is None else mask
+      context_valid = jnp.concatenate([memory_valid, segment_valid], axis=1)
+    attended = SelfAttention(
         self.num_heads, self.num_layers, self.dtype, window=self.attention_window,
         dropout=self.attention_dropout, relative=self.relative,
-        implementation=self.attention_implementation, name="attention")(
+        implementation=self.attention_implementation, causal=self.causal, name="attention")(
             normed, train=train, context=context, context_valid=context_valid,
             relative_encodings=relative_encodings)
     x = x + nn.Dropout(self.dropout)(attended, deterministic=not train)
@@ -165,9 +232,10 @@ class Transformer(nn.Module):
   input_dropout: float = 0.0  # locked dropout on the body input
   output_dropout: float = 0.0  # locked dropout after the final LayerNorm
   attention_dropout: float = 0.0
-  attention_window: int = 0  # > 0: banded attention over the last w positions; 0 = full causal
-  memory_length: int = 0  # > 0: Transformer-XL memory of the previous segment (needs "relative")
+  attention_window: int = 0  # > 0: banded attention, |i - j| < w (causal: the last w); 0 = full
+  memory_length: int = 0  # > 0: Transformer-XL memory of the previous segment (needs "relative", causal)
   attention_implementation: str = "xla"  # "xla" | "cudnn" (GPU flash attention, bf16/fp16)
+  causal: bool = True  # False: a bidirectional encoder
   dtype: Any = jnp.float32
 
   def initial_carry(self, batch_size: int, width: int):
@@ -177,11 +245,15 @@ class Transformer(nn.Module):
             "filled": jnp.zeros((batch_size,), jnp.int32)}
 
   @nn.compact
-  def __call__(self, x, *, train: bool, carry=()):
+  def __call__(self, x, *, train: bool, carry=(), mask=None):
+    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real)."""
     batch, length, width = x.shape
     relative = self.positions == "relative"
     if self.memory_length > 0 and not relative:
       raise ValueError("model.transformer.memory_length > 0 needs positions='relative'")
+    if self.memory_length > 0 and not self.causal:
+      raise ValueError("model.transformer.memory_length > 0 needs model.transformer.causal=True: memory "
+                       "is the past of a stream, and an encoder sees whole sequences; set memory_length=0")
     x = layers.LockedDropout(self.input_dropout, name="input_dropout")(x, train=train)
     relative_encodings = None
     if relative:
@@ -194,9 +266,9 @@ class Transformer(nn.Module):
       # position keeps such rows off zero; for kept words it is a shift of the table.
       offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)
       x = x + offset.astype(x.dtype)
-      # Distances keys - 1 ... 0, the order relative_shift expects; no length limit.
-      keys = self.memory_length + length
-      relative_encodings = sinusoids(jnp.arange(keys - 1, -1, -1), width).astype(self.dtype)
+      # In the order relative_shift expects; no length limit.
+      distances = relative_distances(length, self.memory_length, self.causal)
+      relative_encodings = sinusoids(distances, width).astype(self.dtype)
     elif length > self.max_length:
       raise ValueError(f"sequence length {length} exceeds model.transformer.max_length={self.max_length}")
     elif self.positions == "learned":
@@ -226,8 +298,9 @@ class Transformer(nn.Module):
       x = Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
                 attention_window=self.attention_window, attention_dropout=self.attention_dropout,
                 relative=relative, attention_implementation=self.attention_implementation,
-                name=f"block_{index}")(x, train=train, memory=layer_memory, memory_valid=memory_valid,
-                                       relative_encodings=relative_encodings)
+                causal=self.causal, name=f"block_{index}")(
+                    x, train=train, memory=layer_memory, memory_valid=memory_valid,
+                    relative_encodings=relative_encodings, mask=mask)
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
     x = layers.LockedDropout(self.output_dropout, name="output_dropout")(x, train=train)
     if self.memory_length > 0:
