@@ -13,6 +13,13 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
+  # What is trained and scored (jaxlm.tasks): causal_lm | masked_lm read config.data;
+  # fine-tuning tasks get their own keys from use_task below.
+  config.task = ml_collections.ConfigDict(dict(name="causal_lm"))
+  # Fine-tuning start: "<workdir>[:best|:<step>]" of a pre-trained run; its input layer and
+  # body (and vocabulary) replace the fresh ones (jaxlm.encoder_start). "" = none.
+  config.init = ml_collections.ConfigDict(dict(checkpoint=""))
+
   config.data = ml_collections.ConfigDict()
   config.data.corpus = "wikitext2"  # a name in jaxlm.data.corpora.CORPORA
   config.data.path = ""  # folder with the corpus files; "" = the copy shipped in the repo
@@ -80,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.schedule = "cosine"  # constant | cosine | linear | rsqrt
   config.optim.warmup_steps = 100
   config.optim.final_lr_fraction = 0.1
+  # Fine-tuning: the encoder's (input layer and body) learning rate = lr * this; the head's = lr.
+  config.optim.encoder_lr_multiplier = 1.0
+  config.optim.freeze_encoder_steps = 0  # K > 0: encoder frozen for the first K steps; -1: always; 0: never
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # global, over all devices and hosts
@@ -93,8 +103,65 @@ def base_config() -> ml_collections.ConfigDict:
   # Evaluation's nearest-neighbour decoding (embedding heads) scores this many vocabulary
   # words at a time, bounding memory to [eval tokens, chunk] whatever the vocabulary.
   config.train.neighbour_chunk_size = 8192
-  config.train.keep_checkpoints = 2  # the last N, plus the best by validation perplexity
+  config.train.keep_checkpoints = 2  # the last N, plus the best by the task's validation metric
+  # Early stopping: stop after this many validations without a better best metric; 0 = never.
+  config.train.patience = 0
   return config
+
+
+# Each fine-tuning task's keys (config.task), with defaults; a config passes its deltas to use_task.
+TASK_FIELDS = {
+    # BERT's masking (Devlin et al., 2019): of each window, mask_rate of the tokens are chosen;
+    # of those, mask_token_fraction become <mask>, random_token_fraction a random word.
+    "masked_lm": dict(mask_rate=0.15, mask_token_fraction=0.8, random_token_fraction=0.1),
+    "classification": dict(
+        path="",  # folder holding the files below
+        files=dict(train="train.csv", valid="dev.csv"),  # split -> file name; "train" and "valid" required
+        text_column="sentence", label_column="label",
+        id_column="",  # "" = the row number
+        tokenizer="words",  # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace"
+        max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
+        max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
+        pooling="mean",  # mean | first | last
+        head_hidden=0,  # 0: a linear head; N: one ReLU layer of N units first
+        head_dropout=0.1,
+        best_metric="accuracy",  # accuracy | mcc | macro_f1 | loss: picks the best checkpoint
+    ),
+    "tagging": dict(
+        path="", files=dict(train="train.conllu", valid="dev.conllu"),
+        tokenizer="words", max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
+    ),
+}
+
+
+def use_task(config: ml_collections.ConfigDict, name: str, **fields) -> None:
+  """Makes `name` the task, with its TASK_FIELDS defaults overridden by `fields`.
+
+  A fine-tuning task reads its own files, so the corpus section (config.data) goes; the
+  masked LM keeps it.
+  """
+  unknown = set(fields) - set(TASK_FIELDS[name])
+  if unknown:
+    raise ValueError(f"task {name!r} has no keys {sorted(unknown)}; known: {sorted(TASK_FIELDS[name])}")
+  config.task = ml_collections.ConfigDict({"name": name, **TASK_FIELDS[name], **fields})
+  if name not in CORPUS_TASKS:
+    del config.data
+
+
+CORPUS_TASKS = ("causal_lm", "masked_lm")
+
+
+def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> None:
+  """Makes the body a `family` encoder (causal=False: it sees the whole sequence).
+
+  The transformer keeps its other keys and takes `fields` as overrides; another family's
+  section is exactly `fields` (use_body).
+  """
+  if family == "transformer":
+    for key, value in {**fields, "causal": False}.items():
+      config.model.transformer[key] = value
+  else:
+    use_body(config, family, **fields, causal=False)
 
 
 def parse_variants(arg: str | None) -> dict:

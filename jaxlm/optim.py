@@ -5,6 +5,7 @@ the config, the step count and the parameter tree's structure.
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear", "rsqrt")
@@ -55,6 +56,35 @@ def embedding_labels(params):
           for scope, tree in params.items()}
 
 
+ENCODER_SCOPES = ("input_layer", "body")  # what a fine-tuning run starts from a checkpoint
+
+
+def encoder_labels(params):
+  """"embeddings" under the input layer, "body" under the body, "head" for the rest (a task's head)."""
+  names = {"input_layer": "embeddings", "body": "body"}
+  return {scope: jax.tree.map(lambda _, name=names.get(scope, "head"): name, tree) for scope, tree in params.items()}
+
+
+def _encoder_optimizer(optim_config, schedule, clip, model_config) -> optax.GradientTransformation:
+  """Fine-tuning: the head at the schedule's rate; the encoder (input layer and body) at
+  optim.encoder_lr_multiplier times it, and not at all before step optim.freeze_encoder_steps
+  (-1: never). model.freeze_embeddings and model.embedding_lr_multiplier still act on the
+  input layer. A frozen phase is a zero learning rate: AdamW's moments still follow the
+  encoder's gradients (and its decay, scaled by the rate, is zero too)."""
+  multiplier, frozen_until = float(optim_config.encoder_lr_multiplier), int(optim_config.freeze_encoder_steps)
+
+  def encoder_schedule(extra: float):
+    if frozen_until < 0:
+      return None
+    return lambda step: jnp.where(step >= frozen_until, extra * multiplier * schedule(step), 0.0)
+
+  groups = {"head": optax.chain(*_transforms(optim_config, schedule))}
+  for name, extra in (("body", 1.0), ("embeddings", float(model_config.embedding_lr_multiplier))):
+    rate = None if name == "embeddings" and model_config.freeze_embeddings else encoder_schedule(extra)
+    groups[name] = optax.set_to_zero() if rate is None else optax.chain(*_transforms(optim_config, rate))
+  return optax.chain(*clip, optax.multi_transform(groups, encoder_labels))
+
+
 def _transforms(optim_config, schedule) -> list[optax.GradientTransformation]:
   """The named optimiser's parts, without clipping (chained by the caller)."""
   name = optim_config.name
@@ -86,6 +116,11 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
   clip = [optax.clip_by_global_norm(optim_config.clip_norm)] if optim_config.clip_norm > 0 else []
   freeze = model_config is not None and model_config.freeze_embeddings
   multiplier = 1.0 if model_config is None else float(model_config.embedding_lr_multiplier)
+  if model_config is not None and "encoder_lr_multiplier" in optim_config and (
+      optim_config.encoder_lr_multiplier != 1.0 or optim_config.freeze_encoder_steps != 0):
+    if freeze and multiplier != 1.0:
+      raise ValueError("config model.freeze_embeddings=True contradicts model.embedding_lr_multiplier != 1")
+    return _encoder_optimizer(optim_config, schedule, clip, model_config)
   if freeze and multiplier != 1.0:
     raise ValueError(f"config model.freeze_embeddings=True and model.embedding_lr_multiplier={multiplier} "
                      f"contradict each other: a frozen table has no learning rate; set one of them")

@@ -29,7 +29,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, optim, pretrained, target_vectors, tasks
+from jaxlm import checkpoint, encoder_start, optim, pretrained, target_vectors, tasks
 
 DATA_AXIS = "data"
 
@@ -341,9 +341,14 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
 
 
 def init_experiment_state(experiment: Experiment) -> TrainState:
-  """A fresh state: the model's init, then the input layer's start (FastText) and any fixed tables."""
-  return init_state(experiment.model, experiment.optimizer, experiment.config, experiment.mesh,
-                    words=experiment.task.words, init_inputs=experiment.task.init_inputs())
+  """A fresh state: the model's init, then the input layer's start (FastText) and any fixed
+  tables, then (config.init.checkpoint) a pre-trained run's input layer and body."""
+  config = experiment.config
+  state = init_state(experiment.model, experiment.optimizer, config, experiment.mesh,
+                     words=experiment.task.words, init_inputs=experiment.task.init_inputs())
+  if "init" in config and config.init.checkpoint:
+    state = encoder_start.install(state, config.init.checkpoint)
+  return state
 
 
 def experiment_target(experiment: Experiment) -> TrainState:
@@ -360,6 +365,33 @@ def _without_norms(sums: dict) -> tuple[dict, dict]:
   """Splits the step's parameter/gradient/update norms from the task's sums."""
   norms = {key: value for key, value in sums.items() if key.endswith("_norm")}
   return {key: value for key, value in sums.items() if key not in norms}, norms
+
+
+class EarlyStopping:
+  """Counts validations since the best one, by the task's metric (train.patience).
+
+  Rebuilt on a resume from the validations metrics.jsonl recorded up to the restored
+  step, so a resumed run stops where the uninterrupted one would have.
+  """
+
+  def __init__(self, task, patience: int, workdir: str, start_step: int):
+    self.metric, self.sign, self.patience = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, patience
+    self.best, self.since_best = math.inf, 0
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path) as handle:
+        for line in handle:
+          record = json.loads(line)
+          if record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record:
+            self.update(record[self.metric])
+
+  def update(self, value: float) -> bool:
+    """Records a validation; True when patience has run out."""
+    if self.sign * value < self.best:
+      self.best, self.since_best = self.sign * value, 0
+    else:
+      self.since_best += 1
+    return self.patience > 0 and self.since_best >= self.patience
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
@@ -379,6 +411,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     state = checkpoint.restore(manager, latest, experiment_target(experiment))
   start_step = int(state.step)
 
+  early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
   train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed)
   eval_step = make_eval_step(model, task.eval_sums, mesh)
   writer = MetricWriter(workdir)
@@ -446,6 +479,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         bar.write(f"step {step}: valid {task.describe(last_valid)}")
         checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
         paused_seconds += time.time() - paused_from
+        if early_stopping.update(last_valid[task.best_metric]):
+          bar.write(f"stopping at step {step}: no better valid {task.best_metric} in the last "
+                    f"train.patience={train_config.patience} validations")
+          break
       bar.update(1)
       if out_of_time:
         bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")

@@ -15,8 +15,8 @@ from jaxlm import evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation perplexity.")
-_SPLIT = flags.DEFINE_list("split", ["test"], "train, valid or test, or several: --split=valid,test.")
+_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation metric of its task.")
+_SPLIT = flags.DEFINE_list("split", ["test"], "Split(s) of the run's task, e.g. --split=valid,test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Contiguous rows the split is cut into, state carried "
                                    "along each (default: config train.eval_batch_size).")
@@ -34,9 +34,9 @@ def main(argv):
                                       splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
                                       length=_SEQ_LEN.value, data_path=_DATA_PATH.value)
   for result in results:
-    print(f"{result['split']} at step {result['step']}: loss {result['loss']:.4f} "
-          f"perplexity {result['perplexity']:.2f} accuracy {result['accuracy']:.4f} "
-          f"top-5 {result['accuracy_top5']:.4f} over {int(result['tokens'])} tokens")
+    numbers = " ".join(f"{key} {value:.4f}" for key, value in result.items()
+                       if key not in ("step", "split") and isinstance(value, float))
+    print(f"{result['split']} at step {result['step']}: {numbers}")
   for result in results:  # machine-readable, one JSON line per split, last
     print(json.dumps(result))
 

@@ -32,9 +32,14 @@ _TOKEN = re.compile(r"\w+(?:[-\u2011'\u2019]\w+)*|[^\w\s]")
 _REMOVED = re.compile("[\u0300\u0301\u0000-\u0008\u000b-\u001f\u007f]")
 
 
+def normalise(text: str) -> str:
+  """Stress marks and control characters removed, lowercased: a token's vocabulary form."""
+  return _REMOVED.sub("", text).lower()
+
+
 def tokenise_line(line: str) -> str:
   """One line of raw text -> space-separated lowercase tokens ("" for a blank line)."""
-  return " ".join(_TOKEN.findall(_REMOVED.sub("", line).lower()))
+  return " ".join(_TOKEN.findall(normalise(line)))
 
 
 def split_of(work: dict) -> str:

@@ -5,10 +5,13 @@ saved before tasks existed) is a causal language model. Adding a task is one mod
 and one line here.
 """
 
-from jaxlm.tasks import base, causal_lm
+from jaxlm.tasks import base, causal_lm, classification, masked_lm, tagging
 
 TASKS = {
     "causal_lm": causal_lm.CausalLM,
+    "masked_lm": masked_lm.MaskedLM,  # BERT's objective on the causal LM's corpora (an encoder body)
+    "classification": classification.Classification,  # CSV / TSV sentences -> one label
+    "tagging": tagging.Tagging,  # CoNLL-U words -> UPOS tags
 }
 
 

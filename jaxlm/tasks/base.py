@@ -39,6 +39,11 @@ class Task(abc.ABC):
   best_mode: str
   splits: tuple[str, ...]  # the names eval_batches accepts
 
+  @classmethod
+  def best_of(cls, config) -> tuple[str, str]:
+    """(best_metric, best_mode) of a run's config, without reading its data (restores use it)."""
+    return cls.best_metric, cls.best_mode
+
   @abc.abstractmethod
   def build_model(self, model_config) -> nn.Module:
     """The input layer -> body -> head model, called as (inputs, *, train, carry, [mask])."""

@@ -1,0 +1,103 @@
+"""Fine-tuning an encoder on a sentence or token task: RuCoLA, UD Russian-Taiga UPOS, SST-2.
+
+  python launch/train.py --config=configs/finetune.py:task=rucola,body=transformer \
+      --config.task.path=../shared/data/rucola --workdir=runs/finetune/rucola_transformer_scratch
+  python launch/evaluate.py --workdir=runs/finetune/rucola_transformer_scratch --best \
+      --split=valid,valid_out_of_domain
+  python launch/predict.py --workdir=runs/finetune/rucola_transformer_scratch --best --split=test \
+      --output=rucola_test.csv           # RuCoLA's leaderboard format: id,acceptable
+
+Variants (`:task=upos,body=lstm,start=fasttext`):
+  task=rucola  RuCoLA acceptability (binary; best checkpoint by Matthews correlation;
+               in-domain dev is "valid", out-of-domain dev "valid_out_of_domain", the
+               unlabelled test split can only be predicted)
+  task=upos    UD Russian-Taiga UPOS tagging, word-level accuracy over every gold word
+  task=sst2    GLUE SST-2 sentiment (English, already tokenised: whitespace tokenizer)
+  body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size
+  body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
+               (classification) or each word's own bag vector (tagging), then the head
+  start=scratch  random input table over the task's training words
+  start=fasttext  the FastText bag (word rows and n-gram buckets) from model.fasttext_path
+  start=frozen   the same, with the input table frozen
+  start=checkpoint  the input layer and body of a pre-trained run: give
+               --config.init.checkpoint=<workdir>[:best]; its vocabulary replaces the task's,
+               and model.* here must match its model (configs/ru_mlm.py and configs/ru_lm.py
+               share this width, input and bag settings)
+  smoke        seconds on a CPU (tests)
+FastText vectors: `launch/fasttext.py --config=configs/ru_lm.py ...` (dim 128, n-grams 3..5,
+100,000 buckets, as model.* below).
+
+Published anchors (not directly comparable): RuCoLA in-domain dev majority class 74.6%
+accuracy / MCC 0, ruBERT about 0.42 test MCC; UDPipe 1.2 about 88-90 UPOS on Taiga with
+gold tokens (UDPipe 2 about 96-97 on later, larger releases; ../shared has r2.7, 3,138
+train sentences); SST-2 dev accuracy 80-83% for bag-of-vectors models, ~91-93% BERT-base.
+Measured: BENCHMARKS.md.
+"""
+
+from configs import common
+
+TASKS = {
+    "rucola": ("classification", dict(
+        files=dict(train="in_domain_train.csv", valid="in_domain_dev.csv",
+                   valid_out_of_domain="out_of_domain_dev.csv", test="test.csv"),
+        text_column="sentence", label_column="acceptable", id_column="id", max_length=48,
+        best_metric="mcc")),
+    "sst2": ("classification", dict(
+        files=dict(train="train.tsv", valid="dev.tsv", test="test.tsv"),
+        text_column="sentence", label_column="label", tokenizer="whitespace", max_length=64)),
+    "upos": ("tagging", dict(
+        files=dict(train="ru_taiga-ud-train.conllu", valid="ru_taiga-ud-dev.conllu",
+                   test="ru_taiga-ud-test.conllu"), max_length=96)),
+}
+BODIES = ("transformer", "lstm", "tcn", "fasttext")
+STARTS = ("scratch", "fasttext", "frozen", "checkpoint")
+
+
+def get_config(arg: str | None = None):
+  variants = common.parse_variants(arg)
+  common.check_variants(variants, {"task": tuple(TASKS), "body": BODIES, "start": STARTS, "smoke": True},
+                        __file__)
+  task_name, task_fields = TASKS[variants.get("task", "rucola")]
+  body, start = variants.get("body", "transformer"), variants.get("start", "scratch")
+  config = common.base_config()
+  common.use_task(config, task_name, **task_fields)
+  # The size and input settings of configs/ru_lm.py (and ru_mlm.py), so their FastText .bin
+  # and their checkpoints fit: width 128, the bag's 100,000 buckets of 3..5-grams.
+  config.model.width = 128
+  config.model.input = "bag"
+  config.model.bucket = 100_000
+  config.model.min_n, config.model.max_n = 3, 5
+  config.model.transformer.num_layers = 2
+  config.model.transformer.num_heads = 4
+  # Encoders (causal=False): every word sees the whole sentence.
+  if body == "transformer":
+    common.use_encoder(config, "transformer", dropout=0.1, max_length=128)
+  elif body == "lstm":
+    common.use_encoder(config, "lstm", num_layers=1, hidden_size=128, weight_drop=0.0, dropout_input=0.1,
+                       dropout_between=0.0, dropout_output=0.1)
+  elif body == "tcn":
+    common.use_encoder(config, "tcn", num_layers=3, hidden_size=128, kernel_size=3, dropout=0.1,
+                       dropout_input=0.1)
+  elif body == "fasttext":
+    common.use_body(config, "none")
+    config.task.head_hidden = 0 if task_name == "classification" else 128
+  if start in ("fasttext", "frozen"):
+    config.model.init = "fasttext_bag"
+    config.model.freeze_embeddings = start == "frozen"
+  # The head's output is the only new part: a higher rate than pre-training's, short warmup.
+  config.optim.lr = 1e-3
+  config.optim.warmup_steps = 50
+  config.optim.weight_decay = 0.01
+  config.train.batch_size = 32
+  config.train.steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 100
+  config.train.eval_batch_size = 64
+  config.train.patience = 4  # validations without a better dev metric before stopping
+  config.train.keep_checkpoints = 1
+  if "smoke" in variants:
+    common.apply_smoke(config)
+    config.model.bucket = 2000
+    config.task.max_length = 16
+    config.train.eval_tokens = 0
+  return common.finish(config)

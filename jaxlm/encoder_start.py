@@ -1,0 +1,103 @@
+"""Fine-tuning starts: the input layer and body of a pre-trained run's checkpoint.
+
+config.init.checkpoint = "<workdir>", "<workdir>:best" or "<workdir>:<step>" names a
+jaxlm workdir (a causal or masked LM, or any task) and which of its kept checkpoints
+to start from (default: the latest). Only parameters are taken, never the optimiser
+state or carry: the "input_layer" and "body" subtrees, by name. The task's head is new.
+The vocabulary comes with the checkpoint (vocabulary.txt in the workdir, read by
+jaxlm.tasks.text_inputs), so the new model's input table has the same rows.
+
+The checkpoint is restored without a target (Orbax's raw tree), so the pre-training
+run's optimiser and head need not be rebuilt; every name and shape of the two
+subtrees must then equal the new model's, or the error lists each that differs.
+"""
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxlm import checkpoint
+
+ENCODER_SCOPES = ("input_layer", "body")
+
+
+def parse(spec: str) -> tuple[str, str]:
+  """"<workdir>[:best|:<step>]" -> (workdir, "latest" | "best" | "<step>")."""
+  workdir, _, which = spec.rpartition(":")
+  if workdir and (which == "best" or which.isdigit()):
+    return workdir, which
+  return spec, "latest"
+
+
+def _checked_workdir(spec: str) -> str:
+  workdir, _ = parse(spec)
+  if not os.path.isfile(os.path.join(workdir, checkpoint.CONFIG_FILE)):
+    raise FileNotFoundError(f"config init.checkpoint={spec!r}: {workdir} is not a jaxlm workdir (no "
+                            f"{checkpoint.CONFIG_FILE}); give the --workdir of a run made by launch/train.py")
+  return workdir
+
+
+def source_workdir(config) -> str:
+  """The pre-trained workdir named by config.init.checkpoint, or "" for no checkpoint start."""
+  spec = config.init.checkpoint if "init" in config else ""
+  return _checked_workdir(spec) if spec else ""
+
+
+def _step(manager, spec: str) -> int:
+  _, which = parse(spec)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"config init.checkpoint={spec!r}: the workdir has no checkpoint yet")
+  if which == "latest":
+    return manager.latest_step()
+  if which == "best":
+    return manager.best_step()
+  if int(which) not in steps:
+    raise ValueError(f"config init.checkpoint={spec!r}: step {which} is not kept; kept steps: {sorted(steps)}")
+  return int(which)
+
+
+def restore_encoder(spec: str) -> dict:
+  """{scope: numpy parameter tree} of the checkpoint's input layer and body."""
+  workdir = _checked_workdir(spec)
+  saved = checkpoint.load_config(workdir)
+  from jaxlm import tasks
+  best_metric, best_mode = tasks.TASKS[tasks.task_name(saved)].best_of(saved)
+  manager = checkpoint.manager(workdir, saved.train.keep_checkpoints, read_only=True,
+                               best_metric=best_metric, best_mode=best_mode)
+  try:
+    tree = manager.restore(_step(manager, spec), args=ocp.args.StandardRestore())
+  finally:
+    manager.close()
+  return {scope: jax.tree.map(np.asarray, tree["params"][scope]) for scope in ENCODER_SCOPES}
+
+
+def _shapes(tree, prefix: str) -> dict:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {prefix + "/".join(str(getattr(key, "key", key)) for key in path): tuple(np.shape(leaf))
+          for path, leaf in flat}
+
+
+def install(state, spec: str):
+  """The state with its input layer and body parameters replaced by the checkpoint's.
+
+  Shardings and dtypes stay the fresh state's; a name or shape that differs is an error.
+  """
+  restored = restore_encoder(spec)
+  params = dict(state.params)
+  differences = []
+  for scope in ENCODER_SCOPES:
+    wanted, found = _shapes(params[scope], f"{scope}/"), _shapes(restored[scope], f"{scope}/")
+    for name in sorted(set(wanted) | set(found)):
+      if wanted.get(name) != found.get(name):
+        differences.append(f"{name}: checkpoint {found.get(name, 'absent')}, config {wanted.get(name, 'absent')}")
+  if differences:
+    raise ValueError(f"config init.checkpoint={spec!r} does not fit the model built from the config "
+                     f"(model.width, model.input, model.family and its fields must match the pre-training "
+                     f"run's): " + "; ".join(differences))
+  for scope in ENCODER_SCOPES:
+    params[scope] = jax.tree.map(lambda fresh, saved: jax.device_put(saved.astype(fresh.dtype), fresh.sharding),
+                                 params[scope], restored[scope])
+  return state.replace(params=params)

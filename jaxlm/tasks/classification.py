@@ -1,0 +1,181 @@
+"""Sentence classification from CSV / TSV files: RuCoLA, SST-2, or any file with a text
+column and a label column named in the config; binary or multi-class.
+
+Each sentence becomes <eos> + its words (jaxlm.tasks.text_inputs), right-padded to
+task.max_length; the body encodes it and the head pools it (task.pooling: mean over real
+tokens, the first token, or the last real token's state) into class logits. Evaluation
+sums a confusion matrix, so accuracy, Matthews correlation and macro-F1 are exact over
+any number of batches, devices and padding rows. The best checkpoint is the one with
+the best task.best_metric on the "valid" split.
+
+Splits are the keys of task.files (file names inside task.path): "train" and "valid"
+are required; any other labelled file (RuCoLA's out-of-domain dev) evaluates too, and
+an unlabelled one (a hidden test set) can only be predicted (launch/predict.py).
+"""
+
+import csv
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm import pretrained
+from jaxlm.data import example_batches, labelled_text, text_files
+from jaxlm.tasks import base, scores, text_inputs
+
+METRICS = ("accuracy", "mcc", "macro_f1", "loss")
+
+
+def _split_path(task_config, split: str) -> str:
+  if not task_config.path:
+    raise ValueError(f"config task.path is empty: set it to the folder holding {dict(task_config.files)}")
+  return text_files.find_file(task_config.path, task_config.files[split],
+                              f"config task.path/task.files.{split} name it")
+
+
+class Classification(base.Task):
+
+  @classmethod
+  def best_of(cls, config):
+    if config.task.best_metric not in METRICS:
+      raise ValueError(f"config task.best_metric={config.task.best_metric!r}: choose one of {list(METRICS)}")
+    return config.task.best_metric, "min" if config.task.best_metric == "loss" else "max"
+
+  def __init__(self, config):
+    task = config.task
+    for required in ("train", "valid"):
+      if required not in task.files:
+        raise ValueError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
+    self.best_metric, self.best_mode = self.best_of(config)
+    self.task_config = task
+    self.splits = tuple(task.files)
+    self.paths = {split: _split_path(task, split) for split in self.splits}
+    self.examples, words = {}, {}
+    for split, path in self.paths.items():
+      if split in ("train", "valid") and task.label_column not in labelled_text.columns(path):
+        raise text_files.DataError(f"{path}: the {split} file needs the label column {task.label_column!r}")
+      self.examples[split], words[split] = self._read(path)
+    self.labels = labelled_text.LabelSet.from_examples(self.examples["train"], self.paths["train"])
+    pretrained.check_config(config.model)
+    self.words = text_inputs.task_vocabulary(config, words["train"])
+    self.encoder = text_inputs.Encoder(self.words, task.max_length)
+    self.token_ids, self.label_ids = {}, {}
+    for split in self.splits:
+      self._encode(split, words[split])
+    self.length = task.max_length
+
+  def _read(self, path: str) -> tuple[list, list[list[str]]]:
+    """(examples, their words) of a CSV / TSV file; labels are read when the file has the column."""
+    task = self.task_config
+    labelled = task.label_column in labelled_text.columns(path)
+    examples = labelled_text.read_labelled_text(path, text_column=task.text_column,
+                                                label_column=task.label_column if labelled else None,
+                                                id_column=task.id_column or None)
+    words = [text_inputs.split_text(example.text, task.tokenizer) for example in examples]
+    for example, example_words in zip(examples, words):
+      if not example_words:
+        raise text_files.DataError(f"{path} line {example.line}: the text has no words after tokenisation "
+                                   f"(task.tokenizer={task.tokenizer!r}); remove the row or fix its text")
+    return examples, words
+
+  def _encode(self, split: str, words: list[list[str]]) -> None:
+    self.token_ids[split] = [self.encoder.ids(example_words) for example_words in words]
+    self.encoder.report(self.paths[split])
+    if self.examples[split][0].label is not None:
+      self.label_ids[split] = self.labels.encode_examples(self.examples[split], self.paths[split])
+
+  def add_file(self, path: str, split: str = "input") -> str:
+    """Reads another file with the task's columns (e.g. for launch/predict.py --input) as `split`."""
+    self.paths[split] = path
+    self.examples[split], words = self._read(path)
+    self._encode(split, words)
+    self.splits = self.splits + (split,)
+    return split
+
+  def build_model(self, model_config):
+    from jaxlm.models import DTYPES, build_model, task_heads
+    language_model = build_model(model_config, len(self.words),
+                                 subword_width=pretrained.subword_width(model_config, self.words))
+    head = task_heads.ClassificationHead(
+        num_classes=len(self.labels), pooling=self.task_config.pooling, hidden_size=self.task_config.head_hidden,
+        dropout=self.task_config.head_dropout, dtype=DTYPES[model_config.compute_dtype])
+    return language_model.clone(head=head)
+
+  def init_inputs(self):
+    return np.zeros((1, self.length), np.int32)
+
+  def _batch(self, split: str, indices: np.ndarray) -> dict:
+    """Rows of examples `indices` of `split`; index -1 is a padding row (weight 0)."""
+    real = indices >= 0
+    sequences = [self.token_ids[split][index] if keep else np.zeros(0, np.int32)
+                 for index, keep in zip(indices, real)]
+    inputs = example_batches.pad(sequences, self.length)
+    lengths = np.array([len(sequence) for sequence in sequences])
+    batch = {"inputs": inputs, "mask": np.arange(self.length)[None, :] < lengths[:, None],
+             "weights": real.astype(np.float32), "example_index": indices.astype(np.int32)}
+    if split in self.label_ids:
+      batch["labels"] = np.where(real, self.label_ids[split][np.maximum(indices, 0)], 0).astype(np.int32)
+    return batch
+
+  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
+    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
+                                            num_examples=len(self.token_ids["train"]),
+                                            process_index=process_index, process_count=process_count)
+    return self._batch("train", indices)
+
+  def eval_batches(self, split, *, batch_size, limit=0):
+    base.check_split(split, self.splits)
+    if split not in self.label_ids:
+      raise ValueError(f"split {split!r} ({self.paths[split]}) has no labels to score; predict it with "
+                       "launch/predict.py instead")
+    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size, limit=limit):
+      yield self._batch(split, indices)
+
+  def predict_batches(self, split, *, batch_size):
+    base.check_split(split, self.splits)
+    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size):
+      yield self._batch(split, indices)
+
+  def loss(self, logits, batch):
+    """logits float32 [batch, classes]; labels int [batch]; weights [batch] (0 = padding row)."""
+    log_probabilities = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probabilities, batch["labels"][:, None], axis=-1)[:, 0]
+    weights = batch["weights"].astype(jnp.float32)
+    return {"loss_sum": jnp.sum(weights * nll), "count": jnp.sum(weights)}
+
+  def eval_sums(self, logits, batch):
+    sums = self.loss(logits, batch)
+    sums["confusion"] = scores.confusion_counts(jnp.argmax(logits, axis=-1), batch["labels"], batch["weights"],
+                                                len(self.labels))
+    return sums
+
+  def predict(self, logits, batch):
+    """int32 [batch]: each row's class id."""
+    del batch
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  def write_predictions(self, split, predictions: np.ndarray, path: str) -> int:
+    """Writes `id,<label column>` rows (RuCoLA's leaderboard format) for every example of
+    `split` in file order; returns the number of rows."""
+    examples = self.examples[split]
+    with open(path + ".tmp", "w", encoding="utf-8", newline="") as handle:
+      writer = csv.writer(handle)
+      writer.writerow([self.task_config.id_column or "id", self.task_config.label_column])
+      for example, label in zip(examples, predictions):
+        writer.writerow([example.id, self.labels.labels[int(label)]])
+    os.replace(path + ".tmp", path)
+    return len(examples)
+
+  def summarise(self, sums):
+    count = max(sums["count"], 1e-9)
+    summary = {"loss": sums["loss_sum"] / count, "examples": sums["count"]}
+    if "confusion" in sums:
+      confusion = np.asarray(sums["confusion"])
+      summary.update(accuracy=scores.accuracy(confusion), mcc=scores.matthews_correlation(confusion),
+                     macro_f1=scores.macro_f1(confusion))
+    return summary
+
+  def describe(self, summary):
+    return (f"loss {summary['loss']:.4f} accuracy {summary['accuracy']:.4f} MCC {summary['mcc']:.4f} "
+            f"macro-F1 {summary['macro_f1']:.4f} over {int(summary['examples'])} examples")

@@ -1,0 +1,117 @@
+"""Token tagging from CoNLL-U treebanks: universal POS tags (UPOS) of every gold word.
+
+Each sentence becomes <eos> + its words (the treebank's gold tokens, each normalised
+to the vocabulary's form, never split), right-padded to task.max_length; the head
+gives tag logits at every position and the loss reads the word positions. Scoring is
+word-level accuracy over EVERY gold word of the split, as UD's evaluation scores UPOS
+with gold tokenisation: a word cut off by task.max_length counts as wrong (the count
+is reported when the data is read), so truncation never inflates the number.
+
+Splits are the keys of task.files (file names inside task.path); "train" and "valid"
+are required. The tag set is the training split's; a tag outside it is an error.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm import pretrained
+from jaxlm.data import conllu, example_batches, text_files
+from jaxlm.tasks import base, text_inputs
+
+
+class Tagging(base.Task):
+  best_metric, best_mode = "accuracy", "max"
+
+  def __init__(self, config):
+    task = config.task
+    for required in ("train", "valid"):
+      if required not in task.files:
+        raise ValueError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
+    if not task.path:
+      raise ValueError(f"config task.path is empty: set it to the folder holding {dict(task.files)}")
+    self.task_config = task
+    self.splits = tuple(task.files)
+    self.paths = {split: text_files.find_file(task.path, task.files[split], f"config task.files.{split} names it")
+                  for split in self.splits}
+    self.sentences = {split: conllu.read_conllu(path) for split, path in self.paths.items()}
+    self.tags = sorted({tag for sentence in self.sentences["train"] for tag in sentence.upos})
+    tag_index = {tag: position for position, tag in enumerate(self.tags)}
+    words = {split: [[text_inputs.normalise_word(word, task.tokenizer) for word in sentence.words]
+                     for sentence in sentences] for split, sentences in self.sentences.items()}
+    pretrained.check_config(config.model)
+    self.words = text_inputs.task_vocabulary(config, words["train"])
+    encoder = text_inputs.Encoder(self.words, task.max_length)
+    self.token_ids, self.tag_ids, self.gold_words = {}, {}, {}
+    for split in self.splits:
+      self.token_ids[split] = [encoder.ids(sentence_words) for sentence_words in words[split]]
+      encoder.report(self.paths[split])
+      tag_ids = []
+      for sentence in self.sentences[split]:
+        unknown = [tag for tag in sentence.upos if tag not in tag_index]
+        if unknown:
+          raise text_files.DataError(f"{self.paths[split]} line {sentence.first_line}: tag {unknown[0]!r} is not in "
+                                     f"the training tag set {self.tags}")
+        tag_ids.append(np.asarray([tag_index[tag] for tag in sentence.upos], np.int32))
+      self.tag_ids[split] = tag_ids
+      self.gold_words[split] = np.array([len(sentence.words) for sentence in self.sentences[split]], np.float32)
+    self.length = task.max_length
+
+  def build_model(self, model_config):
+    from jaxlm.models import DTYPES, build_model, task_heads
+    language_model = build_model(model_config, len(self.words),
+                                 subword_width=pretrained.subword_width(model_config, self.words))
+    head = task_heads.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
+                                  dropout=self.task_config.head_dropout, dtype=DTYPES[model_config.compute_dtype])
+    return language_model.clone(head=head)
+
+  def init_inputs(self):
+    return np.zeros((1, self.length), np.int32)
+
+  def _batch(self, split: str, indices: np.ndarray) -> dict:
+    """Rows of sentences `indices`; -1 is a padding row. Position 0 is <eos>, word i at i + 1."""
+    real = indices >= 0
+    sequences = [self.token_ids[split][index] if keep else np.zeros(0, np.int32) for index, keep in zip(indices, real)]
+    tags = [np.concatenate([[0], self.tag_ids[split][index]])[:self.length] if keep else np.zeros(0, np.int32)
+            for index, keep in zip(indices, real)]
+    lengths = np.array([len(sequence) for sequence in sequences])
+    mask = np.arange(self.length)[None, :] < lengths[:, None]
+    weights = (mask & (np.arange(self.length)[None, :] > 0)).astype(np.float32)  # words, not <eos> or padding
+    gold_words = np.where(real, self.gold_words[split][np.maximum(indices, 0)], 0.0).astype(np.float32)
+    return {"inputs": example_batches.pad(sequences, self.length), "mask": mask,
+            "tags": example_batches.pad(tags, self.length), "weights": weights, "gold_words": gold_words}
+
+  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
+    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
+                                            num_examples=len(self.token_ids["train"]),
+                                            process_index=process_index, process_count=process_count)
+    return self._batch("train", indices)
+
+  def eval_batches(self, split, *, batch_size, limit=0):
+    base.check_split(split, self.splits)
+    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size, limit=limit):
+      yield self._batch(split, indices)
+
+  def loss(self, logits, batch):
+    """logits float32 [batch, length, tags]; tags int [batch, length]; weights [batch, length]."""
+    log_normaliser = jax.nn.logsumexp(logits, axis=-1)
+    target = jnp.take_along_axis(logits, batch["tags"][..., None], axis=-1)[..., 0]
+    weights = batch["weights"].astype(jnp.float32)
+    return {"loss_sum": jnp.sum(weights * (log_normaliser - target)), "count": jnp.sum(weights)}
+
+  def eval_sums(self, logits, batch):
+    sums = self.loss(logits, batch)
+    correct = (jnp.argmax(logits, axis=-1) == batch["tags"]).astype(jnp.float32)
+    sums.update(correct=jnp.sum(correct * batch["weights"]), gold_words=jnp.sum(batch["gold_words"]))
+    return sums
+
+  def summarise(self, sums):
+    count = max(sums["count"], 1e-9)
+    summary = {"loss": sums["loss_sum"] / count, "words": sums["count"]}
+    if "correct" in sums:
+      # Over every gold word: truncated words (count < gold_words) are scored wrong.
+      summary["accuracy"] = sums["correct"] / max(sums["gold_words"], 1e-9)
+    return summary
+
+  def describe(self, summary):
+    return f"loss {summary['loss']:.4f} UPOS accuracy {summary['accuracy']:.4f} over {int(summary['words'])} words"

@@ -1,0 +1,85 @@
+"""Task texts -> token ids with the model's vocabulary: shared by every fine-tuning task.
+
+The vocabulary is the pre-trained run's when the encoder starts from a checkpoint
+(config.init.checkpoint; saved in its workdir as vocabulary.txt), so task texts are
+tokenised exactly as pre-training saw them; otherwise it is built from the task's
+training texts (config.task.max_vocab: the most frequent N, the rest <unk>).
+
+config.task.tokenizer says how raw text becomes words:
+  words       jaxlm's word tokeniser (jaxlm.data.works: stress marks removed, lowercase,
+              punctuation split off), as the RusLit corpus and its FastText vectors use;
+  whitespace  the text is already tokenised (SST-2, WikiText-2): split on spaces, as is.
+Every example starts with the sentence boundary token <eos>, which in a language model's
+stream precedes each line: a first-token pooling reads it, and a causal body sees the
+sentence from its start.
+"""
+
+from absl import logging
+import numpy as np
+
+from jaxlm import checkpoint, encoder_start
+from jaxlm.data import vocabulary as vocabulary_lib
+from jaxlm.data import works
+
+TOKENIZERS = ("words", "whitespace")
+START = vocabulary_lib.END_OF_SENTENCE
+UNKNOWN = vocabulary_lib.UNKNOWN
+
+
+def _check_tokenizer(name: str) -> None:
+  if name not in TOKENIZERS:
+    raise ValueError(f"config task.tokenizer={name!r} is not known; choose one of {list(TOKENIZERS)}")
+
+
+def split_text(text: str, tokenizer: str) -> list[str]:
+  """A raw sentence -> its words."""
+  _check_tokenizer(tokenizer)
+  return works.tokenise_line(text).split() if tokenizer == "words" else text.split()
+
+
+def normalise_word(word: str, tokenizer: str) -> str:
+  """One given word (a treebank's token) -> its vocabulary form, never split in two."""
+  _check_tokenizer(tokenizer)
+  return works.normalise(word) if tokenizer == "words" else word
+
+
+def task_vocabulary(config, training_word_lists) -> list[str]:
+  """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>)."""
+  workdir = encoder_start.source_workdir(config)
+  if workdir:
+    words = checkpoint.load_words(workdir)
+    if words is None:
+      raise FileNotFoundError(
+          f"config init.checkpoint={config.init.checkpoint!r}: {workdir} has no {checkpoint.VOCABULARY_FILE}, "
+          "so its vocabulary is unknown; is it a jaxlm workdir (made by launch/train.py)?")
+    if UNKNOWN not in words:
+      raise ValueError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
+    return words
+  lines = [" ".join(words) for words in training_word_lists]
+  return vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
+
+
+class Encoder:
+  """Words -> ids of a vocabulary, <unk> for unknown words; counts what it truncates."""
+
+  def __init__(self, words: list[str], max_length: int):
+    self.index = {word: position for position, word in enumerate(words)}
+    self.unknown_id = self.index[UNKNOWN]
+    self.start_id = self.index[START]
+    self.max_length = max_length
+    self.truncated_examples = 0
+    self.truncated_tokens = 0
+
+  def ids(self, words: list[str]) -> np.ndarray:
+    """int32 [<= max_length]: <eos> then the words' ids, cut to max_length."""
+    ids = [self.start_id] + [self.index.get(word, self.unknown_id) for word in words]
+    if len(ids) > self.max_length:
+      self.truncated_examples += 1
+      self.truncated_tokens += len(ids) - self.max_length
+    return np.asarray(ids[:self.max_length], np.int32)
+
+  def report(self, source: str) -> None:
+    if self.truncated_examples:
+      logging.warning("%s: %d examples longer than task.max_length=%d were truncated (%d tokens cut)",
+                      source, self.truncated_examples, self.max_length, self.truncated_tokens)
+    self.truncated_examples = self.truncated_tokens = 0

@@ -1,0 +1,185 @@
+"""Fine-tuning tasks through the one loop: classification and tagging, every body, every start."""
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import smoke_config, write_tiny_corpus
+from jaxlm import checkpoint, encoder_start, evaluate, predict, train
+from jaxlm.data import example_batches, text_files
+from task_fixtures import finetune_config, write_classification, write_treebank
+
+
+@pytest.fixture(scope="module")
+def sentences(tmp_path_factory):
+  return write_classification(str(tmp_path_factory.mktemp("sentences")))
+
+
+@pytest.fixture(scope="module")
+def treebank(tmp_path_factory):
+  return write_treebank(str(tmp_path_factory.mktemp("treebank")))
+
+
+def test_training_order_visits_every_example_once_per_epoch():
+  seen = np.concatenate([example_batches.train_indices(step, seed=3, batch_size=8, num_examples=20)
+                         for step in range(5)])  # 40 positions = 2 epochs
+  assert sorted(seen[:20]) == list(range(20)) and sorted(seen[20:]) == list(range(20))
+  # Each host's rows are its slice of the same global batch.
+  halves = [example_batches.train_indices(2, seed=3, batch_size=8, num_examples=20, process_index=index,
+                                          process_count=2) for index in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), example_batches.train_indices(
+      2, seed=3, batch_size=8, num_examples=20))
+
+
+@pytest.mark.parametrize("arg,metric", [("task=rucola,body=transformer", "mcc"),
+                                        ("task=rucola,body=lstm", "mcc"),
+                                        ("task=upos,body=tcn", "accuracy"),
+                                        ("task=upos,body=fasttext", "accuracy")])
+def test_each_body_fine_tunes_and_evaluates(arg, metric, sentences, treebank, tmp_path):
+  folder = sentences if "rucola" in arg else treebank
+  config = finetune_config(arg, folder, **{"train.steps": 40, "train.eval_every": 20, "optim.lr": 3e-3,
+                                           "optim.warmup_steps": 5, "train.patience": 0})
+  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  losses = [record["loss"] for record in records if record["kind"] == "train"]
+  assert losses[-1] < losses[0]
+  assert metric in summary and np.isfinite(summary[metric])
+  results = evaluate.evaluate_workdir(str(tmp_path), best=True, splits=("valid",))
+  assert results[0][metric] == pytest.approx(max(record[metric] for record in records
+                                                 if record["kind"] == "valid"), abs=1e-6)
+
+
+def test_a_dev_set_of_any_size_counts_every_example_once(sentences, tmp_path):
+  # 30 dev sentences in batches of 8 rows on 4 devices: the last batch is 6 real rows + 2 padding.
+  config = finetune_config("task=rucola,body=transformer", sentences, **{"train.steps": 2,
+                                                                         "train.eval_batch_size": 8})
+  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert summary["examples"] == 30
+
+
+def test_four_devices_give_the_same_classification_step_as_one(sentences):
+  config = finetune_config("task=rucola,body=transformer", sentences, **{"model.transformer.dropout": 0.0,
+                                                                         "task.head_dropout": 0.0})
+  config.optim.name, config.optim.lr, config.optim.warmup_steps = "sgd", 0.5, 0
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    experiment = train.build_experiment(config)
+    mesh = train.make_mesh(devices)
+    experiment.mesh = mesh
+    state = train.init_experiment_state(experiment)
+    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
+                                 config.seed)
+    batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
+    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
+  (one, metrics_one), (four, metrics_four) = results
+  for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+    np.testing.assert_allclose(left, right, atol=1e-5)
+  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)
+
+
+def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp_path):
+  corpus = write_tiny_corpus(str(tmp_path / "corpus"))
+  with open(os.path.join(corpus, "train.txt"), "a", encoding="utf-8") as handle:
+    handle.write(" w1 <unk> w2 \n")  # task words the corpus lacks need an <unk> row
+  pre_trained = smoke_config(corpus, cache_dir, **{"train.steps": 3, "model.transformer.max_length": 16})
+  pre_trained.model.width = 128  # configs/finetune.py's width
+  pre_trained.model.input = "bag"
+  pre_trained.model.bucket, pre_trained.model.min_n, pre_trained.model.max_n = 2000, 3, 5
+  train.train_and_evaluate(pre_trained, str(tmp_path / "lm"), progress=False)
+  config = finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
+                           **{"init.checkpoint": str(tmp_path / "lm"), "model.width": 128,
+                              "model.transformer.causal": True, "model.transformer.positions": "learned"})
+  experiment = train.build_experiment(config)
+  assert experiment.task.words == checkpoint.load_words(str(tmp_path / "lm"))
+  state = train.init_experiment_state(experiment)
+  saved = encoder_start.restore_encoder(str(tmp_path / "lm"))
+  for scope in encoder_start.ENCODER_SCOPES:
+    for restored, original in zip(jax.tree.leaves(state.params[scope]), jax.tree.leaves(saved[scope])):
+      np.testing.assert_array_equal(np.asarray(restored), original)
+  # A body that does not match is an error naming what differs.
+  config.unlock()
+  config.model.transformer.num_layers = 2
+  with pytest.raises(ValueError, match="body/block_1"):
+    train.init_experiment_state(train.build_experiment(config))
+
+
+def test_init_checkpoint_that_is_not_a_workdir_is_refused(sentences, tmp_path):
+  config = finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
+                           **{"init.checkpoint": str(tmp_path / "nothing")})
+  with pytest.raises(FileNotFoundError, match="not a jaxlm workdir"):
+    train.build_experiment(config)
+
+
+def test_bad_classification_inputs_are_clear_errors(sentences, tmp_path):
+  with pytest.raises(text_files.DataError, match="no text column 'text'"):
+    train.build_experiment(finetune_config("task=rucola", sentences, **{"task.text_column": "text"}))
+  broken = tmp_path / "broken"
+  write_classification(str(broken))
+  with open(broken / "dev.csv", "a", encoding="utf-8") as handle:
+    handle.write("99,Кот спит.,7\n")
+  with pytest.raises(text_files.DataError, match="'7'"):
+    train.build_experiment(finetune_config("task=rucola", str(broken)))
+  with open(broken / "dev.csv", "w", encoding="utf-8") as handle:
+    handle.write('id,sentence,acceptable\n0," ",1\n')
+  with pytest.raises(text_files.DataError, match="dev.csv line 2"):
+    train.build_experiment(finetune_config("task=rucola", str(broken)))
+
+
+def test_a_malformed_conllu_line_names_file_and_line(treebank, tmp_path):
+  broken = tmp_path / "broken"
+  write_treebank(str(broken))
+  with open(broken / "dev.conllu", "a", encoding="utf-8") as handle:
+    handle.write("1\tкот\tкот\n")
+  with pytest.raises(text_files.DataError, match=r"dev.conllu.*line \d+"):
+    train.build_experiment(finetune_config("task=upos", str(broken)))
+
+
+def test_truncated_words_count_as_wrong(treebank):
+  config = finetune_config("task=upos,body=transformer", treebank, **{"task.max_length": 4})
+  task = train.build_experiment(config).task
+  batch = next(task.eval_batches("valid", batch_size=64))
+  assert batch["weights"].sum() < batch["gold_words"].sum()  # some words are cut off
+  sums = {"loss_sum": 0.0, "count": float(batch["weights"].sum()), "correct": float(batch["weights"].sum()),
+          "gold_words": float(batch["gold_words"].sum())}
+  assert task.summarise(sums)["accuracy"] < 1.0  # even a perfect tagger of what it saw
+
+
+def test_frozen_encoder_steps_then_training(sentences):
+  config = finetune_config("task=rucola,body=transformer", sentences, **{"optim.freeze_encoder_steps": 2,
+                                                                         "optim.warmup_steps": 0})
+  experiment = train.build_experiment(config)
+  state = train.init_experiment_state(experiment)
+  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+                               state, config.seed)
+  before = jax.device_get(state.params)
+  snapshots = []
+  for index in range(3):
+    batch = experiment.task.train_batch(index, seed=0, batch_size=config.train.batch_size)
+    state, _ = step(state, train.global_batch(experiment.mesh, batch))
+    snapshots.append(jax.device_get(state.params))
+  for scope in ("input_layer", "body"):
+    for old, new in zip(jax.tree.leaves(before[scope]), jax.tree.leaves(snapshots[1][scope])):
+      np.testing.assert_array_equal(old, new)  # frozen for the first 2 steps
+  assert any(not np.array_equal(old, new) for old, new in zip(jax.tree.leaves(before["head"]),
+                                                             jax.tree.leaves(snapshots[0]["head"])))
+  assert any(not np.array_equal(old, new) for old, new in zip(jax.tree.leaves(snapshots[1]["body"]),
+                                                             jax.tree.leaves(snapshots[2]["body"])))
+
+
+def test_predict_writes_every_test_example_in_the_leaderboard_format(sentences, tmp_path):
+  config = finetune_config("task=rucola,body=transformer", sentences, **{"train.steps": 4})
+  train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  output = tmp_path / "test_predictions.csv"
+  result = predict.predict_workdir(str(tmp_path / "run"), str(output), split="test", best=True, batch_size=3)
+  rows = list(csv.reader(open(output, encoding="utf-8")))
+  assert rows[0] == ["id", "acceptable"]
+  assert [row[0] for row in rows[1:]] == [str(index) for index in range(10)]  # every id once, in order
+  assert {row[1] for row in rows[1:]} <= {"0", "1"} and result["examples"] == 10
+  # Any file with the task's columns, labelled or not, predicts the same way.
+  result = predict.predict_workdir(str(tmp_path / "run"), str(output), input_path=os.path.join(sentences, "dev.csv"))
+  assert result["examples"] == 30
