@@ -59,11 +59,11 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   for split in splits:
     if split not in task.splits:
       raise ValueError(f"--split={split!r} is not one of {sorted(task.splits)}")
-  eval_step = train.make_eval_step(experiment.model, task.eval_sums, experiment.mesh)
+  evaluate_split = train.make_evaluator(experiment)
   options = {"length": length} if length else {}
   results = []
   for split in splits:
-    summary = train.evaluate_split(experiment, eval_step, state, split,
+    summary = evaluate_split(state, split,
                                    batch_size=batch_size or config.train.eval_batch_size, **options)
     results.append({"step": step, "split": split, **summary})
   return results

@@ -273,16 +273,57 @@ def evaluate(eval_step, model, mesh, params, frozen, batches, *, rows: int) -> d
   return _host_values(totals)
 
 
-def evaluate_split(experiment, eval_step, state, split: str, *, batch_size: int, limit: int = 0,
-                   **options) -> dict:
-  """The task's summary of `split` (every example or target once; the first `limit` if > 0).
+def _per_device_predict(params, frozen, batch, *, model, task):
+  outputs, _ = apply_model(model, {"params": params, **frozen}, batch, train=False,
+                           carry=model.initial_carry(batch["inputs"].shape[0]))
+  return task.predict(outputs, batch)
 
-  options: task-specific evaluation conventions (a language model's segment `length`).
+
+def make_predict_step(experiment):
+  """predict_step(params, frozen, batch) -> task.predict's values per row, jitted over the mesh."""
+  per_device = functools.partial(_per_device_predict, model=experiment.model, task=experiment.task)
+  return jax.jit(jax.shard_map(per_device, mesh=experiment.mesh, in_specs=(P(), P(), P(DATA_AXIS)),
+                               out_specs=P(DATA_AXIS)))
+
+
+def predict_split(experiment, predict_step, state, split: str, *, batch_size: int) -> np.ndarray:
+  """task.predict's values for every example of `split` once, in order (padding rows dropped)."""
+  mesh = experiment.mesh
+  rows = evaluation_rows(batch_size, mesh)
+  predictions = []
+  for batch in experiment.task.predict_batches(split, batch_size=rows):
+    values = np.asarray(jax.device_get(predict_step(state.params, state.frozen, global_batch(mesh, batch))))
+    predictions.append(values[batch["example_index"] >= 0])
+  return np.concatenate(predictions)
+
+
+def make_evaluator(experiment) -> Callable:
+  """evaluate_split(state, split, *, batch_size, limit=0, **options) -> the task's summary of a split.
+
+  Every example or target of the split once (the first `limit` if > 0); options are
+  task-specific conventions (a language model's segment `length`). The sums come from
+  one pass of the task's eval_sums. A task whose scores need every prediction at once
+  (span QA's exact match: the best span over all windows of a question) sets
+  `scores_predictions` and gets a second pass, whose predictions it scores itself.
+  The steps are compiled once, on the first call.
   """
-  rows = evaluation_rows(batch_size, experiment.mesh)
-  batches = experiment.task.eval_batches(split, batch_size=rows, limit=limit, **options)
-  sums = evaluate(eval_step, experiment.model, experiment.mesh, state.params, state.frozen, batches, rows=rows)
-  return experiment.task.summarise(sums)
+  task, mesh = experiment.task, experiment.mesh
+  eval_step = make_eval_step(experiment.model, task.eval_sums, mesh)
+  predict_step = make_predict_step(experiment) if task.scores_predictions else None
+
+  def evaluate_split(state, split: str, *, batch_size: int, limit: int = 0, **options) -> dict:
+    rows = evaluation_rows(batch_size, mesh)
+    batches = task.eval_batches(split, batch_size=rows, limit=limit, **options)
+    summary = task.summarise(evaluate(eval_step, experiment.model, mesh, state.params, state.frozen, batches,
+                                      rows=rows))
+    if predict_step is not None:
+      if limit:
+        raise ValueError(f"the {type(task).__name__} task scores whole splits: set train.eval_tokens=0")
+      summary.update(task.score_predictions(split, predict_split(experiment, predict_step, state, split,
+                                                                 batch_size=batch_size)))
+    return summary
+
+  return evaluate_split
 
 
 # ----------------------------------------------------------------------------
@@ -367,6 +408,11 @@ def _without_norms(sums: dict) -> tuple[dict, dict]:
   return {key: value for key, value in sums.items() if key not in norms}, norms
 
 
+def every(step: int, interval: int) -> bool:
+  """True every `interval` steps; interval 0 is "off" (only the run's last step logs or validates)."""
+  return interval > 0 and step % interval == 0
+
+
 class EarlyStopping:
   """Counts validations since the best one, by the task's metric (train.patience).
 
@@ -413,12 +459,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
   train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed)
-  eval_step = make_eval_step(model, task.eval_sums, mesh)
+  evaluate_split = make_evaluator(experiment)
   writer = MetricWriter(workdir)
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
   def validate(step, training_seconds=None):
-    summary = evaluate_split(experiment, eval_step, state, "valid", batch_size=train_config.eval_batch_size,
+    summary = evaluate_split(state, "valid", batch_size=train_config.eval_batch_size,
                              limit=train_config.eval_tokens)
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
@@ -456,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
       out_of_time = train_config.max_minutes > 0 and time.time() - started > 60 * train_config.max_minutes
       at_end = step == train_config.steps or out_of_time
-      if step % train_config.log_every == 0 or at_end:
+      if every(step, train_config.log_every) or at_end:
         sums, norms = _without_norms(_host_values(interval_sums))
         check_finite((interval_start + 1, step), {**sums, **norms})
         steps_done = step - interval_start
@@ -471,7 +517,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_second']:.0f}")
         interval_sums, interval_start, interval_time, paused_seconds = None, step, time.time(), 0.0
         interval_inputs = 0
-      if step % train_config.eval_every == 0 or at_end:
+      if every(step, train_config.eval_every) or at_end:
         # The steps since the last log are training time too (eval_every need not be a
         # multiple of log_every); the next log counts them, without this pause.
         paused_from = time.time()
@@ -487,10 +533,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       if out_of_time:
         bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
         break
+    if last_valid is None:  # nothing left to train (a finished run started again): report its state
+      last_valid = validate(step)
   finally:
     bar.close()
     writer.close()
     manager.close()
-  if last_valid is None:  # nothing left to train: report the restored state
-    last_valid = validate(step)
   return last_valid

@@ -38,6 +38,10 @@ class Task(abc.ABC):
   best_metric: str
   best_mode: str
   splits: tuple[str, ...]  # the names eval_batches accepts
+  # True for a task whose evaluation needs every prediction of a split at once (span QA:
+  # the best span over a question's windows): it implements predict, predict_batches and
+  # score_predictions, and the loop merges their scores into the summary.
+  scores_predictions = False
 
   @classmethod
   def best_of(cls, config) -> tuple[str, str]:
@@ -73,6 +77,10 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def summarise(self, sums: dict) -> dict:
     """Sums -> reported numbers (loss, and the task's metrics); train and eval sums alike."""
+
+  def score_predictions(self, split: str, predictions: np.ndarray) -> dict:
+    """Scores from `predict`'s values for every example of `split` (scores_predictions tasks)."""
+    raise NotImplementedError(f"{type(self).__name__} scores its splits from sums only")
 
   def describe(self, summary: dict) -> str:
     """One line for the progress bar after a validation."""
