@@ -96,8 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.seq_len = 128
   config.train.steps = 1000
   config.train.max_minutes = 0.0  # wall-clock budget; stops (and checkpoints) early; 0 = none
-  config.train.log_every = 50
-  config.train.eval_every = 500  # validate, then checkpoint (each checkpoint keeps its validation perplexity)
+  config.train.log_every = 50  # 0: only at the end
+  # Validate, then checkpoint (each checkpoint keeps its validation metric); 0: only at the end.
+  config.train.eval_every = 500
   config.train.eval_tokens = 0  # validation tokens scored during training; 0 = the whole split
   config.train.eval_batch_size = 16
   # Evaluation's nearest-neighbour decoding (embedding heads) scores this many vocabulary
@@ -130,6 +131,29 @@ TASK_FIELDS = {
     "tagging": dict(
         path="", files=dict(train="train.conllu", valid="dev.conllu"),
         tokenizer="words", max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
+    ),
+    # Extractive QA on SQuAD v1.1 JSON (jaxlm.tasks.squad): train on the training articles of
+    # `file`, validate on the dev articles of `eval_file` ("" = of `file`).
+    "squad": dict(
+        path="",  # folder holding the files below
+        file="",  # the SQuAD v1.1 .json whose training articles are trained on
+        # The file whose dev articles are the "valid" split; "" = `file`. Another language's
+        # translation of `file` with the same article order (XQuAD) gives zero-shot transfer:
+        # the same dev_fraction rule holds out the same articles in both, so no translation
+        # of a validation paragraph is ever trained on.
+        eval_file="",
+        # Whole articles go to dev, by position in the file: article i is dev when
+        # floor((i + 1) * f) > floor(i * f) (every 1/f-th article; jaxlm.data.squad.is_dev_article).
+        dev_fraction=0.25,
+        skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
+        tokenizer="words",  # jaxlm's word tokens with character spans; the only one (no BPE yet)
+        max_vocab=0,  # vocabulary from the train questions and contexts (no init.checkpoint); 0 = all
+        # Positions per window: <eos> + question (at most half of it), <eos> separator, context.
+        max_length=128,
+        stride=64,  # context tokens between the starts of consecutive windows (not the overlap)
+        max_answer_length=30,  # tokens; post-processing never predicts a longer span
+        n_best=20,  # start and end candidates per window in post-processing
+        head_hidden=0, head_dropout=0.1,
     ),
 }
 

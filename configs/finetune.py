@@ -1,4 +1,4 @@
-"""Fine-tuning an encoder on a sentence or token task: RuCoLA, UD Russian-Taiga UPOS, SST-2.
+"""Fine-tuning an encoder on a sentence, token or span task: RuCoLA, UD Russian-Taiga UPOS, SST-2, XQuAD.
 
   python launch/train.py --config=configs/finetune.py:task=rucola,body=transformer \
       --config.task.path=../shared/data/rucola --workdir=runs/finetune/rucola_transformer_scratch
@@ -6,6 +6,12 @@
       --split=valid,valid_out_of_domain
   python launch/predict.py --workdir=runs/finetune/rucola_transformer_scratch --best --split=test \
       --output=rucola_test.csv           # RuCoLA's leaderboard format: id,acceptable
+  python launch/train.py --config=configs/finetune.py:task=xquad_ru,body=transformer \
+      --config.task.path=../shared/data/xquad --workdir=runs/finetune/xquad_ru_transformer_scratch
+  python launch/evaluate.py --workdir=runs/finetune/xquad_ru_transformer_scratch --best \
+      --split=valid                      # SQuAD v1.1 EM / F1, official and "unicode" normalisation
+  python launch/predict.py --workdir=runs/finetune/xquad_ru_transformer_scratch --best --split=valid \
+      --output=xquad_ru_valid.json       # {question id: answer text}, SQuAD's prediction format
 
 Variants (`:task=upos,body=lstm,start=fasttext`):
   task=rucola  RuCoLA acceptability (binary; best checkpoint by Matthews correlation;
@@ -13,6 +19,16 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                unlabelled test split can only be predicted)
   task=upos    UD Russian-Taiga UPOS tagging, word-level accuracy over every gold word
   task=sst2    GLUE SST-2 sentiment (English, already tokenised: whitespace tokenizer)
+  task=xquad_ru  extractive QA on XQuAD's Russian SQuAD v1.1 file (../shared/data/xquad):
+               every 4th article (dev_fraction 0.25: 12 of 48, ~300 questions) is "valid",
+               the other 36 train; windows of 128 word tokens, 64 between window starts.
+               The best checkpoint is by valid F1; EM / F1 come with the official and a
+               "unicode" normalisation (every validation, and launch/evaluate.py)
+  task=xquad_en_to_ru  zero-shot transfer: train on the English file's training articles,
+               validate on the Russian file's dev articles (the same 12 articles, translated;
+               task.eval_file). Word inputs share no vocabulary across languages, so this
+               only means something with start=checkpoint from a run whose vocabulary and
+               input layer cover both languages
   body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size
   body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
                (classification) or each word's own bag vector (tagging), then the head
@@ -48,6 +64,10 @@ TASKS = {
     "upos": ("tagging", dict(
         files=dict(train="ru_taiga-ud-train.conllu", valid="ru_taiga-ud-dev.conllu",
                    test="ru_taiga-ud-test.conllu"), max_length=96)),
+    # XQuAD is SQuAD v1.1 dev's 240 paragraphs (1,190 questions), translated: an evaluation-
+    # sized set, so a quarter of its 48 articles is held out and the rest is all the training.
+    "xquad_ru": ("squad", dict(file="xquad.ru.json", dev_fraction=0.25)),
+    "xquad_en_to_ru": ("squad", dict(file="xquad.en.json", eval_file="xquad.ru.json", dev_fraction=0.25)),
 }
 BODIES = ("transformer", "lstm", "tcn", "fasttext")
 STARTS = ("scratch", "fasttext", "frozen", "checkpoint")
@@ -99,5 +119,7 @@ def get_config(arg: str | None = None):
     common.apply_smoke(config)
     config.model.bucket = 2000
     config.task.max_length = 16
+    if task_name == "squad":
+      config.task.stride = 4  # windows that overlap within the 16 smoke positions
     config.train.eval_tokens = 0
   return common.finish(config)

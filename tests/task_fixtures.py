@@ -1,4 +1,5 @@
-"""Tiny fine-tuning datasets written into a test's folder: a RuCoLA-shaped CSV and a CoNLL-U treebank.
+"""Tiny fine-tuning datasets written into a test's folder: a RuCoLA-shaped CSV, a CoNLL-U
+treebank and a SQuAD v1.1 JSON file of Russian paragraphs.
 
 The labels follow a rule a small model can learn (a sentence is "acceptable" when it
 holds the word "да"; a word's tag is decided by its last letter), so training that
@@ -6,6 +7,7 @@ works shows it in a few dozen steps.
 """
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -50,12 +52,54 @@ def write_treebank(folder: str, *, seed: int = 0, sizes=(60, 20, 20)) -> str:
   return folder
 
 
+SQUAD_FILE = "qa.ru.json"
+# (context, [(question id, question, answer)]) per article, one paragraph each. With
+# dev_fraction 0.25 the fourth article (index 3) is dev: 4 training questions, 2 dev ones.
+# Article 2's context is longer than one smoke window (16 positions); article 3's much longer.
+SQUAD_ARTICLES = [
+    ("Александр Пушкин родился в Москве в 1799 году.",
+     [("q0", "Где родился Пушкин?", "в Москве"), ("q1", "Когда родился Пушкин?", "1799 году")]),
+    ("Волга — самая длинная река Европы, она впадает в Каспийское море.",
+     [("q2", "Куда впадает Волга?", "в Каспийское море")]),
+    ("Байкал находится в Сибири. Это самое глубокое озеро на планете: его глубина достигает "
+     "1642 метров, а вода в нём чистая и холодная.",
+     [("q3", "Какова глубина Байкала?", "1642 метров")]),
+    ("Эрмитаж — один из крупнейших музеев мира. Он находится в Санкт-Петербурге, на берегу Невы, "
+     "в здании Зимнего дворца. Музей основала императрица Екатерина Вторая в 1764 году, когда "
+     "купила коллекцию картин у берлинского купца. Сегодня в его собраниях около трёх миллионов "
+     "предметов, от древнеегипетских статуй до «Чёрного квадрата» Малевича.",
+     [("q4", "Кто основал Эрмитаж?", "Екатерина Вторая"), ("q5", "Какая картина Малевича есть в Эрмитаже?",
+                                                           "«Чёрного квадрата»")]),
+]
+
+
+def squad_document(articles=SQUAD_ARTICLES) -> dict:
+  """A SQuAD v1.1 document of `articles`, answer_start computed from each context."""
+  data = []
+  for index, (context, questions) in enumerate(articles):
+    qas = [{"id": question_id, "question": question,
+            "answers": [{"text": answer, "answer_start": context.index(answer)}]}
+           for question_id, question, answer in questions]
+    data.append({"title": f"article {index}", "paragraphs": [{"context": context, "qas": qas}]})
+  return {"version": "1.1", "data": data}
+
+
+def write_squad(folder: str, document: dict | None = None, name: str = SQUAD_FILE) -> str:
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+    json.dump(squad_document() if document is None else document, handle, ensure_ascii=False)
+  return folder
+
+
 def finetune_config(arg: str, folder: str, **overrides):
   """configs/finetune.py:<arg>,smoke pointed at `folder`, with dotted-key overrides."""
   from configs import finetune
   config = finetune.get_config(arg + ",smoke")
   config.task.path = folder
-  if config.task.name == "classification":  # configs/finetune.py:task=rucola's splits
+  if config.task.name == "squad":  # write_squad's file; configs/finetune.py:task=xquad_ru's dev_fraction
+    config.task.file = SQUAD_FILE
+    files = {}
+  elif config.task.name == "classification":  # configs/finetune.py:task=rucola's splits
     files = {"train": "train.csv", "valid": "dev.csv", "valid_out_of_domain": "ood.csv", "test": "test.csv"}
   else:
     files = {"train": "train.conllu", "valid": "dev.conllu", "test": "test.conllu"}

@@ -1,12 +1,14 @@
-"""Heads of the fine-tuning tasks: body states -> class or tag logits (float32).
+"""Heads of the fine-tuning tasks: body states -> class, tag or span logits (float32).
 
 Called like every head, `head(states [batch, length, width], *, input_layer, train, mask)`,
 with `mask` bool [batch, length] True at real tokens (right-padded rows).
   ClassificationHead  pools each row to one vector (mean over real tokens, the first
                       token, or the last real token's state), then an optional hidden
                       layer, then logits [batch, classes];
-  TaggingHead         logits [batch, length, tags] at every position.
-Both start from small weights (GPT-2's init), so a fresh head predicts near-uniformly.
+  TaggingHead         logits [batch, length, tags] at every position;
+  SpanHead            extractive QA: start and end logits [batch, 2, length], padding
+                      positions at MASKED_LOGIT so no loss or argmax ever picks them.
+All start from small weights (GPT-2's init), so a fresh head predicts near-uniformly.
 """
 
 from typing import Any
@@ -77,3 +79,25 @@ class TaggingHead(nn.Module):
     del input_layer, mask  # padded positions get logits too; their weight is 0
     return _Classifier(self.num_tags, self.hidden_size, self.dropout, self.dtype, name="classifier")(
         states, train=train)  # [batch, length, tags]
+
+
+# Padding positions' span logit: far below any real one, yet finite, so a weight-0 padding
+# row (every position masked) gives a finite cross-entropy, not -inf - -inf = NaN.
+MASKED_LOGIT = -1e9
+
+
+class SpanHead(nn.Module):
+  """Two logits per position (answer start, answer end) for extractive QA."""
+  hidden_size: int = 0
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, states, *, input_layer, train: bool, mask=None):
+    del input_layer
+    logits = _Classifier(2, self.hidden_size, self.dropout, self.dtype, name="classifier")(
+        states, train=train)  # [batch, length, 2]
+    logits = jnp.swapaxes(logits, 1, 2)  # [batch, 2, length]
+    if mask is not None:
+      logits = jnp.where(mask[:, None, :], logits, MASKED_LOGIT)
+    return logits

@@ -5,13 +5,14 @@ saved before tasks existed) is a causal language model. Adding a task is one mod
 and one line here.
 """
 
-from jaxlm.tasks import base, causal_lm, classification, masked_lm, tagging
+from jaxlm.tasks import base, causal_lm, classification, masked_lm, squad, tagging
 
 TASKS = {
     "causal_lm": causal_lm.CausalLM,
     "masked_lm": masked_lm.MaskedLM,  # BERT's objective on the causal LM's corpora (an encoder body)
     "classification": classification.Classification,  # CSV / TSV sentences -> one label
     "tagging": tagging.Tagging,  # CoNLL-U words -> UPOS tags
+    "squad": squad.SpanQA,  # SQuAD v1.1 JSON questions -> answer spans in the context
 }
 
 

@@ -1,0 +1,301 @@
+"""Extractive question answering on SQuAD v1.1 JSON files (SQuAD, XQuAD, SberQuAD).
+
+Data. task.file (inside task.path) is split by whole article
+(jaxlm.data.squad.split_by_article, task.dev_fraction): its training articles are the
+"train" split; the dev articles of task.eval_file ("" = task.file) are "valid". With an
+eval_file (another language's translation of the file, same article order, as XQuAD's)
+this is zero-shot transfer: train on file A's training articles, validate on file B's
+dev articles; the rule picks the same article indices in both files, so no translation
+of a validation paragraph is trained on, and file A's own dev articles are the extra
+split "valid_source".
+
+Inputs. Question and context are jaxlm's word tokens with character spans
+(jaxlm.data.spans.word_spans; word and FastText-bag inputs both read words; BPE pieces
+are not supported yet). Each question becomes one or more WINDOWS of task.max_length
+positions (jaxlm.data.qa_windows): <eos> + question, the separator <eos>, then a window
+of context tokens, consecutive windows starting task.stride context tokens apart.
+Position 0 (the leading <eos>) is the start and end target of a window that does not
+hold the whole answer.
+
+Training rows are windows (every window of every training question, a fresh
+permutation each epoch); evaluation reads every window of a split once. The loss is
+the mean of the start and end cross-entropies over each window's positions (padding
+masked by the head), per window. eval_sums can only sum, while SQuAD's exact match and
+F1 need every window of a question at once, so the task sets `scores_predictions`: the
+loop's evaluation (jaxlm.train.make_evaluator) also collects every window's start and end
+logits and `score_predictions` post-processes and scores them (jaxlm.tasks.squad_scores,
+official and "unicode" normalisation), during training and in launch/evaluate.py alike.
+The best checkpoint is the one with the best valid F1 (official normalisation).
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm import checkpoint, encoder_start, pretrained
+from jaxlm.data import example_batches, qa_windows, spans, text_files
+from jaxlm.data import squad as squad_data
+from jaxlm.tasks import base, squad_scores, text_inputs
+
+
+def check_word_inputs(config) -> None:
+  """Span QA reads word tokens; a config asking for SentencePiece pieces is an error, not a silent mismatch."""
+  why = ("span QA tokenises with jaxlm's word tokens (character spans from jaxlm.data.spans.word_spans); "
+         "SentencePiece/BPE inputs are not supported for it yet")
+  if config.task.tokenizer != "words":
+    raise ValueError(f"config task.tokenizer={config.task.tokenizer!r}: use 'words'; {why}")
+  if config.model.init == "fasttext_pieces":
+    raise ValueError(f"config model.init='fasttext_pieces' needs BPE pieces; {why}")
+  if "data" in config and config.data.get("tokenizer") == "bpe":
+    raise ValueError(f"config data.tokenizer='bpe'; {why}")
+  workdir = encoder_start.source_workdir(config)
+  if workdir:
+    saved = checkpoint.load_config(workdir)
+    if "data" in saved and saved.data.get("tokenizer") == "bpe":
+      raise ValueError(f"config init.checkpoint={config.init.checkpoint!r} was pre-trained on BPE pieces; {why}")
+
+
+class SpanQA(base.Task):
+  best_metric, best_mode = "f1", "max"
+  scores_predictions = True
+
+  def __init__(self, config):
+    task = config.task
+    if not task.path:
+      raise ValueError("config task.path is empty: set it to the folder holding the SQuAD .json files")
+    if not task.file:
+      raise ValueError("config task.file is empty: name the SQuAD v1.1 .json file to train on")
+    check_word_inputs(config)
+    self.task_config = task
+    self.length = task.max_length
+    self.skipped_mismatched = 0  # questions dropped by task.skip_mismatched, over every file read
+    train_path = self._find(task.file, "file")
+    train_questions, source_dev = squad_data.split_by_article(self._read(train_path, require_answers=True),
+                                                              dev_fraction=task.dev_fraction)
+    self.questions = {"train": train_questions}
+    self.paths = {"train": train_path}
+    if task.eval_file and task.eval_file != task.file:
+      eval_path = self._find(task.eval_file, "eval_file")
+      _, self.questions["valid"] = squad_data.split_by_article(self._read(eval_path, require_answers=True),
+                                                               dev_fraction=task.dev_fraction)
+      self.paths["valid"] = eval_path
+      self.questions["valid_source"], self.paths["valid_source"] = source_dev, train_path
+    else:
+      self.questions["valid"], self.paths["valid"] = source_dev, train_path
+    if not self.questions["valid"]:
+      raise ValueError(f"config task.dev_fraction={task.dev_fraction}: the valid split has no questions")
+    self.splits = tuple(self.questions)
+
+    self._context_spans = {}  # context text -> its word spans (a paragraph's questions share them)
+    training_words = [[span.token for span in spans.word_spans(question.question)]
+                      for question in train_questions]
+    training_words += [[span.token for span in self._spans(context)]
+                       for context in dict.fromkeys(question.context for question in train_questions)]
+    pretrained.check_config(config.model)
+    self.words = text_inputs.task_vocabulary(config, training_words)
+    self.index = {word: position for position, word in enumerate(self.words)}
+    self.unknown_id = self.index[text_inputs.UNKNOWN]
+    self.start_id = self.index[text_inputs.START]
+    self.windows, self.arrays, self.labelled = {}, {}, {}
+    for split in self.splits:
+      self._make_windows(split)
+
+  # --------------------------------------------------------------------------
+  # Reading and windows.
+
+  def _find(self, name: str, key: str) -> str:
+    return text_files.find_file(self.task_config.path, name, f"config task.path/task.{key} name it")
+
+  def _read(self, path: str, *, require_answers: bool) -> list:
+    questions, report = squad_data.read_squad(path, skip_mismatched=self.task_config.skip_mismatched,
+                                              require_answers=require_answers)
+    if report.skipped_mismatched:
+      logging.warning("%s: skipped %d questions whose answer_start does not match the context "
+                      "(task.skip_mismatched=True): ids %s", path, report.skipped_mismatched,
+                      ", ".join(report.skipped_ids[:10]) + (" ..." if report.skipped_mismatched > 10 else ""))
+    self.skipped_mismatched += report.skipped_mismatched
+    if not questions:
+      raise text_files.DataError(f"{path} has no questions")
+    return questions
+
+  def _spans(self, context: str) -> list:
+    if context not in self._context_spans:
+      self._context_spans[context] = spans.word_spans(context)
+    return self._context_spans[context]
+
+  def _ids(self, tokens) -> list[int]:
+    return [self.index.get(token, self.unknown_id) for token in tokens]
+
+  def _question_windows(self, question, *, with_answer: bool) -> list[qa_windows.Window]:
+    context_spans = self._spans(question.context)
+    context_ids = self._ids(span.token for span in context_spans)
+    answer = None
+    if with_answer:  # the first gold answer is the training target (SQuAD train has one per question)
+      text, start = question.answers[0]
+      answer = (start, start + len(text))
+    question_ids = [self.start_id] + self._ids(span.token for span in spans.word_spans(question.question))
+    return qa_windows.make_windows(
+        question_ids, [(token_id, span.start, span.end) for token_id, span in zip(context_ids, context_spans)],
+        max_length=self.length, stride=self.task_config.stride, separator_id=self.start_id,
+        context=question.context, answer=answer)
+
+  def _make_windows(self, split: str) -> None:
+    """Every window of every question of `split`, in question order, and their stacked arrays."""
+    questions = self.questions[split]
+    labelled = all(question.answers for question in questions)
+    by_question = {question.id: self._question_windows(question, with_answer=labelled) for question in questions}
+    flat = [window for windows in by_question.values() for window in windows]
+    cut = sum(windows[0].question_tokens_dropped > 0 for windows in by_question.values())
+    if cut:
+      logging.warning("%s (%s): %d questions longer than half of task.max_length=%d were cut",
+                      self.paths[split], split, cut, self.length)
+    if labelled:
+      unreachable = sum(all(window.start_position == qa_windows.NULL_POSITION for window in windows)
+                        for windows in by_question.values())
+      if unreachable:  # an answer longer than the windows' overlap, or one in spaces only
+        logging.warning("%s (%s): %d answers lie whole in no window (task.max_length=%d, stride=%d); "
+                        "those questions train only the null position", self.paths[split], split,
+                        unreachable, self.length, self.task_config.stride)
+    position = lambda window, name: getattr(window, name) or 0  # None (no answer given) -> 0
+    self.windows[split], self.labelled[split] = by_question, labelled
+    self.arrays[split] = {
+        "inputs": np.stack([window.token_ids for window in flat]),  # [windows, length]
+        "mask": np.stack([window.mask for window in flat]),
+        "start_positions": np.asarray([position(window, "start_position") for window in flat], np.int32),
+        "end_positions": np.asarray([position(window, "end_position") for window in flat], np.int32),
+    }
+
+  def add_file(self, path: str, split: str = "input") -> str:
+    """Reads another SQuAD JSON file (every question; answers optional) as `split`, for prediction."""
+    self.questions[split], self.paths[split] = self._read(path, require_answers=False), path
+    self._make_windows(split)
+    self.splits = self.splits + (split,)
+    return split
+
+  def num_windows(self, split: str) -> int:
+    return len(self.arrays[split]["inputs"])
+
+  # --------------------------------------------------------------------------
+  # The Task contract.
+
+  def build_model(self, model_config):
+    from jaxlm.models import DTYPES, build_model, task_heads
+    language_model = build_model(model_config, len(self.words),
+                                 subword_width=pretrained.subword_width(model_config, self.words))
+    head = task_heads.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
+                               dtype=DTYPES[model_config.compute_dtype])
+    return language_model.clone(head=head)
+
+  def init_inputs(self):
+    return np.zeros((1, self.length), np.int32)
+
+  def _batch(self, split: str, indices: np.ndarray) -> dict:
+    """Rows of windows `indices` of `split`; index -1 is a padding row (weight 0, no real position)."""
+    real = indices >= 0
+    safe = np.maximum(indices, 0)
+    batch = {key: value[safe] for key, value in self.arrays[split].items()}
+    batch["mask"] = batch["mask"] & real[:, None]
+    batch["inputs"] = np.where(real[:, None], batch["inputs"], 0).astype(np.int32)
+    batch["start_positions"] = np.where(real, batch["start_positions"], 0).astype(np.int32)
+    batch["end_positions"] = np.where(real, batch["end_positions"], 0).astype(np.int32)
+    batch["weights"] = real.astype(np.float32)
+    batch["example_index"] = indices.astype(np.int32)  # the window's row in the split (jaxlm.predict)
+    return batch
+
+  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
+    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
+                                            num_examples=self.num_windows("train"),
+                                            process_index=process_index, process_count=process_count)
+    return self._batch("train", indices)
+
+  def eval_batches(self, split, *, batch_size, limit=0):
+    """Every window of `split` once (the first `limit` windows when limit > 0)."""
+    base.check_split(split, self.splits)
+    if not self.labelled[split]:
+      raise ValueError(f"split {split!r} ({self.paths[split]}) has questions without answers to score; "
+                       "predict it with launch/predict.py instead")
+    for indices in example_batches.eval_indices(self.num_windows(split), batch_size=batch_size, limit=limit):
+      yield self._batch(split, indices)
+
+  def predict_batches(self, split, *, batch_size):
+    base.check_split(split, self.splits)
+    for indices in example_batches.eval_indices(self.num_windows(split), batch_size=batch_size):
+      yield self._batch(split, indices)
+
+  @staticmethod
+  def _span_nll(logits, batch):
+    """logits float32 [batch, 2, length] (start, end) -> cross-entropies [batch, 2]."""
+    targets = jnp.stack([batch["start_positions"], batch["end_positions"]], axis=-1)  # [batch, 2]
+    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jax.nn.logsumexp(logits, axis=-1) - target_logits
+
+  def loss(self, logits, batch):
+    """Per window: the mean of its start and end cross-entropies; count = real windows."""
+    weights = batch["weights"].astype(jnp.float32)
+    nll = self._span_nll(logits, batch)
+    return {"loss_sum": jnp.sum(weights * jnp.mean(nll, axis=-1)), "count": jnp.sum(weights)}
+
+  def eval_sums(self, logits, batch):
+    sums = self.loss(logits, batch)
+    weights = batch["weights"].astype(jnp.float32)
+    predicted = jnp.argmax(logits, axis=-1)  # [batch, 2]: positions, the null position included
+    start_correct = predicted[:, 0] == batch["start_positions"]
+    end_correct = predicted[:, 1] == batch["end_positions"]
+    sums.update(start_correct=jnp.sum(weights * start_correct), end_correct=jnp.sum(weights * end_correct),
+                span_correct=jnp.sum(weights * (start_correct & end_correct)))
+    return sums
+
+  def summarise(self, sums):
+    count = max(sums["count"], 1e-9)
+    summary = {"loss": sums["loss_sum"] / count, "windows": sums["count"]}
+    if "start_correct" in sums:  # position accuracies per window (not SQuAD's EM: see score_predictions)
+      summary.update(start_accuracy=sums["start_correct"] / count, end_accuracy=sums["end_correct"] / count,
+                     span_accuracy=sums["span_correct"] / count)
+    return summary
+
+  def describe(self, summary):
+    return (f"span loss {summary['loss']:.4f} start accuracy {summary['start_accuracy']:.4f} "
+            f"end accuracy {summary['end_accuracy']:.4f} over {int(summary['windows'])} windows")
+
+  # --------------------------------------------------------------------------
+  # Answers and SQuAD scores: post-processing over all windows of each question.
+
+  def predict(self, logits, batch):
+    """float32 [batch, 2, length]: each window's start and end logits (padding at MASKED_LOGIT)."""
+    del batch
+    return logits
+
+  def answers(self, split: str, predictions: np.ndarray) -> dict[str, str]:
+    """Question id -> answer text for every question of `split`, from logits [windows, 2, length]."""
+    predictions = np.asarray(predictions)
+    if predictions.shape[0] != self.num_windows(split):
+      raise ValueError(f"{predictions.shape[0]} rows of logits for the {self.num_windows(split)} windows "
+                       f"of split {split!r}")
+    return squad_scores.predict_answers(self.windows[split], predictions[:, 0], predictions[:, 1],
+                                        n_best=self.task_config.n_best,
+                                        max_answer_length=self.task_config.max_answer_length)
+
+  def write_predictions(self, split, predictions, path) -> int:
+    """Writes SQuAD's prediction file, {question id: answer text}, for every question of `split`."""
+    answers = self.answers(split, predictions)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+      json.dump(answers, handle, ensure_ascii=False, indent=1)
+    os.replace(path + ".tmp", path)
+    return len(answers)
+
+  def score_predictions(self, split: str, predictions: np.ndarray) -> dict:
+    """SQuAD v1.1 exact match and F1 (%) over EVERY question of `split` (no answer scores 0),
+    with the official normalisation and the "unicode" variant (keys ending in _unicode)."""
+    if not self.labelled[split]:
+      raise ValueError(f"split {split!r} ({self.paths[split]}) has questions without answers to score")
+    answers = self.answers(split, predictions)
+    official = squad_scores.evaluate(self.questions[split], answers, normalization="official")
+    unicode = squad_scores.evaluate(self.questions[split], answers, normalization="unicode")
+    return {"exact_match": official["exact_match"], "f1": official["f1"],
+            "exact_match_unicode": unicode["exact_match"], "f1_unicode": unicode["f1"],
+            "questions": official["questions"], "windows": self.num_windows(split)}
+

@@ -1,0 +1,163 @@
+"""Extractive QA (task.name="squad") through the one loop: windows, training, EM/F1, predictions."""
+
+import copy
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlm import evaluate, predict, train
+from jaxlm.data import qa_windows, text_files
+from task_fixtures import SQUAD_ARTICLES, finetune_config, squad_document, write_squad
+
+ARG = "task=xquad_ru,body=transformer"
+
+
+@pytest.fixture(scope="module")
+def qa_folder(tmp_path_factory):
+  return write_squad(str(tmp_path_factory.mktemp("squad")))
+
+
+def _task(folder, **overrides):
+  return train.build_experiment(finetune_config(ARG, folder, **overrides)).task
+
+
+def test_configs_build():
+  from configs import finetune
+  for variant in ("task=xquad_ru", "task=xquad_en_to_ru", "task=xquad_ru,body=fasttext,smoke"):
+    config = finetune.get_config(variant)
+    assert config.task.name == "squad" and config.is_locked
+  assert finetune.get_config("task=xquad_en_to_ru").task.eval_file == "xquad.ru.json"
+
+
+def test_splits_are_whole_articles_and_windows_cover_long_contexts(qa_folder):
+  task = _task(qa_folder)
+  assert [question.id for question in task.questions["train"]] == ["q0", "q1", "q2", "q3"]
+  assert [question.id for question in task.questions["valid"]] == ["q4", "q5"]
+  for split in task.splits:
+    for question in task.questions[split]:
+      windows = task.windows[split][question.id]
+      context_tokens = len(task._spans(question.context))
+      covered = set(np.concatenate([window.context_index[window.context_index >= 0] for window in windows]))
+      assert covered == set(range(context_tokens))  # every context token is in some window
+      text, start = question.answers[0]
+      holding = [window for window in windows if window.start_position != qa_windows.NULL_POSITION]
+      assert holding, question.id  # stride 4 leaves room for these short answers
+      for window in holding:  # the targets map back to the answer's characters
+        assert window.context[window.char_start[window.start_position]:
+                              window.char_end[window.end_position]] == text
+  assert len(task.windows["valid"]["q4"]) > 3  # the long dev paragraph needs several windows
+  assert len(task.windows["train"]["q3"]) > 1
+  # Every window of the split once, in order; padding rows have weight 0 and no real position.
+  batches = list(task.eval_batches("valid", batch_size=4))
+  weights = np.concatenate([batch["weights"] for batch in batches])
+  assert weights.sum() == task.num_windows("valid") and len(weights) % 4 == 0
+  indices = np.concatenate([batch["example_index"] for batch in batches])
+  assert list(indices[weights > 0]) == list(range(task.num_windows("valid")))
+  assert not np.concatenate([batch["mask"] for batch in batches])[weights == 0].any()
+  # Training rows are windows, each once per epoch.
+  rows = np.concatenate([task.train_batch(step, seed=0, batch_size=4)["example_index"] for step in range(10)])
+  epoch = task.num_windows("train")
+  assert sorted(rows[:epoch]) == list(range(epoch))
+
+
+def test_eval_file_gives_zero_shot_splits(qa_folder, tmp_path):
+  folder = write_squad(str(tmp_path), copy.deepcopy(squad_document()))  # the "source language" file
+  document = squad_document()
+  for article in document["data"]:
+    for qa in article["paragraphs"][0]["qas"]:
+      qa["id"] = "ru-" + qa["id"]
+  write_squad(folder, document, name="target.json")
+  task = _task(folder, **{"task.eval_file": "target.json"})
+  assert task.splits == ("train", "valid", "valid_source")
+  assert [question.id for question in task.questions["valid"]] == ["ru-q4", "ru-q5"]
+  assert [question.id for question in task.questions["valid_source"]] == ["q4", "q5"]
+  assert len(task.questions["train"]) == 4
+
+
+def test_bad_inputs_are_clear_errors(qa_folder, tmp_path):
+  document = squad_document()
+  document["data"][1]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 3
+  write_squad(str(tmp_path / "mismatch"), document)
+  with pytest.raises(text_files.DataError, match="question id 'q2'"):
+    _task(str(tmp_path / "mismatch"))
+  task = _task(str(tmp_path / "mismatch"), **{"task.skip_mismatched": True})
+  assert task.skipped_mismatched == 1
+  assert [question.id for question in task.questions["train"]] == ["q0", "q1", "q3"]
+
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "qa.ru.json").write_text('{"rows": [1, 2]}', encoding="utf-8")
+  with pytest.raises(text_files.DataError, match="not in the SQuAD format"):
+    _task(str(tmp_path / "other"))
+  (tmp_path / "other" / "qa.ru.json").write_text("id,sentence\n0,Кот\n", encoding="utf-8")
+  with pytest.raises(text_files.DataError, match="is not JSON"):
+    _task(str(tmp_path / "other"))
+
+  document = squad_document()
+  del document["data"][2]["paragraphs"][0]["context"]
+  write_squad(str(tmp_path / "missing"), document)
+  with pytest.raises(text_files.DataError, match="no 'context' field"):
+    _task(str(tmp_path / "missing"))
+  with pytest.raises(text_files.DataError, match="not found"):
+    _task(qa_folder, **{"task.file": "absent.json"})
+
+  with pytest.raises(ValueError, match="BPE"):
+    _task(qa_folder, **{"task.tokenizer": "whitespace"})
+  with pytest.raises(ValueError, match="BPE"):
+    _task(qa_folder, **{"model.init": "fasttext_pieces"})
+
+
+def _sgd_config(folder):
+  config = finetune_config(ARG, folder, **{"model.transformer.dropout": 0.0, "task.head_dropout": 0.0})
+  config.optim.name, config.optim.lr, config.optim.warmup_steps = "sgd", 0.5, 0
+  return config
+
+
+def test_four_devices_give_the_same_span_step_as_one(qa_folder):
+  config = _sgd_config(qa_folder)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    experiment = train.build_experiment(config)
+    mesh = train.make_mesh(devices)
+    experiment.mesh = mesh
+    state = train.init_experiment_state(experiment)
+    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
+                                 config.seed)
+    batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
+    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
+  (one, metrics_one), (four, metrics_four) = results
+  for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+    np.testing.assert_allclose(left, right, atol=1e-5)
+  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)
+
+
+def test_overfits_four_questions_and_predicts_every_id(qa_folder, tmp_path):
+  config = finetune_config(ARG, qa_folder, **{
+      "train.steps": 150, "train.eval_every": 150, "train.log_every": 50, "optim.lr": 3e-3,
+      "optim.warmup_steps": 10, "optim.weight_decay": 0.0, "model.transformer.dropout": 0.0,
+      "task.head_dropout": 0.0})
+  workdir = str(tmp_path / "run")
+  summary = train.train_and_evaluate(config, workdir, progress=False)
+  assert np.isfinite(summary["loss"]) and summary["windows"] > 0
+  predict.predict_workdir(workdir, str(tmp_path / "train.json"), split="train")
+  (scores,) = evaluate.evaluate_workdir(workdir, splits=("train",))
+  assert scores["questions"] == 4
+  assert scores["exact_match"] == 100.0 and scores["f1"] == 100.0, json.load(open(tmp_path / "train.json"))
+  answers = json.load(open(tmp_path / "train.json", encoding="utf-8"))
+  gold = {question_id: answer for _, questions in SQUAD_ARTICLES for question_id, _, answer in questions}
+  assert answers == {question_id: gold[question_id] for question_id in ("q0", "q1", "q2", "q3")}
+  # Dev: every question is counted and predicted, answered or not.
+  (valid,) = evaluate.evaluate_workdir(workdir, best=True, splits=("valid",))
+  assert valid["questions"] == 2 and 0.0 <= valid["f1"] <= 100.0
+  assert summary["f1"] == valid["f1"]  # the training run's last validation scored EM/F1 too
+  output = tmp_path / "valid.json"
+  result = predict.predict_workdir(workdir, str(output), split="valid", best=True, batch_size=3)
+  assert set(json.load(open(output, encoding="utf-8"))) == {"q4", "q5"} and result["examples"] == 2
+  # Any SQuAD file predicts, answers or not: every question id of the file.
+  document = squad_document()
+  document["data"][0]["paragraphs"][0]["qas"][0]["answers"] = []
+  write_squad(str(tmp_path / "input"), document, name="input.json")
+  predict.predict_workdir(workdir, str(output), input_path=str(tmp_path / "input" / "input.json"))
+  assert sorted(json.load(open(output, encoding="utf-8"))) == [f"q{index}" for index in range(6)]
