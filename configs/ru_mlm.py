@@ -43,6 +43,10 @@ def get_config(arg: str | None = None):
   config.unlock()  # the task and body sections are replaced below; finish() locks again
   common.use_task(config, "masked_lm")
   wt2_mlm.use_encoder_body(config, body, config.model.width)
+  if body == "transformer":
+    # Positions for fine-tuning's longer sentences (configs/finetune.py reads this encoder):
+    # the learned position table must have the same rows in both.
+    config.model.transformer.max_length = 128
   if "smoke" in variants:
     common.apply_smoke(config)  # again, for a body that replaced ru_lm's shrunk transformer
   return common.finish(config)

@@ -27,6 +27,8 @@ flags.mark_flag_as_required("config")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  if _STEPS.value < 1 or _TRIALS.value < 1:
+    raise app.UsageError(f"--steps={_STEPS.value} and --trials={_TRIALS.value} must be at least 1")
   result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, trials=_TRIALS.value, breakdown=_BREAKDOWN.value)
   print(json.dumps(result))
 

@@ -26,6 +26,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  if "fasttext" not in config:
+    raise app.UsageError("the config has no `fasttext` section (its training settings); use one that does, "
+                         "e.g. --config=configs/ru_lm.py, configs/wt2_heads.py or configs/wt2_mlm.py")
   corpus = config.fasttext.get("corpus", "")
   if not corpus:
     from jaxlm.data import corpora

@@ -79,3 +79,11 @@ def test_misspelled_config_key_fails_at_start_up(tmp_path):
   assert result.returncode != 0
   assert "learning_rate" in result.stderr
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_launchers_reject_bad_arguments_in_one_clear_line(tmp_path):
+  fasttext = launch("fasttext.py", f"--config={REPO_ROOT}/configs/quickstart.py:smoke", f"--output={tmp_path}/v.bin")
+  assert fasttext.returncode != 0 and "no `fasttext` section" in fasttext.stderr
+  assert "Traceback" not in fasttext.stderr
+  benchmark = launch("benchmark.py", f"--config={REPO_ROOT}/configs/quickstart.py:smoke", "--steps=0")
+  assert benchmark.returncode != 0 and "--steps=0" in benchmark.stderr and "Traceback" not in benchmark.stderr

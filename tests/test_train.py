@@ -131,3 +131,17 @@ def test_one_device_does_not_all_reduce_the_gradients(tiny_corpus, cache_dir):
   non_scalar = lambda results: [result for result in results if re.search(r"\[\d", result)]
   assert non_scalar(_all_reduce_results(config, jax.devices()))  # four devices average gradients
   assert not non_scalar(_all_reduce_results(config, jax.devices()[:1]))
+
+
+def test_running_a_finished_run_again_reports_its_validation(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
+  first = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  again = train.train_and_evaluate(config, str(tmp_path), progress=False)  # used to fail on a closed file
+  assert again["loss"] == pytest.approx(first["loss"], rel=1e-6)
+
+
+def test_eval_every_zero_validates_only_at_the_end(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 4, "train.eval_every": 0, "train.log_every": 0})
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [(record["kind"], record["step"]) for record in records] == [("train", 4), ("valid", 4)]
