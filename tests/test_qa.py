@@ -52,13 +52,13 @@ def test_splits_are_whole_articles_and_windows_cover_long_contexts(qa_folder):
   # Every window of the split once, in order; padding rows have weight 0 and no real position.
   batches = list(task.eval_batches("valid", batch_size=4))
   weights = np.concatenate([batch["weights"] for batch in batches])
-  assert weights.sum() == task.num_windows("valid") and len(weights) % 4 == 0
+  assert weights.sum() == task.num_examples("valid") and len(weights) % 4 == 0
   indices = np.concatenate([batch["example_index"] for batch in batches])
-  assert list(indices[weights > 0]) == list(range(task.num_windows("valid")))
+  assert list(indices[weights > 0]) == list(range(task.num_examples("valid")))
   assert not np.concatenate([batch["mask"] for batch in batches])[weights == 0].any()
   # Training rows are windows, each once per epoch.
   rows = np.concatenate([task.train_batch(step, seed=0, batch_size=4)["example_index"] for step in range(10)])
-  epoch = task.num_windows("train")
+  epoch = task.num_examples("train")
   assert sorted(rows[:epoch]) == list(range(epoch))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxlm import pretrained
 from jaxlm.data import example_batches, labelled_text, text_files
-from jaxlm.tasks import base, scores, text_inputs
+from jaxlm.tasks import base, example_task, scores, text_inputs
 
 METRICS = ("accuracy", "mcc", "macro_f1", "loss")
 
@@ -34,7 +34,7 @@ def _split_path(task_config, split: str) -> str:
                               f"config task.path/task.files.{split} name it")
 
 
-class Classification(base.Task):
+class Classification(example_task.ExampleTask):
 
   @classmethod
   def best_of(cls, config):
@@ -93,17 +93,14 @@ class Classification(base.Task):
     self.splits = self.splits + (split,)
     return split
 
-  def build_model(self, model_config):
-    from jaxlm.models import DTYPES, build_model, task_heads
-    language_model = build_model(model_config, len(self.words),
-                                 subword_width=pretrained.subword_width(model_config, self.words))
-    head = task_heads.ClassificationHead(
+  def head(self, model_config, dtype):
+    from jaxlm.models import task_heads
+    return task_heads.ClassificationHead(
         num_classes=len(self.labels), pooling=self.task_config.pooling, hidden_size=self.task_config.head_hidden,
-        dropout=self.task_config.head_dropout, dtype=DTYPES[model_config.compute_dtype])
-    return language_model.clone(head=head)
+        dropout=self.task_config.head_dropout, dtype=dtype)
 
-  def init_inputs(self):
-    return np.zeros((1, self.length), np.int32)
+  def num_examples(self, split):
+    return len(self.token_ids[split])
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of examples `indices` of `split`; index -1 is a padding row (weight 0)."""
@@ -118,24 +115,12 @@ class Classification(base.Task):
       batch["labels"] = np.where(real, self.label_ids[split][np.maximum(indices, 0)], 0).astype(np.int32)
     return batch
 
-  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
-    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
-                                            num_examples=len(self.token_ids["train"]),
-                                            process_index=process_index, process_count=process_count)
-    return self._batch("train", indices)
-
   def eval_batches(self, split, *, batch_size, limit=0):
     base.check_split(split, self.splits)
     if split not in self.label_ids:
       raise ValueError(f"split {split!r} ({self.paths[split]}) has no labels to score; predict it with "
                        "launch/predict.py instead")
-    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size, limit=limit):
-      yield self._batch(split, indices)
-
-  def predict_batches(self, split, *, batch_size):
-    base.check_split(split, self.splits)
-    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size):
-      yield self._batch(split, indices)
+    return self.example_batches(split, batch_size=batch_size, limit=limit)
 
   def loss(self, logits, batch):
     """logits float32 [batch, classes]; labels int [batch]; weights [batch] (0 = padding row)."""

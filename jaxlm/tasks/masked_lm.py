@@ -23,9 +23,7 @@ context of the word it must recover.
 
 import numpy as np
 
-from jaxlm import decoding, metrics, pretrained
-from jaxlm.data import corpora, lm_batches
-from jaxlm.models import build_model
+from jaxlm.data import lm_batches
 from jaxlm.tasks import base, causal_lm
 
 MASK_TOKEN = "<mask>"
@@ -77,40 +75,31 @@ def _check_fractions(task_config) -> None:
                      f"must be >= 0 with a sum <= 1 (the rest of the chosen tokens are kept)")
 
 
-class MaskedLM(base.Task):
-  best_metric, best_mode = "perplexity", "min"
-  splits = corpora.SPLITS
+class MaskedLM(causal_lm.CausalLM):
+  """The causal LM's corpus, heads, loss and scores, with masked windows for batches."""
 
   def __init__(self, config):
     _check_fractions(config.task)
     self.rate = config.task.mask_rate
     self.mask_fraction = config.task.mask_token_fraction
     self.random_fraction = config.task.random_token_fraction
-    pretrained.check_config(config.model)  # before a long corpus preparation
-    self.corpus = corpora.load_corpus(config.data)
+    super().__init__(config)
     corpus_words = self.corpus.vocabulary.words
     if MASK_TOKEN in corpus_words:
       raise ValueError(f"the corpus's vocabulary already holds {MASK_TOKEN!r}; the masked LM needs it free")
     self.mask_id = len(corpus_words)
     self.words = list(corpus_words) + [MASK_TOKEN]
-    self.length = config.train.seq_len
-    self.token_loss = causal_lm.build_loss(config.model)
-    self.chunk_size = config.train.neighbour_chunk_size
 
   def _mask(self, tokens, real, rng):
     return mask_tokens(tokens, real, rng, rate=self.rate, mask_fraction=self.mask_fraction,
                        random_fraction=self.random_fraction, mask_id=self.mask_id)
 
   def build_model(self, model_config):
-    model = build_model(model_config, len(self.words),
-                        subword_width=pretrained.subword_width(model_config, self.words))
+    model = super().build_model(model_config)
     if getattr(model.body, "causal", True):
       raise ValueError(f"config model.{model_config.family}.causal must be False for the masked LM: a causal "
                        f"body cannot see the right context of the word it must recover")
     return model
-
-  def init_inputs(self):
-    return np.zeros((1, self.length), np.int32)
 
   def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
     tokens, length = self.corpus.splits["train"], self.length
@@ -146,19 +135,3 @@ class MaskedLM(base.Task):
                                             np.random.default_rng([EVAL_MASKING, window_index]))
         inputs[row], chosen[row] = row_inputs[0], row_chosen[0]
       yield {"inputs": inputs, "targets": windows, "weights": chosen.astype(np.float32), "mask": real}
-
-  def loss(self, outputs, batch):
-    return self.token_loss(outputs, batch["targets"], batch["weights"])
-
-  def eval_sums(self, outputs, batch):
-    sums = self.loss(outputs, batch)
-    # The causal LM's top-1 / top-5 for every head, over the masked tokens only.
-    sums.update(decoding.accuracy_sums(outputs, batch["targets"], batch["weights"], chunk_size=self.chunk_size))
-    return sums
-
-  def summarise(self, sums):
-    return metrics.summarise(sums)
-
-  def describe(self, summary):
-    return (f"loss {summary['loss']:.4f} perplexity {summary['perplexity']:.2f} "
-            f"accuracy {summary['accuracy']:.4f} top-5 {summary['accuracy_top5']:.4f}")

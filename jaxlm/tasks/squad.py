@@ -37,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import checkpoint, encoder_start, pretrained
-from jaxlm.data import example_batches, qa_windows, spans, text_files
+from jaxlm.data import qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
-from jaxlm.tasks import base, squad_scores, text_inputs
+from jaxlm.tasks import base, example_task, squad_scores, text_inputs
 
 
 def check_word_inputs(config) -> None:
@@ -59,7 +59,7 @@ def check_word_inputs(config) -> None:
       raise ValueError(f"config init.checkpoint={config.init.checkpoint!r} was pre-trained on BPE pieces; {why}")
 
 
-class SpanQA(base.Task):
+class SpanQA(example_task.ExampleTask):
   best_metric, best_mode = "f1", "max"
   scores_predictions = True
 
@@ -176,22 +176,17 @@ class SpanQA(base.Task):
     self.splits = self.splits + (split,)
     return split
 
-  def num_windows(self, split: str) -> int:
+  def num_examples(self, split: str) -> int:
+    """The split's windows (an example here is a question's context window)."""
     return len(self.arrays[split]["inputs"])
 
   # --------------------------------------------------------------------------
   # The Task contract.
 
-  def build_model(self, model_config):
-    from jaxlm.models import DTYPES, build_model, task_heads
-    language_model = build_model(model_config, len(self.words),
-                                 subword_width=pretrained.subword_width(model_config, self.words))
-    head = task_heads.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
-                               dtype=DTYPES[model_config.compute_dtype])
-    return language_model.clone(head=head)
-
-  def init_inputs(self):
-    return np.zeros((1, self.length), np.int32)
+  def head(self, model_config, dtype):
+    from jaxlm.models import task_heads
+    return task_heads.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
+                               dtype=dtype)
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of windows `indices` of `split`; index -1 is a padding row (weight 0, no real position)."""
@@ -206,25 +201,13 @@ class SpanQA(base.Task):
     batch["example_index"] = indices.astype(np.int32)  # the window's row in the split (jaxlm.predict)
     return batch
 
-  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
-    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
-                                            num_examples=self.num_windows("train"),
-                                            process_index=process_index, process_count=process_count)
-    return self._batch("train", indices)
-
   def eval_batches(self, split, *, batch_size, limit=0):
     """Every window of `split` once (the first `limit` windows when limit > 0)."""
     base.check_split(split, self.splits)
     if not self.labelled[split]:
       raise ValueError(f"split {split!r} ({self.paths[split]}) has questions without answers to score; "
                        "predict it with launch/predict.py instead")
-    for indices in example_batches.eval_indices(self.num_windows(split), batch_size=batch_size, limit=limit):
-      yield self._batch(split, indices)
-
-  def predict_batches(self, split, *, batch_size):
-    base.check_split(split, self.splits)
-    for indices in example_batches.eval_indices(self.num_windows(split), batch_size=batch_size):
-      yield self._batch(split, indices)
+    return self.example_batches(split, batch_size=batch_size, limit=limit)
 
   @staticmethod
   def _span_nll(logits, batch):
@@ -272,8 +255,8 @@ class SpanQA(base.Task):
   def answers(self, split: str, predictions: np.ndarray) -> dict[str, str]:
     """Question id -> answer text for every question of `split`, from logits [windows, 2, length]."""
     predictions = np.asarray(predictions)
-    if predictions.shape[0] != self.num_windows(split):
-      raise ValueError(f"{predictions.shape[0]} rows of logits for the {self.num_windows(split)} windows "
+    if predictions.shape[0] != self.num_examples(split):
+      raise ValueError(f"{predictions.shape[0]} rows of logits for the {self.num_examples(split)} windows "
                        f"of split {split!r}")
     return squad_scores.predict_answers(self.windows[split], predictions[:, 0], predictions[:, 1],
                                         n_best=self.task_config.n_best,
@@ -297,5 +280,5 @@ class SpanQA(base.Task):
     unicode = squad_scores.evaluate(self.questions[split], answers, normalization="unicode")
     return {"exact_match": official["exact_match"], "f1": official["f1"],
             "exact_match_unicode": unicode["exact_match"], "f1_unicode": unicode["f1"],
-            "questions": official["questions"], "windows": self.num_windows(split)}
+            "questions": official["questions"], "windows": self.num_examples(split)}
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from jaxlm import pretrained
 from jaxlm.data import conllu, example_batches, text_files
-from jaxlm.tasks import base, text_inputs
+from jaxlm.tasks import example_task, text_inputs
 
 
-class Tagging(base.Task):
+class Tagging(example_task.ExampleTask):
   best_metric, best_mode = "accuracy", "max"
 
   def __init__(self, config):
@@ -57,16 +57,13 @@ class Tagging(base.Task):
       self.gold_words[split] = np.array([len(sentence.words) for sentence in self.sentences[split]], np.float32)
     self.length = task.max_length
 
-  def build_model(self, model_config):
-    from jaxlm.models import DTYPES, build_model, task_heads
-    language_model = build_model(model_config, len(self.words),
-                                 subword_width=pretrained.subword_width(model_config, self.words))
-    head = task_heads.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
-                                  dropout=self.task_config.head_dropout, dtype=DTYPES[model_config.compute_dtype])
-    return language_model.clone(head=head)
+  def head(self, model_config, dtype):
+    from jaxlm.models import task_heads
+    return task_heads.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
+                                  dropout=self.task_config.head_dropout, dtype=dtype)
 
-  def init_inputs(self):
-    return np.zeros((1, self.length), np.int32)
+  def num_examples(self, split):
+    return len(self.token_ids[split])
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of sentences `indices`; -1 is a padding row. Position 0 is <eos>, word i at i + 1."""
@@ -80,17 +77,6 @@ class Tagging(base.Task):
     gold_words = np.where(real, self.gold_words[split][np.maximum(indices, 0)], 0.0).astype(np.float32)
     return {"inputs": example_batches.pad(sequences, self.length), "mask": mask,
             "tags": example_batches.pad(tags, self.length), "weights": weights, "gold_words": gold_words}
-
-  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
-    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
-                                            num_examples=len(self.token_ids["train"]),
-                                            process_index=process_index, process_count=process_count)
-    return self._batch("train", indices)
-
-  def eval_batches(self, split, *, batch_size, limit=0):
-    base.check_split(split, self.splits)
-    for indices in example_batches.eval_indices(len(self.token_ids[split]), batch_size=batch_size, limit=limit):
-      yield self._batch(split, indices)
 
   def loss(self, logits, batch):
     """logits float32 [batch, length, tags]; tags int [batch, length]; weights [batch, length]."""

@@ -1,0 +1,61 @@
+"""What the fine-tuning tasks share: whole examples of one fixed length and a new head.
+
+An example is a sentence (classification, tagging) or a question's context window
+(span QA), right-padded to `self.length` tokens. Training reads examples in a fresh
+permutation each epoch (jaxlm.data.example_batches.train_indices), evaluation and
+prediction every example once, padding rows marked by index -1. The model is the
+configured input layer and body with the task's head in place of the LM head.
+
+A subclass sets words, length, splits and best_metric / best_mode, and defines
+num_examples(split), _batch(split, indices) and head(model_config, dtype).
+"""
+
+import abc
+
+import numpy as np
+
+from jaxlm import pretrained
+from jaxlm.data import example_batches
+from jaxlm.tasks import base
+
+
+class ExampleTask(base.Task):
+
+  @abc.abstractmethod
+  def num_examples(self, split: str) -> int:
+    """How many examples (rows) `split` has."""
+
+  @abc.abstractmethod
+  def _batch(self, split: str, indices: np.ndarray) -> dict:
+    """The batch of examples `indices` of `split` (-1: a padding row of weight 0)."""
+
+  @abc.abstractmethod
+  def head(self, model_config, dtype):
+    """The task's head module (jaxlm.models.task_heads)."""
+
+  def build_model(self, model_config):
+    from jaxlm.models import DTYPES, build_model
+    language_model = build_model(model_config, len(self.words),
+                                 subword_width=pretrained.subword_width(model_config, self.words))
+    return language_model.clone(head=self.head(model_config, DTYPES[model_config.compute_dtype]))
+
+  def init_inputs(self):
+    return np.zeros((1, self.length), np.int32)
+
+  def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
+    indices = example_batches.train_indices(step, seed=seed, batch_size=batch_size,
+                                            num_examples=self.num_examples("train"),
+                                            process_index=process_index, process_count=process_count)
+    return self._batch("train", indices)
+
+  def example_batches(self, split: str, *, batch_size: int, limit: int = 0):
+    """Every example of `split` once, in order (the first `limit` when > 0), padded with rows of weight 0."""
+    base.check_split(split, self.splits)
+    for indices in example_batches.eval_indices(self.num_examples(split), batch_size=batch_size, limit=limit):
+      yield self._batch(split, indices)
+
+  def eval_batches(self, split, *, batch_size, limit=0):
+    return self.example_batches(split, batch_size=batch_size, limit=limit)
+
+  def predict_batches(self, split, *, batch_size):
+    return self.example_batches(split, batch_size=batch_size)
