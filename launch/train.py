@@ -27,7 +27,8 @@ def main(argv):
     import jax
     jax.distributed.initialize()
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(f"final validation: loss {summary['loss']:.4f} perplexity {summary['perplexity']:.2f}")
+  numbers = " ".join(f"{key} {value:.4f}" for key, value in summary.items() if isinstance(value, float))
+  print(f"final validation: {numbers}")
 
 
 if __name__ == "__main__":
