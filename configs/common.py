@@ -107,6 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 2  # the last N, plus the best by the task's validation metric
   # Early stopping: stop after this many validations without a better best metric; 0 = never.
   config.train.patience = 0
+  # Steps whose loss, gradient or new parameters are NaN/Inf: 0 stops the run at the first (no
+  # such state is ever saved); N > 0 skips up to N of them (the step changes nothing), then stops.
+  config.train.max_bad_steps = 0
   return config
 
 

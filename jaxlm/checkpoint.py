@@ -12,6 +12,7 @@ saved on 4 devices restores on 1 (and vice versa).
 """
 
 import json
+import math
 import os
 
 import jax
@@ -121,14 +122,21 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
   if best_mode not in ("min", "max"):
     raise ValueError(f"best_mode={best_mode!r}: use 'min' or 'max'")
   key = metric_key(best_metric)
+  worst = math.inf if best_mode == "min" else -math.inf
+
+  def ranked(metrics) -> float:
+    """The step's metric, a NaN/Inf one (never saved since issue 12; older workdirs) ranked worst."""
+    value = float(metrics[key])
+    return value if math.isfinite(value) else worst
+
   policy = preservation_policy.AnyPreservationPolicy([
       preservation_policy.LatestN(n=keep),
       # Orbax keeps the last n after sorting ascending (reverse=False); reverse=True puts the
       # lowest value last, which is the best for "min".
-      preservation_policy.BestN(get_metric_fn=lambda metrics: metrics[key], reverse=best_mode == "min", n=1),
+      preservation_policy.BestN(get_metric_fn=ranked, reverse=best_mode == "min", n=1),
   ])
   # best_fn also makes Orbax write each step's metrics beside it (read back by best_step).
-  options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda m: m[key],
+  options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=ranked,
                                          best_mode=best_mode, create=not read_only,
                                          read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options)

@@ -157,10 +157,14 @@ def apply_model(model, variables, batch, *, train: bool, carry, rngs=None):
 
 
 def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, optimizer, seed: int,
-                           num_devices: int):
+                           num_devices: int, skip_nonfinite: bool = False):
   """Runs on one device's rows; returns replicated new params and summed metrics.
 
   loss_fn(outputs, batch) -> sums with loss_sum and count (Task.loss).
+  The metrics hold `nonfinite_steps`: 1.0 when the loss, the gradient or the new
+  parameters hold a NaN/Inf (read from their norms, which the step computes anyway),
+  else 0.0. skip_nonfinite (static; train.max_bad_steps > 0): such a step leaves params,
+  opt_state and carry unchanged and contributes zero sums, so the loop can go on.
   num_devices: the size of the data axis (static). On one device the gradient needs no
   averaging: make_train_step then maps without shard_map's replication types, and the
   step has no all-reduce of the gradients (XLA:CPU runs a one-device all-reduce as a
@@ -192,19 +196,32 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   step_metrics = jax.lax.psum(sums, DATA_AXIS)
   step_metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(new_params),
                       update_norm=optax.tree.norm(updates))
-  new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state,
-                            carry=jax.lax.stop_gradient(new_carry))
+  # The norms are sums of squares: finite exactly when every element is (or it overflows,
+  # which is as unusable). The gradient is the pmean'd one, so every device agrees.
+  finite = (jnp.isfinite(step_metrics["loss_sum"]) & jnp.isfinite(step_metrics["grad_norm"])
+            & jnp.isfinite(step_metrics["param_norm"]))
+  new_carry = jax.lax.stop_gradient(new_carry)
+  if skip_nonfinite:
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_params, opt_state = keep(new_params, state.params), keep(opt_state, state.opt_state)
+    new_carry = keep(new_carry, carry)
+    step_metrics = jax.tree.map(lambda value: jnp.where(finite, value, jnp.zeros_like(value)), step_metrics)
+  step_metrics["nonfinite_steps"] = 1.0 - finite.astype(jnp.float32)
+  new_state = state.replace(step=state.step + 1, params=new_params, opt_state=opt_state, carry=new_carry)
   return new_state, step_metrics
 
 
-def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState, seed: int):
+def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState, seed: int, *,
+                    skip_nonfinite: bool = False):
   """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated.
 
-  loss_fn(outputs, batch) -> sums (Task.loss).
+  loss_fn(outputs, batch) -> sums (Task.loss). skip_nonfinite: a step whose loss, gradient
+  or new parameters are not finite changes nothing (see _per_device_train_step).
   """
   specs = state_specs(state)
   per_device = functools.partial(_per_device_train_step, model=model, loss_fn=loss_fn,
-                                 optimizer=optimizer, seed=seed, num_devices=mesh.shape[DATA_AXIS])
+                                 optimizer=optimizer, seed=seed, num_devices=mesh.shape[DATA_AXIS],
+                                 skip_nonfinite=skip_nonfinite)
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(DATA_AXIS)), out_specs=(specs, P()),
                          check_vma=mesh.shape[DATA_AXIS] > 1)
   return jax.jit(mapped, donate_argnums=(0,))
@@ -403,9 +420,58 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _without_norms(sums: dict) -> tuple[dict, dict]:
-  """Splits the step's parameter/gradient/update norms from the task's sums."""
-  norms = {key: value for key, value in sums.items() if key.endswith("_norm")}
+  """Splits the step's parameter/gradient/update norms and its non-finite count from the task's sums."""
+  norms = {key: value for key, value in sums.items() if key.endswith("_norm") or key == "nonfinite_steps"}
   return {key: value for key, value in sums.items() if key not in norms}, norms
+
+
+class FiniteGuard:
+  """Knows, at every step that logs or saves, whether the steps so far were finite.
+
+  max_bad_steps 0: any step whose loss, gradient or new parameters are not finite stops the
+  run. N > 0: the step skipped them (make_train_step's skip_nonfinite); more than N in the
+  run stops it. Skipped steps are counted from metrics.jsonl on a resume.
+  """
+
+  def __init__(self, max_bad_steps: int, workdir: str, start_step: int, checkpoint_manager):
+    self.max_bad_steps, self.manager = max_bad_steps, checkpoint_manager
+    self.skipped = 0  # in logged intervals
+    for record in _records(workdir):
+      if record.get("kind") == "train" and record["step"] <= start_step:
+        self.skipped += int(record.get("skipped_steps", 0))
+
+  def check(self, step_range, sums: dict, *, logged: bool) -> None:
+    """sums: host values of the interval's summed step metrics. logged: the interval ends here."""
+    bad = int(round(sums.get("nonfinite_steps", 0.0)))
+    total = self.skipped + bad
+    if logged:
+      self.skipped = total
+    if bad and (self.max_bad_steps == 0 or total > self.max_bad_steps):
+      what = (f"loss, gradient or parameters became NaN/Inf between steps {step_range[0]} and {step_range[1]} "
+              f"(loss_sum={sums['loss_sum']}, grad_norm={sums['grad_norm']})")
+      if self.max_bad_steps:
+        what = (f"{total} steps had a NaN/Inf loss or gradient, more than train.max_bad_steps="
+                f"{self.max_bad_steps}; the last between steps {step_range[0]} and {step_range[1]}")
+      self.stop(what)
+
+  def check_validation(self, step: int, metric: str, value: float) -> None:
+    if not math.isfinite(value):
+      self.stop(f"validation {metric} at step {step} is {value}")
+
+  def stop(self, what: str):
+    kept = self.manager.latest_step()
+    last = (f"the last finite checkpoint is step {kept} in {self.manager.directory} (this state was not saved)"
+            if kept is not None else "no checkpoint was saved")
+    raise NonFiniteLossError(f"{what}. Training stopped; {last}. Lower optim.lr, raise optim.warmup_steps, "
+                             "or set train.max_bad_steps to skip a few bad steps.")
+
+
+def _records(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as handle:
+    return [json.loads(line) for line in handle if line.strip()]
 
 
 def every(step: int, interval: int) -> bool:
@@ -423,13 +489,10 @@ class EarlyStopping:
   def __init__(self, task, patience: int, workdir: str, start_step: int):
     self.metric, self.sign, self.patience = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, patience
     self.best, self.since_best = math.inf, 0
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-      with open(path) as handle:
-        for line in handle:
-          record = json.loads(line)
-          if record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record:
-            self.update(record[self.metric])
+    for record in _records(workdir):
+      if (record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record
+          and not record.get("interrupted")):
+        self.update(record[self.metric])
 
   def update(self, value: float) -> bool:
     """Records a validation; True when patience has run out."""
@@ -458,7 +521,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   start_step = int(state.step)
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
-  train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed)
+  max_bad_steps = train_config.get("max_bad_steps", 0)
+  guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
+  train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
+                               skip_nonfinite=max_bad_steps > 0)
   evaluate_split = make_evaluator(experiment)
   writer = MetricWriter(workdir)
   schedule = optim.build_schedule(config.optim, train_config.steps)
@@ -470,14 +536,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       summary["training_seconds"] = training_seconds
     writer.write(step, "valid", summary)
     return summary
-
-  def check_finite(step_range, sums):
-    if not math.isfinite(sums["loss_sum"]) or not math.isfinite(sums["grad_norm"]):
-      kept = manager.latest_step()
-      raise NonFiniteLossError(
-          f"loss or gradient became NaN/Inf between steps {step_range[0]} and {step_range[1]} "
-          f"(loss_sum={sums['loss_sum']}, grad_norm={sums['grad_norm']}). Training stopped; the last good "
-          f"checkpoint is step {kept} in {manager.directory}. Lower optim.lr or raise optim.warmup_steps.")
 
   bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
              dynamic_ncols=True, desc="train")
@@ -504,10 +562,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       at_end = step == train_config.steps or out_of_time
       if every(step, train_config.log_every) or at_end:
         sums, norms = _without_norms(_host_values(interval_sums))
-        check_finite((interval_start + 1, step), {**sums, **norms})
+        guard.check((interval_start + 1, step), {**sums, **norms}, logged=True)
         steps_done = step - interval_start
+        skipped = int(round(norms.pop("nonfinite_steps")))
         summary = task.summarise(sums)
-        summary.update({key: value / steps_done for key, value in norms.items()})  # averages over the interval
+        # Averages over the interval (a skipped step's norms are zeros: averaged over the others).
+        summary.update({key: value / max(steps_done - skipped, 1) for key, value in norms.items()})
+        if max_bad_steps:
+          summary["skipped_steps"] = skipped
         elapsed = time.time() - interval_time - paused_seconds
         training_seconds += elapsed
         summary.update(tokens_per_second=interval_inputs / elapsed,
@@ -521,8 +583,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         # The steps since the last log are training time too (eval_every need not be a
         # multiple of log_every); the next log counts them, without this pause.
         paused_from = time.time()
+        if interval_sums is not None:  # the steps since the last log: finite, or few enough skipped?
+          guard.check((interval_start + 1, step), _host_values(interval_sums), logged=False)
         last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds)
         bar.write(f"step {step}: valid {task.describe(last_valid)}")
+        guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
         checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
         paused_seconds += time.time() - paused_from
         if early_stopping.update(last_valid[task.best_metric]):

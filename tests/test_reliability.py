@@ -1,0 +1,93 @@
+"""Issue 12: a run that cannot lie. Non-finite states, signals, workdir identity, damaged
+checkpoints, and the one-line messages around them."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import smoke_config
+from jaxlm import checkpoint, train
+from jaxlm.tasks import causal_lm
+
+
+def records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as handle:
+    return [json.loads(line) for line in handle]
+
+
+def kept_steps(workdir):
+  return sorted(int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")) if name.isdigit())
+
+
+# ----------------------------------------------------------------------------
+# 1. Never save or rank a non-finite state.
+
+
+def test_a_nan_state_is_never_saved_and_the_message_names_the_last_finite_checkpoint(tiny_corpus, cache_dir,
+                                                                                   tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
+  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  # An infinite learning rate makes every parameter NaN at step 4, which validates (and used
+  # to save) before the log at step 6 could see it.
+  broken = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 9, "optim.lr": float("inf"),
+                                                   "train.eval_every": 1, "train.log_every": 3})
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"between steps 4 and 4.*last finite checkpoint is step 3 .*not saved"):
+    train.train_and_evaluate(broken, str(tmp_path), progress=False)
+  assert kept_steps(tmp_path) == [3]
+
+
+def test_a_nan_validation_metric_is_never_ranked_best(tmp_path):
+  manager = checkpoint.manager(str(tmp_path), 1)
+  state = {"w": np.zeros(3, np.float32)}
+  for step, value in [(1, 5.0), (2, float("nan")), (3, float("inf")), (4, float("nan"))]:
+    checkpoint.save(manager, step, state, {"perplexity": value})
+  assert checkpoint.best_step(manager) == 1
+  assert kept_steps(tmp_path) == [1, 4]  # the best by a finite metric, and the latest
+
+
+def poison_train_steps(monkeypatch, bad_steps):
+  """Makes CausalLM's training batches of `bad_steps` (0-based batch indices) give a NaN loss."""
+  original = causal_lm.CausalLM.train_batch
+
+  def train_batch(self, step, **kwargs):
+    batch = original(self, step, **kwargs)
+    if step in bad_steps:
+      batch = dict(batch, weights=batch["weights"].copy())
+      batch["weights"][0, 0] = np.nan
+    return batch
+
+  monkeypatch.setattr(causal_lm.CausalLM, "train_batch", train_batch)
+
+
+def test_a_skipped_step_changes_nothing_and_is_counted(tiny_corpus, cache_dir):
+  config = smoke_config(tiny_corpus, cache_dir)
+  experiment = train.build_experiment(config)
+  state = train.init_experiment_state(experiment)
+  before = jax.device_get((state.params, state.opt_state))
+  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+                               state, config.seed, skip_nonfinite=True)
+  batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
+  batch["weights"][0, 0] = np.nan
+  state, metrics = step(state, train.global_batch(experiment.mesh, batch))
+  metrics = jax.device_get(metrics)
+  assert metrics["nonfinite_steps"] == 1.0 and metrics["loss_sum"] == 0.0 and int(state.step) == 1
+  for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get((state.params, state.opt_state)))):
+    np.testing.assert_array_equal(old, new)
+
+
+def test_max_bad_steps_skips_that_many_then_stops_with_the_range(tiny_corpus, cache_dir, tmp_path, monkeypatch):
+  poison_train_steps(monkeypatch, {2, 4})  # steps 3 and 5
+  skipping = smoke_config(tiny_corpus, cache_dir, **{"train.max_bad_steps": 2})
+  summary = train.train_and_evaluate(skipping, str(tmp_path / "skip"), progress=False)
+  assert np.isfinite(summary["loss"])
+  assert sum(record.get("skipped_steps", 0) for record in records(tmp_path / "skip")) == 2
+  strict = smoke_config(tiny_corpus, cache_dir, **{"train.max_bad_steps": 1})
+  with pytest.raises(train.NonFiniteLossError, match=r"2 steps had .*max_bad_steps=1.*between steps 5 and 6"):
+    train.train_and_evaluate(strict, str(tmp_path / "strict"), progress=False)
+  assert kept_steps(tmp_path / "strict") == [3]
+  with pytest.raises(train.NonFiniteLossError, match=r"between steps 3 and 3.*no checkpoint was saved"):
+    train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "stop"), progress=False)
