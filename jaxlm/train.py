@@ -17,6 +17,8 @@ import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -419,6 +421,45 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
+class TrainingInterrupted(Exception):
+  """SIGTERM or SIGINT stopped the run after a checkpoint of the step it finished."""
+
+  def __init__(self, signal_number: int, step: int, directory: str):
+    self.signal_number, self.step = signal_number, step
+    super().__init__(f"{signal.Signals(signal_number).name} received: finished step {step}, validated it and "
+                     f"saved checkpoint {step} in {directory}; run the same command to resume")
+
+
+class StopSignals:
+  """Turns SIGTERM and SIGINT into a request the loop reads after each step (main thread only).
+
+  A second signal of the same kind stops at once, as the default handler would.
+  """
+
+  NAMES = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self.previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for number in self.NAMES:
+        self.previous[number] = signal.signal(number, self.handle)
+    return self
+
+  def handle(self, number, frame):
+    if self.received is not None:
+      signal.signal(number, self.previous.get(number, signal.SIG_DFL))
+      signal.raise_signal(number)
+      return
+    self.received = number
+
+  def __exit__(self, *exc):
+    for number, handler in self.previous.items():
+      signal.signal(number, handler)
+
+
 def _without_norms(sums: dict) -> tuple[dict, dict]:
   """Splits the step's parameter/gradient/update norms and its non-finite count from the task's sums."""
   norms = {key: value for key, value in sums.items() if key.endswith("_norm") or key == "nonfinite_steps"}
@@ -529,12 +570,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   writer = MetricWriter(workdir)
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
-  def validate(step, training_seconds=None):
+  def validate(step, training_seconds=None, interrupted=False):
     summary = evaluate_split(state, "valid", batch_size=train_config.eval_batch_size,
                              limit=train_config.eval_tokens)
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
-    writer.write(step, "valid", summary)
+    # A validation the uninterrupted run would not have made: early stopping skips it.
+    writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
     return summary
 
   bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
@@ -549,7 +591,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   last_valid = None
   step = start_step
   in_flight = InFlight()
+  stop_signals = StopSignals()
   try:
+    stop_signals.__enter__()
     while step < train_config.steps:
       local = task.train_batch(step, seed=config.seed, batch_size=train_config.batch_size,
                                process_index=jax.process_index(), process_count=jax.process_count())
@@ -559,7 +603,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       interval_inputs += local["inputs"].size * jax.process_count()
       interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
       out_of_time = train_config.max_minutes > 0 and time.time() - started > 60 * train_config.max_minutes
-      at_end = step == train_config.steps or out_of_time
+      # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (the checkpoint
+      # has its own metric, so it is ranked truly), then the run stops.
+      signalled = stop_signals.received is not None
+      at_end = step == train_config.steps or out_of_time or signalled
       if every(step, train_config.log_every) or at_end:
         sums, norms = _without_norms(_host_values(interval_sums))
         guard.check((interval_start + 1, step), {**sums, **norms}, logged=True)
@@ -585,22 +632,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         paused_from = time.time()
         if interval_sums is not None:  # the steps since the last log: finite, or few enough skipped?
           guard.check((interval_start + 1, step), _host_values(interval_sums), logged=False)
-        last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds)
+        off_schedule = signalled and not every(step, train_config.eval_every) and step < train_config.steps
+        last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds,
+                              interrupted=off_schedule)
         bar.write(f"step {step}: valid {task.describe(last_valid)}")
         guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
         checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
         paused_seconds += time.time() - paused_from
-        if early_stopping.update(last_valid[task.best_metric]):
+        if not off_schedule and early_stopping.update(last_valid[task.best_metric]):
           bar.write(f"stopping at step {step}: no better valid {task.best_metric} in the last "
                     f"train.patience={train_config.patience} validations")
           break
       bar.update(1)
+      if signalled and step < train_config.steps:
+        raise TrainingInterrupted(stop_signals.received, step, manager.directory)
       if out_of_time:
         bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
         break
     if last_valid is None:  # nothing left to train (a finished run started again): report its state
       last_valid = validate(step)
   finally:
+    stop_signals.__exit__()
     bar.close()
     writer.close()
     manager.close()

@@ -3,9 +3,15 @@
   python launch/train.py --config=configs/quickstart.py --workdir=runs/quickstart
   python launch/train.py --config=configs/quickstart.py:smoke --workdir=/tmp/smoke --config.optim.lr=1e-3
 
+SIGTERM or SIGINT (Ctrl-C) finishes the current step, validates and checkpoints it, prints
+one line on stderr and exits with 128 + the signal number (143, 130); the same command
+resumes. A second signal stops at once.
+
 Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
 cluster from the environment); each host loads its own rows of every batch.
 """
+
+import sys
 
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
@@ -26,7 +32,14 @@ def main(argv):
   if _MULTIHOST.value:
     import jax
     jax.distributed.initialize()
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train.TrainingInterrupted as interrupted:
+    # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
+    # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as
+    # finished, while the checkpoint of the last step makes the restart lose nothing.
+    print(f"jaxlm: {interrupted}", file=sys.stderr)
+    sys.exit(128 + interrupted.signal_number)
   numbers = " ".join(f"{key} {value:.4f}" for key, value in summary.items() if isinstance(value, float))
   print(f"final validation: {numbers}")
 

@@ -39,19 +39,31 @@ def train_losses(workdir):
   return losses
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_run(tiny_corpus, cache_dir, tmp_path):
-  whole, interrupted = str(tmp_path / "whole"), str(tmp_path / "interrupted")
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_corpus, cache_dir, tmp_path_factory):
+  """The workdir of the 24-step run that interrupted runs are compared with."""
+  whole = str(tmp_path_factory.mktemp("whole"))
   result = launch("train.py", *train_args(whole, tiny_corpus, cache_dir))
   assert result.returncode == 0, result.stdout + result.stderr
+  return whole
 
-  process = launch("train.py", *train_args(interrupted, tiny_corpus, cache_dir), wait=False)
-  marker = os.path.join(interrupted, "checkpoints", "6", "commit_success.txt")
+
+def start_and_signal(workdir, corpus, cache, signal_number):
+  """Starts the 24-step run and sends `signal_number` once checkpoint 6 is written; the process."""
+  process = launch("train.py", *train_args(workdir, corpus, cache), wait=False)
+  marker = os.path.join(workdir, "checkpoints", "6", "commit_success.txt")
   deadline = time.time() + 240
   while not os.path.exists(marker) and process.poll() is None and time.time() < deadline:
     time.sleep(0.05)
-  assert process.poll() is None, "the run ended before it could be killed:\n" + process.stdout.read()
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  assert process.poll() is None, "the run ended before it could be signalled:\n" + process.stdout.read()
+  process.send_signal(signal_number)
+  process.wait(timeout=120)
+  return process
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_run(tiny_corpus, cache_dir, tmp_path, uninterrupted):
+  whole, interrupted = uninterrupted, str(tmp_path / "interrupted")
+  start_and_signal(interrupted, tiny_corpus, cache_dir, signal.SIGKILL)
   killed_at = max(int(name) for name in os.listdir(os.path.join(interrupted, "checkpoints")) if name.isdigit())
   assert killed_at < 24
 
@@ -71,6 +83,26 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(tiny_corpus, cache_di
   assert report["step"] == 24 and report["tokens"] == test_tokens - 1  # every target, none dropped
   four = json.loads(launch("evaluate.py", f"--workdir={interrupted}", "--split=test").stdout.splitlines()[-1])
   assert abs(four["loss"] - report["loss"]) < 1e-5
+
+
+def test_sigterm_saves_the_step_it_finished_and_the_restart_repeats_the_run(tiny_corpus, cache_dir, tmp_path,
+                                                                           uninterrupted):
+  interrupted = str(tmp_path / "interrupted")
+  process = start_and_signal(interrupted, tiny_corpus, cache_dir, signal.SIGTERM)
+  output = process.stdout.read()
+  assert process.returncode == 128 + signal.SIGTERM, output
+  lines = [line for line in output.splitlines() if "SIGTERM" in line]
+  assert len(lines) == 1 and "Traceback" not in output, output
+  stopped_at = int(lines[0].split("finished step ")[1].split(",")[0])
+  assert 6 <= stopped_at < 24 and f"saved checkpoint {stopped_at}" in lines[0]
+  steps = [int(name) for name in os.listdir(os.path.join(interrupted, "checkpoints")) if name.isdigit()]
+  assert max(steps) == stopped_at  # the step it finished, not the last evaluation's
+
+  result = launch("train.py", *train_args(interrupted, tiny_corpus, cache_dir))
+  assert result.returncode == 0, result.stdout + result.stderr
+  expected, resumed = train_losses(uninterrupted), train_losses(interrupted)
+  assert sorted(resumed) == sorted(expected) == list(range(1, 25))
+  assert all(resumed[step] == expected[step] for step in range(1, 25)), (resumed, expected)
 
 
 def test_misspelled_config_key_fails_at_start_up(tmp_path):
