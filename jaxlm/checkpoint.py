@@ -1,9 +1,12 @@
 """Orbax checkpoints that resume themselves, and the guard against mixing runs.
 
 Layout of a workdir:
-  config.json      the full config of the run (written once, before any checkpoint)
+  config.json      the full config of the run (rewritten only by a resume with no
+                   differences, or with differences named in --allow_change)
   vocabulary.txt   the model's input vocabulary (words or pieces, one per line, in id
-                   order), so a fine-tuning run tokenises exactly as this run did
+                   order), so a fine-tuning run tokenises exactly as this run did, and
+                   evaluation scores with the ids the model was trained on
+  data_fingerprint.txt  a sha256 prefix of the data files' content (Task.fingerprint)
   checkpoints/N/   Orbax checkpoints: the last `keep_checkpoints` plus the best by the
                    task's validation metric (kept by Orbax's preservation policies)
   metrics.jsonl, events.out.tfevents.*   logs
@@ -29,58 +32,133 @@ class IncompatibleWorkdirError(ValueError):
   """The workdir holds a run whose model differs from the requested one."""
 
 
+# What makes a run the run: the sections and keys a resume or an evaluation must share with the
+# saved config. train's other keys (logging, evaluation, patience, time budget) never change what
+# is trained.
+IDENTITY = ("seed", "model", "task", "data", "optim", "train.batch_size", "train.seq_len", "train.steps")
+# Where the files are, not what they hold (the data fingerprint covers their content): a workdir
+# moved to another machine keeps its identity.
+LOCATIONS = ("data.path", "data.cache_dir", "task.path")
+DATA_FINGERPRINT_FILE = "data_fingerprint.txt"
+
+
 def signature(config: ml_collections.ConfigDict) -> dict:
-  """What must match for a checkpoint to be resumed: the model, the task and its data.
+  """What must match for a checkpoint to be resumed: IDENTITY's keys, without LOCATIONS.
 
   Through JSON, as config.json stores it, so a tuple in the config equals the list saved.
   A config saved before tasks existed has no task section: it was a causal LM.
   """
-  from jaxlm import tasks
-  identity = {"model": config.model.to_dict(), "task": tasks.task_name(config)}
-  if "data" in config:
-    identity["corpus"] = config.data.corpus
-  return json.loads(json.dumps(identity))
+  flat = json.loads(config.to_json())
+  flat.setdefault("task", {"name": "causal_lm"})
+  identity = {}
+  for dotted in IDENTITY:
+    section, _, key = dotted.partition(".")
+    if section in flat and (not key or key in flat[section]):
+      identity.setdefault(section, {} if key else flat[section])
+      if key:
+        identity[section][key] = flat[section][key]
+  for dotted in LOCATIONS:
+    section, _, key = dotted.partition(".")
+    if isinstance(identity.get(section), dict):
+      identity[section] = {name: value for name, value in identity[section].items() if name != key}
+  return identity
 
 
-def _differences(saved: dict, requested: dict, prefix: str = "") -> list[str]:
+def _differences(saved: dict, requested: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """(dotted key, saved value, requested value) for each difference. A key absent from the saved
+  config (added to jaxlm after the run was saved) is not one: a shape change still fails at restore."""
   keys = sorted(set(saved) | set(requested))
   found = []
   for key in keys:
     if key not in saved:
-      continue  # a key added to jaxlm after the run was saved; a shape change still fails at restore
+      continue
     left, right = saved[key], requested.get(key, "<absent>")
     if isinstance(left, dict) and isinstance(right, dict):
       found += _differences(left, right, f"{prefix}{key}.")
     elif left != right:
-      found.append(f"{prefix}{key}: saved {left!r}, requested {right!r}")
+      found.append((f"{prefix}{key}", left, right))
   return found
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes config.json for a new run, or refuses a workdir of an incompatible model.
+def _vocabulary_difference(saved: list[str], built: list[str]) -> str:
+  first = next((index for index, (a, b) in enumerate(zip(saved, built)) if a != b), min(len(saved), len(built)))
+  at = lambda words: repr(words[first]) if first < len(words) else "<end>"
+  return f"{len(saved)} words saved, {len(built)} built from the data; first difference at id {first}: " \
+         f"saved {at(saved)}, built {at(built)}"
 
-  Nothing already in the workdir is ever overwritten by a mismatched run.
+
+def workdir_differences(workdir: str, config: ml_collections.ConfigDict, *, words=None,
+                        fingerprint: str = "") -> list[tuple[str, object, object]]:
+  """How `config` (and the data it reads: its vocabulary `words`, its files' `fingerprint`)
+  differ from the run saved in `workdir`. Keys: config keys, "vocabulary", "data.fingerprint"."""
+  found = _differences(signature(load_config(workdir)), signature(config))
+  saved_words = load_words(workdir)
+  if words is not None and saved_words is not None and list(words) != saved_words:
+    found.append(("vocabulary", "vocabulary.txt", _vocabulary_difference(saved_words, list(words))))
+  saved_fingerprint = load_fingerprint(workdir)
+  if fingerprint and saved_fingerprint and fingerprint != saved_fingerprint:
+    found.append(("data.fingerprint", saved_fingerprint, fingerprint))
+  return found
+
+
+def _allowed(key: str, allow_change) -> bool:
+  return any(key == name or key.startswith(name + ".") for name in allow_change)
+
+
+def describe(differences) -> str:
+  return "; ".join(f"{key}: saved {left!r}, requested {right!r}" if key != "vocabulary" else f"vocabulary: {right}"
+                   for key, left, right in differences)
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
+                    allow_change=()) -> list[str]:
+  """Writes config.json, vocabulary.txt and the data fingerprint for a new run or an accepted
+  resume; refuses a workdir whose checkpoints were trained otherwise. Returns the allowed changes.
+
+  A resume whose identity (signature(), the vocabulary, the data files' fingerprint) differs is
+  refused with every difference, unless each differing key is named in `allow_change` (a key or
+  a section, e.g. "train.steps"). A refused run writes nothing: checks come before any write.
   """
-  os.makedirs(workdir, exist_ok=True)
   config_path = os.path.join(workdir, CONFIG_FILE)
   checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
   has_checkpoints = os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
-  if os.path.exists(config_path):
-    saved = load_config(workdir)
-    differences = _differences(signature(saved), signature(config))
-    if differences and has_checkpoints:
+  changes = []
+  if os.path.exists(config_path) and has_checkpoints:
+    differences = workdir_differences(workdir, config, words=words, fingerprint=fingerprint)
+    refused = [difference for difference in differences if not _allowed(difference[0], allow_change)]
+    if refused:
+      names = ",".join(key for key, _, _ in refused)
       raise IncompatibleWorkdirError(
-          f"workdir {workdir} holds checkpoints of a different model ({'; '.join(differences)}). "
-          "Its checkpoints are left untouched: choose a new --workdir, or remove this one yourself.")
+          f"workdir {workdir} holds checkpoints of a different run ({describe(refused)}). Nothing in it was "
+          f"changed: choose a new --workdir, or, if the change is intended, pass --allow_change={names}.")
+    changes = [describe([difference]) for difference in differences]
   elif has_checkpoints:
     raise IncompatibleWorkdirError(
         f"workdir {workdir} has checkpoints but no {CONFIG_FILE}, so their model is unknown. "
         "Choose a new --workdir.")
   if jax.process_index() == 0:
-    temporary = config_path + ".tmp"
-    with open(temporary, "w") as handle:
-      handle.write(config.to_json(indent=2))
-    os.replace(temporary, config_path)
+    os.makedirs(workdir, exist_ok=True)
+    _write_atomically(config_path, config.to_json(indent=2))
+    if words is not None:
+      save_words(workdir, words)
+    if fingerprint:
+      _write_atomically(os.path.join(workdir, DATA_FINGERPRINT_FILE), fingerprint + "\n")
+  return changes
+
+
+def _write_atomically(path: str, text: str) -> None:
+  with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    handle.write(text)
+  os.replace(path + ".tmp", path)
+
+
+def load_fingerprint(workdir: str) -> str:
+  """The data files' fingerprint saved with the run ("" for a workdir saved before it existed)."""
+  path = os.path.join(workdir, DATA_FINGERPRINT_FILE)
+  if not os.path.exists(path):
+    return ""
+  with open(path) as handle:
+    return handle.read().strip()
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -108,6 +186,21 @@ def load_words(workdir: str) -> list[str] | None:
     return None
   with open(path, encoding="utf-8") as handle:
     return handle.read().split("\n")[:-1]
+
+
+def check_writable(directory: str) -> None:
+  """Fails now, in one line, if checkpoints cannot be written to `directory`."""
+  import tempfile
+  try:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_test"):
+      pass
+  except OSError as error:
+    raise CheckpointWriteError(f"cannot write checkpoints to {directory}: {error.strerror or error}. "
+                               "Make it writable, or choose another --workdir.") from None
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (permissions, a full disk)."""
 
 
 def metric_key(best_metric: str) -> str:

@@ -4,15 +4,47 @@ Every target (a language model's tokens) or example (a classifier's sentences) o
 split is scored exactly once; the task of the run (jaxlm/tasks) says how.
 """
 
+import sys
+
 from jaxlm import checkpoint, train
 
 
+class DataChangedError(ValueError):
+  """The data files differ from those the run was trained on."""
+
+
+def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool = False) -> None:
+  """Checks the data files' fingerprint against the run's and gives the task the saved vocabulary.
+
+  A changed fingerprint is refused unless allow_data_change (then a warning on stderr). The
+  task scores with vocabulary.txt's ids whenever it differs from the one rebuilt from the files.
+  """
+  task = experiment.task
+  saved, now = checkpoint.load_fingerprint(workdir), task.fingerprint
+  if saved and now and saved != now:
+    message = (f"the data files differ from those {workdir} was trained on (fingerprint saved {saved}, "
+               f"now {now}; see config.data / config.task paths)")
+    if not allow_data_change:
+      raise DataChangedError(f"{message}. Pass --allow_data_change to score them anyway, with the saved "
+                             "vocabulary.")
+    print(f"warning: {message}; scoring them with the saved vocabulary (--allow_data_change)", file=sys.stderr)
+  words = checkpoint.load_words(workdir)
+  if words is not None and words != list(task.words):
+    if not hasattr(task, "use_vocabulary"):
+      raise DataChangedError(f"{workdir}/{checkpoint.VOCABULARY_FILE} differs from the vocabulary built from "
+                             f"the data ({checkpoint._vocabulary_difference(words, list(task.words))}), and the "
+                             f"{type(task).__name__} task cannot re-encode its data with it")
+    task.use_vocabulary(words)
+    experiment.model = task.build_model(experiment.config.model)  # the saved vocabulary's size
+
+
 def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False, data_path: str | None = None,
-                    cache_dir: str | None = None):
+                    cache_dir: str | None = None, allow_data_change: bool = False):
   """(experiment, step, state) of a workdir's kept checkpoint, on whatever devices are present.
 
   step: a kept step; best: the best by the task's validation metric; neither: the latest.
   data_path / cache_dir override a language model's saved config.data (a moved workdir).
+  The saved vocabulary and data fingerprint apply (use_saved_data_identity).
   """
   config = checkpoint.load_config(workdir)
   if data_path is not None:
@@ -20,6 +52,7 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
   experiment = train.build_experiment(config)
+  use_saved_data_identity(experiment, workdir, allow_data_change=allow_data_change)
   task = experiment.task
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True,
                                best_metric=task.best_metric, best_mode=task.best_mode)
@@ -40,7 +73,7 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
 def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = False,
                      splits: tuple[str, ...] = ("test",), batch_size: int | None = None,
                      length: int | None = None, data_path: str | None = None,
-                     cache_dir: str | None = None) -> list[dict]:
+                     cache_dir: str | None = None, allow_data_change: bool = False) -> list[dict]:
   """One {'step', 'split', **the task's summary} per split, all from one checkpoint restored
   once (a language model's summary: loss, perplexity, accuracy, accuracy_top5, tokens).
 
@@ -54,7 +87,7 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   without context, so a longer `length` gives it more.
   """
   experiment, step, state = restore_workdir(workdir, step=step, best=best, data_path=data_path,
-                                            cache_dir=cache_dir)
+                                            cache_dir=cache_dir, allow_data_change=allow_data_change)
   task, config = experiment.task, experiment.config
   for split in splits:
     if split not in task.splits:

@@ -507,6 +507,20 @@ class FiniteGuard:
                              "or set train.max_bad_steps to skip a few bad steps.")
 
 
+def keep_records_up_to(workdir: str, step: int) -> None:
+  """Drops metrics.jsonl records of steps after `step` (atomically: a copy, then a rename)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if jax.process_index() != 0 or not os.path.exists(path):
+    return
+  with open(path) as handle:
+    lines = handle.readlines()
+  kept = [line for line in lines if line.strip() and line.endswith("\n") and json.loads(line)["step"] <= step]
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as handle:
+      handle.writelines(kept)
+    os.replace(path + ".tmp", path)
+
+
 def _records(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
@@ -544,15 +558,22 @@ class EarlyStopping:
     return self.patience > 0 and self.since_best >= self.patience
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
-  """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
+                       allow_change=()) -> dict:
+  """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation summary.
+
+  A resume must be the same run (checkpoint.prepare_workdir: seed, data and its fingerprint,
+  vocabulary, model, optimiser, schedule, batch); allow_change names intended differences
+  (e.g. ("train.steps",)), which are then recorded in metrics.jsonl as kind "config_change".
+  """
   from tqdm import tqdm
-  checkpoint.prepare_workdir(workdir, config)
-  experiment = build_experiment(config)
+  experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
-  checkpoint.save_words(workdir, task.words)
+  changes = checkpoint.prepare_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
+                                       allow_change=allow_change)
   manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
                                best_mode=task.best_mode)
+  checkpoint.check_writable(manager.directory)  # now, not at the first save after training
 
   latest = manager.latest_step()
   if latest is None:
@@ -560,6 +581,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
     state = checkpoint.restore(manager, latest, experiment_target(experiment))
   start_step = int(state.step)
+  # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
+  keep_records_up_to(workdir, start_step)
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
   max_bad_steps = train_config.get("max_bad_steps", 0)
@@ -568,6 +591,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                                skip_nonfinite=max_bad_steps > 0)
   evaluate_split = make_evaluator(experiment)
   writer = MetricWriter(workdir)
+  if changes:
+    writer.write(start_step, "config_change", {"changes": changes})
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
   def validate(step, training_seconds=None, interrupted=False):

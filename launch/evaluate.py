@@ -22,6 +22,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Contiguous rows the spli
                                    "along each (default: config train.eval_batch_size).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Segment length (default: config train.seq_len); longer "
                                 "gives stateless bodies (TCN) more context.")
+_ALLOW_DATA_CHANGE = flags.DEFINE_bool("allow_data_change", False, "Score data files whose content differs from "
+                                       "the run's (a warning; the saved vocabulary is used).")
 flags.mark_flag_as_required("workdir")
 
 
@@ -32,7 +34,8 @@ def main(argv):
     raise app.UsageError("give --step or --best, not both")
   results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
                                       splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
-                                      length=_SEQ_LEN.value, data_path=_DATA_PATH.value)
+                                      length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
+                                      allow_data_change=_ALLOW_DATA_CHANGE.value)
   for result in results:
     numbers = " ".join(f"{key} {value:.4f}" for key, value in result.items()
                        if key not in ("step", "split") and isinstance(value, float))

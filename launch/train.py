@@ -22,6 +22,9 @@ from jaxlm import train
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, config.json and metrics go.")
+_ALLOW_CHANGE = flags.DEFINE_list("allow_change", [], "Config keys (or sections) a resume may change, e.g. "
+                                   "train.steps,train.max_minutes; also vocabulary, data.fingerprint. Each "
+                                   "change is logged in metrics.jsonl (kind config_change).")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -33,7 +36,7 @@ def main(argv):
     import jax
     jax.distributed.initialize()
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_change=tuple(_ALLOW_CHANGE.value))
   except train.TrainingInterrupted as interrupted:
     # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
     # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as

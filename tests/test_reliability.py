@@ -91,3 +91,84 @@ def test_max_bad_steps_skips_that_many_then_stops_with_the_range(tiny_corpus, ca
   assert kept_steps(tmp_path / "strict") == [3]
   with pytest.raises(train.NonFiniteLossError, match=r"between steps 3 and 3.*no checkpoint was saved"):
     train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "stop"), progress=False)
+
+
+# ----------------------------------------------------------------------------
+# 3. The workdir records what makes the run the run.
+
+
+def snapshot(workdir):
+  """Every file's bytes under `workdir` (a refused run must change none)."""
+  files = {}
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as handle:
+        files[os.path.relpath(path, workdir)] = handle.read()
+  return files
+
+
+@pytest.fixture(scope="module")
+def own_corpus(tmp_path_factory):
+  """A private copy of the tiny corpus (tests here edit it)."""
+  from conftest import write_tiny_corpus
+  return write_tiny_corpus(str(tmp_path_factory.mktemp("own_corpus")))
+
+
+@pytest.fixture
+def trained(own_corpus, cache_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), workdir, progress=False)
+  return workdir
+
+
+@pytest.mark.parametrize("key,value", [("seed", 1), ("train.batch_size", 4), ("optim.name", "sgd"),
+                                       ("data.batching", "stream"), ("train.steps", 9)])
+def test_a_resume_of_another_run_is_refused_and_writes_nothing(own_corpus, cache_dir, trained, key, value):
+  before = snapshot(trained)
+  other = smoke_config(own_corpus, cache_dir, **{"train.steps": 3, key: value})
+  if key == "train.steps":
+    other.train.steps = value
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match=rf"{key}: saved .*--allow_change={key}\."):
+    train.train_and_evaluate(other, trained, progress=False)
+  assert snapshot(trained) == before
+
+
+def test_an_allowed_change_goes_on_and_is_logged(own_corpus, cache_dir, trained):
+  longer = smoke_config(own_corpus, cache_dir, **{"train.steps": 6})
+  train.train_and_evaluate(longer, trained, progress=False, allow_change=("train.steps",))
+  changes = [record for record in records(trained) if record["kind"] == "config_change"]
+  assert [(record["step"], record["changes"]) for record in changes] == [(3, ["train.steps: saved 3, requested 6"])]
+  assert json.load(open(os.path.join(trained, "config.json")))["train"]["steps"] == 6
+
+
+def test_an_old_workdir_without_the_new_keys_still_resumes(own_corpus, cache_dir, trained):
+  path = os.path.join(trained, "config.json")
+  saved = json.load(open(path))
+  del saved["train"]["max_bad_steps"], saved["data"]["tokenizer"]
+  json.dump(saved, open(path, "w"))
+  os.remove(os.path.join(trained, checkpoint.DATA_FINGERPRINT_FILE))
+  train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
+
+
+def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the_saved_vocabulary(
+    own_corpus, cache_dir, trained):
+  from jaxlm import evaluate
+  original = evaluate.evaluate_workdir(trained, splits=("test",))[0]
+  before = snapshot(trained)
+  train_file = os.path.join(own_corpus, "train.txt")
+  text = open(train_file).read()
+  try:
+    with open(train_file, "a") as handle:  # a new, most frequent word: the rebuilt ids all move
+      handle.write(" zzz" * 5000 + " \n")
+    resume = smoke_config(own_corpus, cache_dir, **{"train.steps": 6})
+    with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"vocabulary: (\d+) words saved, \d+ built.*"
+                       r"data.fingerprint: saved"):
+      train.train_and_evaluate(resume, trained, progress=False, allow_change=("train.steps",))
+    assert snapshot(trained) == before
+    with pytest.raises(evaluate.DataChangedError, match="--allow_data_change"):
+      evaluate.evaluate_workdir(trained, splits=("test",))
+    changed = evaluate.evaluate_workdir(trained, splits=("test",), allow_data_change=True)[0]
+    assert changed["loss"] == pytest.approx(original["loss"], rel=1e-6)  # the test split did not change
+  finally:
+    open(train_file, "w").write(text)

@@ -43,6 +43,16 @@ class Task(abc.ABC):
   # score_predictions, and the loop merges their scores into the summary.
   scores_predictions = False
 
+  @property
+  def fingerprint(self) -> str:
+    """A short hash of the data files' content, saved with a run so a resume or an evaluation
+    on changed files is caught; "" where unknown. Default: the files of `self.paths`."""
+    paths = getattr(self, "paths", None)
+    if not paths:
+      return ""
+    from jaxlm.data import text_files
+    return text_files.fingerprint([paths[split] for split in sorted(paths)])
+
   @classmethod
   def best_of(cls, config) -> tuple[str, str]:
     """(best_metric, best_mode) of a run's config, without reading its data (restores use it)."""

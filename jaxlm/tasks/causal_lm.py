@@ -45,6 +45,21 @@ class CausalLM(base.Task):
     self.token_loss = build_loss(config.model)
     self.chunk_size = config.train.neighbour_chunk_size
 
+  @property
+  def fingerprint(self):
+    return self.corpus.fingerprint  # the corpus files' content, and the tokenizer's settings
+
+  def use_vocabulary(self, words: list[str]) -> None:
+    """Re-encodes the splits with a saved run's vocabulary (ids in its order; a word it lacks ->
+    its <unk>), so a model is scored on the ids it was trained with. A split holding a word
+    the saved vocabulary lacks, without an <unk>, cannot be scored: eval_batches says so."""
+    import numpy as np
+    position = {word: index for index, word in enumerate(words)}
+    mapping = np.asarray([position.get(word, position.get("<unk>", -1)) for word in self.words], np.int32)
+    self.corpus.splits = {split: mapping[ids] for split, ids in self.corpus.splits.items()}
+    self.unscorable = {split: int(np.sum(ids < 0)) for split, ids in self.corpus.splits.items() if np.any(ids < 0)}
+    self.words = list(words)
+
   def build_model(self, model_config):
     from jaxlm.models import build_model
     return build_model(model_config, len(self.words),
@@ -61,6 +76,9 @@ class CausalLM(base.Task):
   def eval_batches(self, split, *, batch_size, limit=0, length=None):
     """length: the segment length (default train.seq_len); state is carried along each row."""
     base.check_split(split, self.corpus.splits)
+    if getattr(self, "unscorable", {}).get(split):
+      raise ValueError(f"split {split!r} has {self.unscorable[split]} tokens the run's saved vocabulary lacks, "
+                       "and it has no <unk>: it cannot be scored with this checkpoint")
     return lm_batches.evaluation_batches(self.corpus.splits[split], batch_size=batch_size,
                                          length=length or self.length, max_tokens=limit)
 

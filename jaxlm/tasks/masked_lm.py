@@ -90,6 +90,10 @@ class MaskedLM(causal_lm.CausalLM):
     self.mask_id = len(corpus_words)
     self.words = list(corpus_words) + [MASK_TOKEN]
 
+  def use_vocabulary(self, words):
+    super().use_vocabulary(words)
+    self.mask_id = self.words.index(MASK_TOKEN)
+
   def _mask(self, tokens, real, rng):
     return mask_tokens(tokens, real, rng, rate=self.rate, mask_fraction=self.mask_fraction,
                        random_fraction=self.random_fraction, mask_id=self.mask_id)
