@@ -17,6 +17,7 @@ saved on 4 devices restores on 1 (and vice versa).
 import json
 import math
 import os
+import sys
 
 import jax
 import ml_collections
@@ -245,6 +246,59 @@ def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_metr
 def best_step(checkpoint_manager: ocp.CheckpointManager) -> int | None:
   """The kept step with the best validation metric (the manager's best_metric and best_mode)."""
   return checkpoint_manager.best_step()
+
+
+class DamagedCheckpointError(IncompatibleWorkdirError):
+  """No kept checkpoint could be read."""
+
+
+def _one_line(error: BaseException) -> str:
+  """The first line of the innermost error that names a file, else of `error` (Orbax and
+  TensorStore wrap the cause in several layers and long specs)."""
+  chain, seen = [], error
+  while seen is not None and seen not in chain:
+    chain.append(seen)
+    seen = seen.__cause__ or seen.__context__
+  for candidate in reversed(chain):
+    text = str(candidate).strip().splitlines()[0] if str(candidate).strip() else ""
+    if "file" in text.lower() or "/" in text:
+      return text[:300]
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _missing_file(directory: str) -> str | None:
+  for name in ("_CHECKPOINT_METADATA", os.path.join("default", "_METADATA"), os.path.join("default", "manifest.ocdbt")):
+    if not os.path.exists(os.path.join(directory, name)):
+      return f"{os.path.join(directory, name)} is missing"
+  return None
+
+
+def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, *, on_damaged=None):
+  """(step, state) of the latest kept checkpoint that reads; each damaged one on the way is
+  reported in one line on stderr (and passed to on_damaged(step), e.g. to move it aside).
+
+  Only when no kept checkpoint reads is it an error, naming each one's cause.
+  """
+  causes = []
+  steps = sorted(checkpoint_manager.all_steps(), reverse=True)
+  for index, step in enumerate(steps):
+    directory = os.path.join(str(checkpoint_manager.directory), str(step))
+    cause = _missing_file(directory)
+    if cause is None:
+      try:
+        return step, restore(checkpoint_manager, step, abstract_state)
+      except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
+        cause = _one_line(error)
+    causes.append(f"step {step}: {cause}")
+    following = f"; restoring step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
+    print(f"warning: checkpoint step {step} in {checkpoint_manager.directory} is unreadable ({cause}){following}",
+          file=sys.stderr)
+    if on_damaged is not None:
+      on_damaged(step)
+  raise DamagedCheckpointError(
+      f"no kept checkpoint in {checkpoint_manager.directory} could be restored ({'; '.join(causes)}). If every "
+      "step fails the same way, the config does not match the run (model, optim.name and optim.clip_norm must); "
+      "otherwise the files are damaged: choose a new --workdir.")
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state):

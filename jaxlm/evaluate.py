@@ -59,13 +59,15 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
-  if best:
-    step = checkpoint.best_step(manager)
-  elif step is None:
-    step = manager.latest_step()
-  elif step not in steps:
-    raise ValueError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
-  state = checkpoint.restore(manager, step, train.experiment_target(experiment))
+  target = train.experiment_target(experiment)
+  if best or step is not None:  # a named checkpoint: no other will do
+    if best:
+      step = checkpoint.best_step(manager)
+    elif step not in steps:
+      raise ValueError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
+    state = checkpoint.restore(manager, step, target)
+  else:  # the latest readable one: a damaged latest is reported and the previous one scored
+    step, state = checkpoint.restore_readable(manager, target)
   manager.close()
   return experiment, int(step), state
 

@@ -575,11 +575,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                                best_mode=task.best_mode)
   checkpoint.check_writable(manager.directory)  # now, not at the first save after training
 
-  latest = manager.latest_step()
-  if latest is None:
+  if manager.latest_step() is None:
     state = init_experiment_state(experiment)
   else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
-    state = checkpoint.restore(manager, latest, experiment_target(experiment))
+    # A damaged checkpoint (a truncated file, a half-written save) is moved aside to
+    # damaged_checkpoints/, so the run goes on from the previous kept one and saves over nothing.
+    def move_aside(step):
+      if jax.process_index() == 0:
+        aside = os.path.join(workdir, "damaged_checkpoints")
+        os.makedirs(aside, exist_ok=True)
+        os.replace(os.path.join(str(manager.directory), str(step)),
+                   os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    _, state = checkpoint.restore_readable(manager, experiment_target(experiment), on_damaged=move_aside)
+    manager.reload()
   start_step = int(state.step)
   # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
   keep_records_up_to(workdir, start_step)

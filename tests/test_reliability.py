@@ -172,3 +172,35 @@ def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the
     assert changed["loss"] == pytest.approx(original["loss"], rel=1e-6)  # the test split did not change
   finally:
     open(train_file, "w").write(text)
+
+
+# ----------------------------------------------------------------------------
+# 4. Damaged checkpoints.
+
+
+def truncate_largest_file(step_directory):
+  paths = [os.path.join(root, name) for root, _, names in os.walk(step_directory) for name in names]
+  largest = max(paths, key=os.path.getsize)
+  with open(largest, "r+b") as handle:
+    handle.truncate(1000)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, cache_dir, tmp_path, capsys):
+  from jaxlm import evaluate
+  workdir = str(tmp_path / "run")
+  config = smoke_config(own_corpus, cache_dir)  # checkpoints 3 and 6
+  train.train_and_evaluate(config, workdir, progress=False)
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "6"))
+  capsys.readouterr()
+  assert evaluate.evaluate_workdir(workdir, splits=("valid",))[0]["step"] == 3
+  warnings = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
+  assert len(warnings) == 1 and "step 6" in warnings[0] and "restoring step 3" in warnings[0]
+
+  train.train_and_evaluate(config, workdir, progress=False)  # resumes from 3, moves 6 aside
+  assert kept_steps(workdir) == [3, 6] and len(os.listdir(os.path.join(workdir, "damaged_checkpoints"))) == 1
+  assert evaluate.evaluate_workdir(workdir, splits=("valid",))[0]["step"] == 6
+
+  os.remove(os.path.join(workdir, "checkpoints", "6", "default", "_METADATA"))
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"step 6: .*_METADATA is missing; step 3: "):
+    evaluate.evaluate_workdir(workdir, splits=("valid",))
