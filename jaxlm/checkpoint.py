@@ -236,11 +236,39 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options)
 
 
+_WRITE_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied")
+
+
+def _write_cause(error: BaseException) -> str | None:
+  """The OS-level reason in a (wrapped) failed write, in a few words, or None."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.errno:
+      return f"{seen.strerror}" + (f" ({seen.filename})" if seen.filename else "")
+    for cause in _WRITE_CAUSES:
+      if cause in str(seen):
+        return cause
+    seen = seen.__cause__ or seen.__context__
+  return None
+
+
 def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_metrics: dict) -> None:
-  """valid_metrics: {metric name: value} of this step's validation (see metric_key)."""
-  checkpoint_manager.save(step, args=ocp.args.StandardSave(state),
-                          metrics={metric_key(name): float(value) for name, value in valid_metrics.items()})
-  checkpoint_manager.wait_until_finished()
+  """valid_metrics: {metric name: value} of this step's validation (see metric_key).
+
+  A write that fails for an OS reason (a full disk, permissions) is one CheckpointWriteError line.
+  """
+  try:
+    checkpoint_manager.save(step, args=ocp.args.StandardSave(state),
+                            metrics={metric_key(name): float(value) for name, value in valid_metrics.items()})
+    checkpoint_manager.wait_until_finished()
+  except Exception as error:  # noqa: BLE001 (re-raised unchanged unless an OS cause is found)
+    cause = _write_cause(error)
+    if cause is None:
+      raise
+    raise CheckpointWriteError(
+        f"could not write checkpoint step {step} to {checkpoint_manager.directory}: {cause}. The kept "
+        "checkpoints before it are intact; free space (or fix permissions) and run the same command to "
+        "resume.") from None
 
 
 def best_step(checkpoint_manager: ocp.CheckpointManager) -> int | None:

@@ -7,11 +7,12 @@
 """
 
 import json
+import sys
 
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 
-from jaxlm import evaluate
+from jaxlm import checkpoint, evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -32,10 +33,13 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _BEST.value and _STEP.value is not None:
     raise app.UsageError("give --step or --best, not both")
-  results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
-                                      splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
-                                      length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
-                                      allow_data_change=_ALLOW_DATA_CHANGE.value)
+  try:
+    results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
+                                        splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
+                                        length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
+                                        allow_data_change=_ALLOW_DATA_CHANGE.value)
+  except (checkpoint.IncompatibleWorkdirError, evaluate.DataChangedError, FileNotFoundError) as error:
+    sys.exit(f"launch/evaluate.py: {error}")  # messages that say what to do: one line, no traceback
   for result in results:
     numbers = " ".join(f"{key} {value:.4f}" for key, value in result.items()
                        if key not in ("step", "split") and isinstance(value, float))

@@ -17,7 +17,7 @@ import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import train
+from jaxlm import checkpoint, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)
@@ -37,6 +37,8 @@ def main(argv):
     jax.distributed.initialize()
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_change=tuple(_ALLOW_CHANGE.value))
+  except (checkpoint.IncompatibleWorkdirError, checkpoint.CheckpointWriteError, train.NonFiniteLossError) as error:
+    sys.exit(f"launch/train.py: {error}")  # messages that say what to do: one line, no traceback
   except train.TrainingInterrupted as interrupted:
     # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
     # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as
@@ -47,5 +49,53 @@ def main(argv):
   print(f"final validation: {numbers}")
 
 
+def unknown_key_message(argv, config) -> str | None:
+  """For a --config.a.b=value naming no key of `config`: the flag and the closest keys there."""
+  import difflib
+  for argument in argv[1:]:
+    if not argument.startswith("--config."):
+      continue
+    dotted = argument[len("--config."):].split("=", 1)[0]
+    node, parts = config, dotted.split(".")
+    for depth, part in enumerate(parts):
+      if not hasattr(node, "keys") or part not in node:
+        section = ".".join(parts[:depth]) or "the top level"
+        known = sorted(node.keys()) if hasattr(node, "keys") else []
+        initials = "".join(word[0] for word in part.split("_") if word)  # learning_rate -> lr
+        close = [key for key in known if key in (initials, part.replace("_", ""))]
+        close += [key for key in difflib.get_close_matches(part, known, n=2, cutoff=0.6) if key not in close]
+        hint = f"; did you mean {' or '.join(repr(key) for key in close)}?" if close else ""
+        return (f"--config.{dotted}: the config has no key {part!r} in {section}{hint} "
+                f"(keys there: {', '.join(known)})")
+      node = node[part]
+  return None
+
+
+def _load_config_without_overrides(argv):
+  """The --config file's get_config(variant), or None (only to name the keys a failed override missed)."""
+  import importlib.util
+  for argument in argv[1:]:
+    if argument.startswith("--config="):
+      path, _, variant = argument[len("--config="):].partition(":")
+      try:
+        spec = importlib.util.spec_from_file_location("config_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config(variant or None)
+      except Exception:  # noqa: BLE001 (the override's own error is reported instead)
+        return None
+  return None
+
+
+def parse_flags(argv):
+  """absl's parsing, with a misspelled --config.x override in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as error:
+    config = _load_config_without_overrides(argv)
+    message = unknown_key_message(argv, config) if config is not None else None
+    sys.exit(f"launch/train.py: {message or error}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

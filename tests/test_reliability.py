@@ -204,3 +204,49 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, 
   truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
   with pytest.raises(checkpoint.DamagedCheckpointError, match=r"step 6: .*_METADATA is missing; step 3: "):
     evaluate.evaluate_workdir(workdir, splits=("valid",))
+
+
+# ----------------------------------------------------------------------------
+# 6. Smaller: duplicate records, unwritable checkpoints, a full disk.
+
+
+def test_a_resume_does_not_duplicate_metrics_records(own_corpus, cache_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = smoke_config(own_corpus, cache_dir, **{"train.log_every": 1})
+  train.train_and_evaluate(config, workdir, progress=False)
+  # As if killed after logging steps 4-6 but before checkpoint 6 was written.
+  import shutil
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  train.train_and_evaluate(config, workdir, progress=False)
+  logged = [(record["kind"], record["step"]) for record in records(workdir)]
+  assert sorted(logged) == sorted(set(logged)) and ("train", 6) in logged and ("valid", 6) in logged
+
+
+def test_unwritable_checkpoints_fail_before_training(own_corpus, cache_dir, tmp_path, monkeypatch):
+  import tempfile
+  def refuse(*args, dir=None, **kwargs):
+    raise PermissionError(13, "Permission denied", dir)
+  monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # as for a non-root user on a read-only folder
+  workdir = str(tmp_path / "run")
+  with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write checkpoints to .*checkpoints: "
+                     r"Permission denied\. Make it writable"):
+    train.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))  # no step ran
+
+
+def test_a_full_disk_is_reported_in_one_line(own_corpus, cache_dir, tmp_path, monkeypatch):
+  import errno
+  import orbax.checkpoint as ocp
+
+  def full(self, step, *args, **kwargs):
+    try:
+      raise OSError(errno.ENOSPC, "No space left on device", f"{self.directory}/{step}/default/d/0a1b")
+    except OSError as cause:
+      raise ValueError("Error writing ... (a long TensorStore spec)") from cause
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+  with pytest.raises(checkpoint.CheckpointWriteError) as raised:
+    train.train_and_evaluate(smoke_config(own_corpus, cache_dir), str(tmp_path / "run"), progress=False)
+  message = str(raised.value)
+  assert "\n" not in message and "step 3" in message and "No space left on device" in message
+  assert "/3/default/d/0a1b" in message
