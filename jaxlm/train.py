@@ -6,8 +6,15 @@ rows of the batch and the gradients are averaged with `lax.pmean("data")`.
 Parameters are global, replicated arrays, so Orbax saves and restores them on
 any device count.
 
-Randomness and data are functions of the step (dropout rng = fold_in(seed, step),
-batch = task.train_batch(step)), so a resumed run repeats the uninterrupted one.
+Randomness and data are functions of the step (dropout rng = fold_in(fold_in(seed, step),
+device index), batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
+one on the same device count. Known limitation: each device draws its dropout masks for its
+own [batch / devices, ...] rows, so on another device count the masks (not the data, the
+gradient mean or the evaluation) differ: such a resume is statistically the same run, not
+bitwise. With dropout 0 it repeats the run up to float summation order. Per-row keys
+(fold_in(step key, global row) with the model vmapped over rows) would fix it but change
+embedding dropout from one word-type mask per device batch to one per row, and every
+pinned loss; global masks drawn outside shard_map would need dropout layers that take masks.
 The task (its data, model, loss, evaluation and best metric: jaxlm/tasks/base.py) and
 the optimiser are passed in; the loop never branches on the task or the model family.
 """
@@ -264,9 +271,28 @@ class InFlight:
 
 
 def evaluation_rows(requested: int, mesh) -> int:
-  """The evaluation batch rounded up to a multiple of the mesh's device count."""
+  """The rows of an evaluation batch on the mesh: `requested`, padded up to a multiple of the
+  device count (pad_rows); only the requested rows are real."""
   devices = mesh.devices.size
   return -(-requested // devices) * devices
+
+
+def pad_rows(batch: dict, rows: int, zeroed=()) -> dict:
+  """Adds padding rows up to `rows`: copies of row 0 (finite inputs for any model) with weight 0,
+  example_index -1 (never predicted) and the task's unweighted counts (`zeroed`) 0, so they
+  score nothing. A stream evaluation of 1 row on 4 devices thus scores exactly as on 1."""
+  real = len(batch["weights"])
+  if real == rows:
+    return batch
+  padded = {}
+  for key, value in batch.items():
+    extra = np.repeat(value[:1], rows - real, axis=0)
+    if key == "weights" or key in zeroed:
+      extra = np.zeros_like(extra)
+    elif key == "example_index":
+      extra = np.full_like(extra, -1)
+    padded[key] = np.concatenate([value, extra])
+  return padded
 
 
 def _host_values(sums) -> dict:
@@ -310,7 +336,9 @@ def predict_split(experiment, predict_step, state, split: str, *, batch_size: in
   mesh = experiment.mesh
   rows = evaluation_rows(batch_size, mesh)
   predictions = []
-  for batch in experiment.task.predict_batches(split, batch_size=rows):
+  zeroed = experiment.task.unweighted_counts
+  for batch in experiment.task.predict_batches(split, batch_size=batch_size):
+    batch = pad_rows(batch, rows, zeroed)
     values = np.asarray(jax.device_get(predict_step(state.params, state.frozen, global_batch(mesh, batch))))
     predictions.append(values[batch["example_index"] >= 0])
   return np.concatenate(predictions)
@@ -332,7 +360,8 @@ def make_evaluator(experiment) -> Callable:
 
   def evaluate_split(state, split: str, *, batch_size: int, limit: int = 0, **options) -> dict:
     rows = evaluation_rows(batch_size, mesh)
-    batches = task.eval_batches(split, batch_size=rows, limit=limit, **options)
+    batches = (pad_rows(batch, rows, task.unweighted_counts)
+               for batch in task.eval_batches(split, batch_size=batch_size, limit=limit, **options))
     summary = task.summarise(evaluate(eval_step, experiment.model, mesh, state.params, state.frozen, batches,
                                       rows=rows))
     if predict_step is not None:

@@ -250,3 +250,24 @@ def test_a_full_disk_is_reported_in_one_line(own_corpus, cache_dir, tmp_path, mo
   message = str(raised.value)
   assert "\n" not in message and "step 3" in message and "No space left on device" in message
   assert "/3/default/d/0a1b" in message
+
+
+# ----------------------------------------------------------------------------
+# 5. Evaluation rows are exactly the requested ones, on any device count.
+
+
+def test_batch_size_one_on_four_devices_scores_exactly_like_one_device(tiny_corpus, cache_dir):
+  from configs import wt2_lstm
+  config = wt2_lstm.get_config("smoke")
+  config.data.path, config.data.cache_dir = tiny_corpus, cache_dir
+  scores = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    experiment = train.build_experiment(config)
+    experiment.mesh = train.make_mesh(devices)
+    state = train.init_experiment_state(experiment)
+    evaluate_split = train.make_evaluator(experiment)
+    # AWD-LSTM's convention: one row, the whole split as one stream with state carried.
+    scores.append(evaluate_split(state, "valid", batch_size=1))
+  one, four = scores
+  assert one["tokens"] == four["tokens"]  # padding rows score nothing
+  assert four["loss"] == pytest.approx(one["loss"], rel=1e-6)

@@ -42,6 +42,9 @@ class Task(abc.ABC):
   # the best span over a question's windows): it implements predict, predict_batches and
   # score_predictions, and the loop merges their scores into the summary.
   scores_predictions = False
+  # Batch keys that eval_sums counts without the weights (padding rows added to fill the
+  # devices must have them 0: jaxlm.train.pad_rows).
+  unweighted_counts: tuple[str, ...] = ()
 
   @property
   def fingerprint(self) -> str:

@@ -22,6 +22,7 @@ from jaxlm.tasks import example_task, text_inputs
 
 class Tagging(example_task.ExampleTask):
   best_metric, best_mode = "accuracy", "max"
+  unweighted_counts = ("gold_words",)
 
   def __init__(self, config):
     task = config.task
@@ -40,7 +41,8 @@ class Tagging(example_task.ExampleTask):
     words = {split: [[text_inputs.normalise_word(word, task.tokenizer) for word in sentence.words]
                      for sentence in sentences] for split, sentences in self.sentences.items()}
     pretrained.check_config(config.model)
-    self.words = text_inputs.task_vocabulary(config, words["train"])
+    self.words = text_inputs.task_vocabulary(
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
     encoder = text_inputs.Encoder(self.words, task.max_length)
     self.token_ids, self.tag_ids, self.gold_words = {}, {}, {}
     for split in self.splits:
