@@ -183,3 +183,14 @@ def test_predict_writes_every_test_example_in_the_leaderboard_format(sentences, 
   # Any file with the task's columns, labelled or not, predicts the same way.
   result = predict.predict_workdir(str(tmp_path / "run"), str(output), input_path=os.path.join(sentences, "dev.csv"))
   assert result["examples"] == 30
+
+
+def test_the_bag_keeps_dev_only_words_and_the_word_table_maps_them_to_unk(tmp_path):
+  folder = write_treebank(str(tmp_path / "treebank"))
+  with open(os.path.join(folder, "dev.conllu"), "a", encoding="utf-8") as handle:
+    handle.write("# sent_id = only-in-dev\n1\tпароход\tпароход\tNOUN\t_\t_\t0\troot\t_\t_\n\n")
+  bag = train.build_experiment(finetune_config("task=upos,body=transformer", folder)).task
+  assert "пароход" in bag.words  # composed from its n-grams, never <unk>
+  word = train.build_experiment(finetune_config("task=upos,body=transformer", folder,
+                                                **{"model.input": "word"})).task
+  assert "пароход" not in word.words

@@ -58,7 +58,8 @@ class Classification(example_task.ExampleTask):
       self.examples[split], words[split] = self._read(path)
     self.labels = labelled_text.LabelSet.from_examples(self.examples["train"], self.paths["train"])
     pretrained.check_config(config.model)
-    self.words = text_inputs.task_vocabulary(config, words["train"])
+    self.words = text_inputs.task_vocabulary(
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
     self.encoder = text_inputs.Encoder(self.words, task.max_length)
     self.token_ids, self.label_ids = {}, {}
     for split in self.splits:

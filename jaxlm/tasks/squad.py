@@ -95,8 +95,13 @@ class SpanQA(example_task.ExampleTask):
                       for question in train_questions]
     training_words += [[span.token for span in self._spans(context)]
                        for context in dict.fromkeys(question.context for question in train_questions)]
+    other_questions = [question for split, questions in self.questions.items() if split != "train"
+                       for question in questions]
+    other_words = [[span.token for span in spans.word_spans(question.question)] for question in other_questions]
+    other_words += [[span.token for span in self._spans(context)]
+                    for context in dict.fromkeys(question.context for question in other_questions)]
     pretrained.check_config(config.model)
-    self.words = text_inputs.task_vocabulary(config, training_words)
+    self.words = text_inputs.task_vocabulary(config, training_words, other_words)
     self.index = {word: position for position, word in enumerate(self.words)}
     self.unknown_id = self.index[text_inputs.UNKNOWN]
     self.start_id = self.index[text_inputs.START]

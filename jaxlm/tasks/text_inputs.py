@@ -3,7 +3,12 @@
 The vocabulary is the pre-trained run's when the encoder starts from a checkpoint
 (config.init.checkpoint; saved in its workdir as vocabulary.txt), so task texts are
 tokenised exactly as pre-training saw them; otherwise it is built from the task's
-training texts (config.task.max_vocab: the most frequent N, the rest <unk>).
+training texts (config.task.max_vocab: the most frequent N, the rest <unk>). With the
+embedding bag (model.input="bag") the words that only other splits hold are added
+after them: the bag composes any word from its character n-grams, as FastText does for
+unseen words, so a dev word keeps its n-grams instead of becoming <unk>. No label is
+read for this, and such a word's own row is never trained (it stays at its start:
+random, or FastText's vector).
 
 config.task.tokenizer says how raw text becomes words:
   words       jaxlm's word tokeniser (jaxlm.data.works: stress marks removed, lowercase,
@@ -43,8 +48,9 @@ def normalise_word(word: str, tokenizer: str) -> str:
   return works.normalise(word) if tokenizer == "words" else word
 
 
-def task_vocabulary(config, training_word_lists) -> list[str]:
-  """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>)."""
+def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[str]:
+  """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>),
+  then, for the embedding bag, the other splits' words that training lacks."""
   workdir = encoder_start.source_workdir(config)
   if workdir:
     words = checkpoint.load_words(workdir)
@@ -56,7 +62,15 @@ def task_vocabulary(config, training_word_lists) -> list[str]:
       raise ValueError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
     return words
   lines = [" ".join(words) for words in training_word_lists]
-  return vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
+  words = vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
+  if config.model.input == "bag":
+    known = set(words)
+    for word_list in other_word_lists:
+      for word in word_list:
+        if word not in known:
+          known.add(word)
+          words.append(word)
+  return words
 
 
 class Encoder:
