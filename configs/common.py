@@ -178,6 +178,26 @@ def use_task(config: ml_collections.ConfigDict, name: str, **fields) -> None:
 CORPUS_TASKS = ("causal_lm", "masked_lm")
 
 
+def use_small_encoder(config: ml_collections.ConfigDict, family: str, *, dropout: float = 0.0) -> None:
+  """One CPU-sized encoder per family, shared by masked-LM pre-training (configs/wt2_mlm.py,
+  ru_mlm.py) and fine-tuning (configs/finetune.py), so a pre-trained checkpoint fits: the
+  transformer as configured (2 layers by default), a 2-layer bidirectional LSTM and a
+  4-block two-sided TCN (kernel 3: 61 tokens of context), both model.width wide. Dropout
+  is not a parameter: each config sets its own.
+  """
+  width = config.model.width
+  if family == "transformer":
+    use_encoder(config, "transformer", dropout=dropout)
+  elif family == "lstm":
+    use_encoder(config, "lstm", num_layers=2, hidden_size=width, weight_drop=0.0, dropout_input=dropout,
+                dropout_between=0.0, dropout_output=dropout)
+  elif family == "tcn":
+    use_encoder(config, "tcn", num_layers=4, hidden_size=width, kernel_size=3, dropout=dropout,
+                dropout_input=dropout)
+  else:
+    raise ValueError(f"no small encoder for family {family!r}")
+
+
 def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> None:
   """Makes the body a `family` encoder (causal=False: it sees the whole sequence).
 

@@ -29,7 +29,8 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                task.eval_file). Word inputs share no vocabulary across languages, so this
                only means something with start=checkpoint from a run whose vocabulary and
                input layer cover both languages
-  body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size
+  body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size,
+               the shapes configs/ru_mlm.py pre-trains (common.use_small_encoder)
   body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
                (classification) or each word's own bag vector (tagging), then the head
   start=scratch  random input table over the task's training words
@@ -91,17 +92,14 @@ def get_config(arg: str | None = None):
   config.model.transformer.num_layers = 2
   config.model.transformer.num_heads = 4
   # Encoders (causal=False): every word sees the whole sentence.
-  if body == "transformer":
-    common.use_encoder(config, "transformer", dropout=0.1, max_length=128)
-  elif body == "lstm":
-    common.use_encoder(config, "lstm", num_layers=1, hidden_size=128, weight_drop=0.0, dropout_input=0.1,
-                       dropout_between=0.0, dropout_output=0.1)
-  elif body == "tcn":
-    common.use_encoder(config, "tcn", num_layers=3, hidden_size=128, kernel_size=3, dropout=0.1,
-                       dropout_input=0.1)
-  elif body == "fasttext":
+  # configs/ru_mlm.py pre-trains the same shapes (common.use_small_encoder).
+  if body == "fasttext":
     common.use_body(config, "none")
     config.task.head_hidden = 0 if task_name == "classification" else 128
+  else:
+    common.use_small_encoder(config, body, dropout=0.1)
+    if body == "transformer":
+      config.model.transformer.max_length = 128  # as configs/ru_mlm.py's
   if start in ("fasttext", "frozen"):
     config.model.init = "fasttext_bag"
     config.model.freeze_embeddings = start == "frozen"

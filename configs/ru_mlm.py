@@ -42,7 +42,7 @@ def get_config(arg: str | None = None):
                                      for key, value in variants.items()))
   config.unlock()  # the task and body sections are replaced below; finish() locks again
   common.use_task(config, "masked_lm")
-  wt2_mlm.use_encoder_body(config, body, config.model.width)
+  common.use_small_encoder(config, body)
   if body == "transformer":
     # Positions for fine-tuning's longer sentences (configs/finetune.py reads this encoder):
     # the learned position table must have the same rows in both.

@@ -20,9 +20,10 @@ A trained workdir is an encoder start for fine-tuning (config init.checkpoint;
 configs/finetune.py): its saved vocabulary ends with <mask>.
 
 Variants (`--config=configs/wt2_mlm.py:body=lstm,head=softmax`):
-  body=transformer (default) | lstm | tcn   the encoder: bidirectional attention; a 3-layer
-                  bidirectional LSTM (each direction 128 wide); 4 two-sided dilated
-                  convolution blocks (kernel 3, dilations 1..8, 61 tokens of context)
+  body=transformer (default) | lstm | tcn   the encoder (common.use_small_encoder):
+                  bidirectional attention; a 2-layer bidirectional LSTM (each direction half
+                  of model.width); 4 two-sided dilated convolution blocks (kernel 3,
+                  dilations 1..8, 61 tokens of context)
   head=adaptive (default) | softmax | cosine | l2 | vmf   the output layer; the embedding
                   heads predict the masked word's FastText vector (train it first:
                   python launch/fasttext.py --config=configs/wt2_mlm.py --output=runs/wt2_mlm/fasttext.bin)
@@ -37,26 +38,13 @@ HEADS = ("adaptive", "softmax", "cosine", "l2", "vmf")
 BODIES = ("transformer", "lstm", "tcn")
 
 
-def use_encoder_body(config: ml_collections.ConfigDict, body: str, width: int) -> None:
-  """The encoder of family `body` at the quickstart's size (wt2_families' fields, causal=False)."""
-  if body == "transformer":
-    common.use_encoder(config, "transformer")
-  elif body == "lstm":
-    common.use_encoder(config, "lstm", num_layers=3, hidden_size=width, weight_drop=0.0, dropout_input=0.0,
-                       dropout_between=0.0, dropout_output=0.0)
-  elif body == "tcn":
-    # causal=False needs an odd kernel (the convolution is centred).
-    common.use_encoder(config, "tcn", num_layers=4, hidden_size=width, kernel_size=3, dropout=0.0,
-                       dropout_input=0.0)
-
-
 def get_config(arg: str | None = None):
   variants = common.parse_variants(arg)
   common.check_variants(variants, {"body": BODIES, "head": HEADS, "smoke": True}, __file__)
   config = quickstart.get_config()
   config.unlock()  # the task and body sections are replaced below; finish() locks again
   common.use_task(config, "masked_lm")
-  use_encoder_body(config, variants.get("body", "transformer"), config.model.width)
+  common.use_small_encoder(config, variants.get("body", "transformer"))
   config.model.head = variants.get("head", "adaptive")
   # Embedding heads: width = target_dim = the FastText dimension, so one .bin (trained by
   # launch/fasttext.py from the fields below) serves; centred targets (raw ones decode to hub

@@ -131,3 +131,16 @@ def test_ptb_path_is_the_users(name):
   assert config.data.path == ""
   with pytest.raises(text_files.DataError, match="ptb"):
     corpora.resolve_files(config.data)
+
+
+@pytest.mark.parametrize("body", ["transformer", "lstm", "tcn"])
+def test_a_masked_lm_checkpoint_fits_the_fine_tuning_encoder(body):
+  """configs/ru_mlm.py pre-trains what configs/finetune.py:start=checkpoint restores (input layer, body)."""
+  shapes = {}
+  for name, arg in (("ru_mlm", f"input=bag,body={body}"), ("finetune", f"body={body},start=checkpoint")):
+    config = get_config(name, arg)
+    model = build_model(config.model, FULL_VOCAB, subword_width=8)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
+    shapes[name] = jax.tree.map(lambda leaf: leaf.shape,
+                                {scope: variables["params"][scope] for scope in ("input_layer", "body")})
+  assert shapes["ru_mlm"] == shapes["finetune"]
