@@ -232,7 +232,9 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
   # best_fn also makes Orbax write each step's metrics beside it (read back by best_step).
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=ranked,
                                          best_mode=best_mode, create=not read_only,
-                                         read_only=read_only, enable_async_checkpointing=False)
+                                         read_only=read_only, enable_async_checkpointing=False,
+                                         # a save killed half-way leaves N.orbax-checkpoint-tmp-*: removed
+                                         cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options)
 
 
