@@ -5,7 +5,8 @@
 
 SIGTERM or SIGINT (Ctrl-C) finishes the current step, validates and checkpoints it, prints
 one line on stderr and exits with 128 + the signal number (143, 130); the same command
-resumes. A second signal stops at once.
+resumes. A second signal stops at once. (Multi-host: each host acts on its own signal, so
+they must all get it before the same step, or the hosts wait on each other.)
 
 Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
 cluster from the environment); each host loads its own rows of every batch.
