@@ -10,6 +10,10 @@ jaxlm.tasks.text_inputs), so the new model's input table has the same rows.
 The checkpoint is restored without a target (Orbax's raw tree), so the pre-training
 run's optimiser and head need not be rebuilt; every name and shape of the two
 subtrees must then equal the new model's, or the error lists each that differs.
+One difference is by design: an embedding bag's vocabulary may have grown by the
+task's new words (jaxlm.tasks.text_inputs appends them after the pre-trained words), so
+its table [pre-trained words + new words + n-gram buckets, width] takes the pre-trained
+word rows and buckets and keeps fresh rows for the new words.
 """
 
 import os
@@ -80,6 +84,24 @@ def _shapes(tree, prefix: str) -> dict:
           for path, leaf in flat}
 
 
+def _grow_bag_table(restored: dict, params: dict, spec: str) -> None:
+  """Makes a pre-trained bag's table the new, larger vocabulary's: [saved words; the fresh
+  state's rows for the new words; saved n-gram buckets]. Only a bag's vocabulary grows
+  (jaxlm.tasks.text_inputs), always after the saved words, keeping the bucket count."""
+  saved_table, fresh_table = restored["input_layer"].get("table"), params["input_layer"].get("table")
+  if saved_table is None or fresh_table is None or saved_table.shape[0] >= fresh_table.shape[0]:
+    return
+  if saved_table.shape[1] != fresh_table.shape[1]:
+    return  # another width: the shape check reports it
+  saved_words = checkpoint.load_words(parse(spec)[0]) or []
+  extra = fresh_table.shape[0] - saved_table.shape[0]
+  fresh = np.asarray(jax.device_get(fresh_table))
+  vocab = len(saved_words)
+  restored["input_layer"] = dict(restored["input_layer"])
+  restored["input_layer"]["table"] = np.concatenate(
+      [saved_table[:vocab], fresh[vocab:vocab + extra], saved_table[vocab:]], axis=0)
+
+
 def install(state, spec: str):
   """The state with its input layer and body parameters replaced by the checkpoint's.
 
@@ -87,6 +109,7 @@ def install(state, spec: str):
   """
   restored = restore_encoder(spec)
   params = dict(state.params)
+  _grow_bag_table(restored, params, spec)
   differences = []
   for scope in ENCODER_SCOPES:
     wanted, found = _shapes(params[scope], f"{scope}/"), _shapes(restored[scope], f"{scope}/")

@@ -95,12 +95,19 @@ def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp
                            **{"init.checkpoint": str(tmp_path / "lm"), "model.width": 128,
                               "model.transformer.causal": True, "model.transformer.positions": "learned"})
   experiment = train.build_experiment(config)
-  assert experiment.task.words == checkpoint.load_words(str(tmp_path / "lm"))
+  saved_words = checkpoint.load_words(str(tmp_path / "lm"))
+  words = experiment.task.words
+  # The bag keeps the pre-trained words and appends the task's own (Russian) words after them.
+  assert words[:len(saved_words)] == saved_words and "кот" in words[len(saved_words):]
   state = train.init_experiment_state(experiment)
   saved = encoder_start.restore_encoder(str(tmp_path / "lm"))
-  for scope in encoder_start.ENCODER_SCOPES:
-    for restored, original in zip(jax.tree.leaves(state.params[scope]), jax.tree.leaves(saved[scope])):
-      np.testing.assert_array_equal(np.asarray(restored), original)
+  for restored, original in zip(jax.tree.leaves(state.params["body"]), jax.tree.leaves(saved["body"])):
+    np.testing.assert_array_equal(np.asarray(restored), original)
+  table, saved_table = np.asarray(state.params["input_layer"]["table"]), saved["input_layer"]["table"]
+  new_words = len(words) - len(saved_words)
+  assert table.shape[0] == saved_table.shape[0] + new_words
+  np.testing.assert_array_equal(table[:len(saved_words)], saved_table[:len(saved_words)])  # word rows
+  np.testing.assert_array_equal(table[len(words):], saved_table[len(saved_words):])  # n-gram buckets
   # A body that does not match is an error naming what differs.
   config.unlock()
   config.model.transformer.num_layers = 2

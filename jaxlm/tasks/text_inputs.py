@@ -4,11 +4,12 @@ The vocabulary is the pre-trained run's when the encoder starts from a checkpoin
 (config.init.checkpoint; saved in its workdir as vocabulary.txt), so task texts are
 tokenised exactly as pre-training saw them; otherwise it is built from the task's
 training texts (config.task.max_vocab: the most frequent N, the rest <unk>). With the
-embedding bag (model.input="bag") the words that only other splits hold are added
-after them: the bag composes any word from its character n-grams, as FastText does for
-unseen words, so a dev word keeps its n-grams instead of becoming <unk>. No label is
-read for this, and such a word's own row is never trained (it stays at its start:
-random, or FastText's vector).
+embedding bag (model.input="bag") every task word the vocabulary lacks is appended:
+the bag composes any word from its character n-grams, as FastText does for unseen
+words, so a word missing from pre-training or from the training split keeps its
+n-grams instead of becoming <unk> (jaxlm.encoder_start gives a pre-trained bag's new
+words fresh rows between its word rows and its n-gram buckets). No label is read for
+this; a word seen only outside training keeps the row it started with.
 
 config.task.tokenizer says how raw text becomes words:
   words       jaxlm's word tokeniser (jaxlm.data.works: stress marks removed, lowercase,
@@ -50,7 +51,7 @@ def normalise_word(word: str, tokenizer: str) -> str:
 
 def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[str]:
   """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>),
-  then, for the embedding bag, the other splits' words that training lacks."""
+  then, for the embedding bag, every task word (training split first) that they lack."""
   workdir = encoder_start.source_workdir(config)
   if workdir:
     words = checkpoint.load_words(workdir)
@@ -60,12 +61,14 @@ def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[st
           "so its vocabulary is unknown; is it a jaxlm workdir (made by launch/train.py)?")
     if UNKNOWN not in words:
       raise ValueError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
-    return words
-  lines = [" ".join(words) for words in training_word_lists]
-  words = vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
+    missing = list(training_word_lists) + list(other_word_lists)
+  else:
+    lines = [" ".join(words) for words in training_word_lists]
+    words = vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
+    missing = other_word_lists
   if config.model.input == "bag":
     known = set(words)
-    for word_list in other_word_lists:
+    for word_list in missing:
       for word in word_list:
         if word not in known:
           known.add(word)
