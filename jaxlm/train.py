@@ -632,13 +632,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     writer.write(start_step, "config_change", {"changes": changes})
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
-  def validate(step, training_seconds=None, interrupted=False):
+  def validate(step, training_seconds=None, interrupted=False, record=True):
     summary = evaluate_split(state, "valid", batch_size=train_config.eval_batch_size,
                              limit=train_config.eval_tokens)
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
-    # A validation the uninterrupted run would not have made: early stopping skips it.
-    writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
+    if record:  # A validation the uninterrupted run would not have made: early stopping skips it.
+      writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
     return summary
 
   bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
@@ -712,7 +712,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
         break
     if last_valid is None:  # nothing left to train (a finished run started again): report its state
-      last_valid = validate(step)
+      last_valid = validate(step, record=False)  # metrics.jsonl already holds this step's validation
   finally:
     stop_signals.__exit__()
     bar.close()

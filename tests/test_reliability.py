@@ -219,6 +219,7 @@ def test_a_resume_does_not_duplicate_metrics_records(own_corpus, cache_dir, tmp_
   import shutil
   shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
   train.train_and_evaluate(config, workdir, progress=False)
+  train.train_and_evaluate(config, workdir, progress=False)  # a finished run started again logs nothing new
   logged = [(record["kind"], record["step"]) for record in records(workdir)]
   assert sorted(logged) == sorted(set(logged)) and ("train", 6) in logged and ("valid", 6) in logged
 
