@@ -335,7 +335,8 @@ def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state
   """abstract_state: jax.ShapeDtypeStruct leaves with shardings (see train.abstract_state)."""
   try:
     return checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-  except (ValueError, KeyError) as error:
+  except Exception as error:  # noqa: BLE001 (TensorStore read errors arrive as plain Exception)
     raise IncompatibleWorkdirError(
         f"checkpoint {checkpoint_manager.directory}/{step} does not match the model and optimiser built "
-        f"from the config (model, optim.name and optim.clip_norm must match the run's): {error}") from error
+        f"from the config (model, optim.name and optim.clip_norm must match the run's), or cannot be read: "
+        f"{_one_line(error)}") from error
