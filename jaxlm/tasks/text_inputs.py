@@ -28,6 +28,10 @@ from jaxlm.data import vocabulary as vocabulary_lib
 from jaxlm.data import works
 
 TOKENIZERS = ("words", "whitespace")
+# The embedding bag gathers, for every token, as many rows as its vocabulary's longest word
+# has n-grams: UD Taiga's one 299-character hashtag chain (about 900 n-grams) made every
+# tagging step 2x slower. Longer words are left out of a bag's vocabulary (they read as <unk>).
+BAG_MAX_WORD_CHARS = 40
 START = vocabulary_lib.END_OF_SENTENCE
 UNKNOWN = vocabulary_lib.UNKNOWN
 
@@ -67,10 +71,12 @@ def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[st
     words = vocabulary_lib.Vocabulary.from_lines(lines, max_size=config.task.max_vocab, with_unknown=True).words
     missing = other_word_lists
   if config.model.input == "bag":
+    if not workdir:  # a pre-trained vocabulary stays whole: its rows are the checkpoint's
+      words = [word for word in words if len(word) <= BAG_MAX_WORD_CHARS]
     known = set(words)
     for word_list in missing:
       for word in word_list:
-        if word not in known:
+        if word not in known and len(word) <= BAG_MAX_WORD_CHARS:
           known.add(word)
           words.append(word)
   return words
