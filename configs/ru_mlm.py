@@ -17,16 +17,17 @@ file of configs/ru_lm.py's step 1 serves unchanged (same data and tokenisation):
   python launch/evaluate.py --workdir=runs/ru_mlm/bag_fasttext --best --split=test
 Embedding heads (head=cosine|l2|vmf) also need --config.model.target_vectors=runs/ru_lm/fasttext.bin.
 
-Not measured yet. Expected: steps about as fast as ru_lm's (the same shapes), and the same
-question as ru_lm's with a bidirectional encoder: do FastText starts reach a given validation
-masked-token loss in fewer steps than scratch? Only ~10 of every 64 tokens are scored a step,
-so every curve should be slower in steps than ru_lm's. A trained workdir is an encoder start
-for fine-tuning Russian tasks (config init.checkpoint; configs/finetune.py).
+Measured (BENCHMARKS.md, 2026-11-30, 2-core CPU, input=bag,init=fasttext, 1,000 steps):
+masked-token validation perplexity 546 (transformer, ~6 minutes), 400 (body=lstm, ~4) and
+349 (body=tcn, ~4), none converged. Scratch starts were not run. The masked-LM step with
+an embedding head runs 7-8x the softmax head's tokens/s at 32k words, 20x at 250k. A
+trained workdir is an encoder start for fine-tuning Russian tasks (config
+init.checkpoint; configs/finetune.py), whose encoders have the same shapes.
 
 Variants (`--config=configs/ru_mlm.py:input=bpe,body=lstm`): ru_lm's input, init and head,
 plus
-  body=transformer (default) | lstm | tcn   the encoder (configs/wt2_mlm.py: bidirectional
-               attention, a bidirectional LSTM, two-sided dilated convolutions)
+  body=transformer (default) | lstm | tcn   the encoder (common.use_small_encoder:
+               bidirectional attention, a bidirectional LSTM, two-sided dilated convolutions)
   smoke        seconds on a CPU once the corpus is cached
 """
 

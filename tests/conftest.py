@@ -54,6 +54,11 @@ def smoke_config(corpus_dir: str, cache: str, **overrides):
   config.data.path = corpus_dir
   config.data.cache_dir = cache
   config.train.eval_tokens = 0
+  return override(config, **overrides)
+
+
+def override(config, **overrides):
+  """Sets dotted keys of a config, as --config.<path>=<value> does; returns the config."""
   for dotted, value in overrides.items():
     node = config
     *parents, leaf = dotted.split(".")

@@ -10,7 +10,11 @@ import csv
 import json
 import os
 
+import jax
 import numpy as np
+
+from conftest import override
+from jaxlm import train
 
 WORDS = ["кот", "пёс", "дом", "лес", "река", "гора", "да", "нет", "идёт", "спит", "бежит", "ест"]
 TAG_OF_LAST_LETTER = {"т": "VERB", "с": "NOUN", "м": "NOUN", "а": "NOUN", "й": "ADJ"}
@@ -105,10 +109,22 @@ def finetune_config(arg: str, folder: str, **overrides):
     files = {"train": "train.conllu", "valid": "dev.conllu", "test": "test.conllu"}
   for split, name in files.items():
     config.task.files[split] = name
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return override(config, **overrides)
+
+
+def assert_one_device_step_matches_four(config):
+  """The task's first train step on 1 device and on 4 gives the same parameters and loss."""
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    experiment = train.build_experiment(config)
+    experiment.mesh = mesh = train.make_mesh(devices)
+    state = train.init_experiment_state(experiment)
+    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
+                                 config.seed)
+    batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
+    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
+  (one, metrics_one), (four, metrics_four) = results
+  for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+    np.testing.assert_allclose(left, right, atol=1e-5)
+  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)

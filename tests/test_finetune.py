@@ -11,7 +11,7 @@ import pytest
 from conftest import smoke_config, write_tiny_corpus
 from jaxlm import checkpoint, encoder_start, evaluate, predict, train
 from jaxlm.data import example_batches, text_files
-from task_fixtures import finetune_config, write_classification, write_treebank
+from task_fixtures import assert_one_device_step_matches_four, finetune_config, write_classification, write_treebank
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +65,7 @@ def test_four_devices_give_the_same_classification_step_as_one(sentences):
   config = finetune_config("task=rucola,body=transformer", sentences, **{"model.transformer.dropout": 0.0,
                                                                          "task.head_dropout": 0.0})
   config.optim.name, config.optim.lr, config.optim.warmup_steps = "sgd", 0.5, 0
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    experiment = train.build_experiment(config)
-    mesh = train.make_mesh(devices)
-    experiment.mesh = mesh
-    state = train.init_experiment_state(experiment)
-    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
-                                 config.seed)
-    batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
-    state, step_metrics = step(state, train.global_batch(mesh, batch))
-    results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
-  (one, metrics_one), (four, metrics_four) = results
-  for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
-    np.testing.assert_allclose(left, right, atol=1e-5)
-  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)
+  assert_one_device_step_matches_four(config)
 
 
 def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp_path):

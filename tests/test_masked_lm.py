@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import override
 from jaxlm.tasks import masked_lm
 
 ROWS, LENGTH, VOCAB = 4000, 64, 1000  # statistics: 640,000 tokens, 40,000 chosen per row count
@@ -16,13 +17,7 @@ def _config(corpus_dir, cache, arg="smoke", **overrides):
   from configs import wt2_mlm
   config = wt2_mlm.get_config(arg)
   config.data.path, config.data.cache_dir, config.train.eval_tokens = corpus_dir, cache, 0
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return override(config, **overrides)
 
 
 @pytest.fixture(scope="module")

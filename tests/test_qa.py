@@ -3,13 +3,13 @@
 import copy
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from jaxlm import evaluate, predict, train
 from jaxlm.data import qa_windows, text_files
-from task_fixtures import SQUAD_ARTICLES, finetune_config, squad_document, write_squad
+from task_fixtures import (SQUAD_ARTICLES, assert_one_device_step_matches_four, finetune_config, squad_document,
+                           write_squad)
 
 ARG = "task=xquad_ru,body=transformer"
 
@@ -115,22 +115,7 @@ def _sgd_config(folder):
 
 
 def test_four_devices_give_the_same_span_step_as_one(qa_folder):
-  config = _sgd_config(qa_folder)
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    experiment = train.build_experiment(config)
-    mesh = train.make_mesh(devices)
-    experiment.mesh = mesh
-    state = train.init_experiment_state(experiment)
-    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
-                                 config.seed)
-    batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
-    state, step_metrics = step(state, train.global_batch(mesh, batch))
-    results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
-  (one, metrics_one), (four, metrics_four) = results
-  for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
-    np.testing.assert_allclose(left, right, atol=1e-5)
-  np.testing.assert_allclose(metrics_one["loss_sum"], metrics_four["loss_sum"], rtol=1e-6)
+  assert_one_device_step_matches_four(_sgd_config(qa_folder))
 
 
 def test_overfits_four_questions_and_predicts_every_id(qa_folder, tmp_path):
