@@ -13,18 +13,13 @@ Examples are variable-length token-id sequences padded on the right to one fixed
 
 import numpy as np
 
-
-def _rows(global_batch: int, process_index: int, process_count: int) -> slice:
-  if global_batch % process_count:
-    raise ValueError(f"train.batch_size={global_batch} must be divisible by the {process_count} hosts")
-  per_host = global_batch // process_count
-  return slice(process_index * per_host, (process_index + 1) * per_host)
+from jaxlm.data import lm_batches
 
 
 def train_indices(step: int, *, seed: int, batch_size: int, num_examples: int, process_index: int = 0,
                   process_count: int = 1) -> np.ndarray:
   """int [rows of this host]: the example ids of global training batch `step`."""
-  positions = step * batch_size + np.arange(batch_size)[_rows(batch_size, process_index, process_count)]
+  positions = step * batch_size + np.arange(batch_size)[lm_batches.host_rows(batch_size, process_index, process_count)]
   epochs, offsets = np.divmod(positions, num_examples)
   orders = {int(epoch): np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
             for epoch in np.unique(epochs)}

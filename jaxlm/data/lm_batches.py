@@ -19,7 +19,8 @@ Each host materialises only its own rows of the global batch.
 import numpy as np
 
 
-def _rows(global_batch: int, process_index: int, process_count: int) -> slice:
+def host_rows(global_batch: int, process_index: int, process_count: int) -> slice:
+  """This host's slice of a global batch's rows (every batcher of every task uses it)."""
   if global_batch % process_count:
     raise ValueError(f"train.batch_size={global_batch} must be divisible by the {process_count} hosts")
   per_host = global_batch // process_count
@@ -31,7 +32,7 @@ def window_batch(tokens: np.ndarray, step: int, *, seed: int, batch_size: int, l
   if tokens.size < length + 2:
     raise ValueError(f"corpus split has {tokens.size} tokens, fewer than train.seq_len+2={length + 2}")
   rng = np.random.default_rng([seed, step])
-  offsets = rng.integers(0, tokens.size - length, size=batch_size)[_rows(batch_size, process_index, process_count)]
+  offsets = rng.integers(0, tokens.size - length, size=batch_size)[host_rows(batch_size, process_index, process_count)]
   positions = offsets[:, None] + np.arange(length + 1)[None, :]  # [batch, length + 1]
   window = tokens[positions]
   return {
@@ -59,7 +60,7 @@ def stream_batch(tokens: np.ndarray, step: int, *, seed: int, batch_size: int, l
   epoch, segment = divmod(step, segments)
   stream_length = tokens.size // batch_size
   epoch_offset = int(np.random.default_rng([seed, epoch, 1]).integers(0, length))
-  rows = np.arange(batch_size)[_rows(batch_size, process_index, process_count)]
+  rows = np.arange(batch_size)[host_rows(batch_size, process_index, process_count)]
   starts = rows * stream_length + epoch_offset + segment * length  # [batch]
   positions = starts[:, None] + np.arange(length + 1)[None, :]
   window = tokens[positions]

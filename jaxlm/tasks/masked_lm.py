@@ -109,7 +109,7 @@ class MaskedLM(causal_lm.CausalLM):
     tokens, length = self.corpus.splits["train"], self.length
     if tokens.size < length:
       raise ValueError(f"the train split has {tokens.size} tokens, fewer than train.seq_len={length}")
-    rows = lm_batches._rows(batch_size, process_index, process_count)
+    rows = lm_batches.host_rows(batch_size, process_index, process_count)
     # The whole global batch is drawn and this host's rows kept, so every host count sees
     # the same batch.
     offsets = np.random.default_rng([seed, step]).integers(0, tokens.size - length + 1, size=batch_size)
