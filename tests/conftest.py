@@ -2,12 +2,28 @@
 
 XLA_FLAGS must be set before jax is first imported, so it is set here, at the
 top of the first module pytest loads.
+
+Compilation dominates a tiny model's test, and many tests compile the very same
+program (the smoke config's train step, its evaluation): a persistent compilation
+cache, fresh for each pytest session and shared with the subprocesses tests start
+(they inherit the environment), compiles each program once. It cut
+tests/test_reliability.py's CPU time from 180 s to 67 s. Set
+JAX_COMPILATION_CACHE_DIR yourself to keep one across sessions.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxlm-test-compilation-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+# Every program, however quick to compile or small: the smoke models' programs are both.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 
