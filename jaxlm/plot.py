@@ -16,6 +16,7 @@ import math
 import os
 
 import matplotlib
+import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -130,6 +131,11 @@ def draw(axes, series: dict, *, x_label: str, y_label: str, title: str = "", log
       axes.plot(xs, ys, label=name, **style)
     if log_y and all(y > 0 for points in series.values() for _, y in points if math.isfinite(y)):
       axes.set_yscale("log")
+      # Plain numbers (400, 600, 1000) rather than 4 x 10^2; in-between ticks labelled when the
+      # axis spans few decades (matplotlib's choice).
+      axes.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+      axes.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+      axes.yaxis.grid(True, which="minor", color="#eeeeee")
     axes.set_xlabel(x_label)
     axes.set_ylabel(y_label)
     if title:
