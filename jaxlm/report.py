@@ -87,7 +87,7 @@ def load_runs(specs: list[str]) -> list[Run]:
 
 
 def best_record(run: Run) -> dict | None:
-  """The valid record with the best finite task metric (the first of equals, as the checkpoint ranking)."""
+  """The valid record with the best finite task metric (the earliest of equals)."""
   sign = 1.0 if run.best_mode == "min" else -1.0
   scored = [record for record in run.of_kind("valid")
             if isinstance(record.get(run.best_metric), (int, float)) and math.isfinite(record[run.best_metric])]
@@ -178,7 +178,7 @@ def quantity_figure(runs: list[Run], key: str, label: str, kinds, log_y: bool):
   """Two panels, against step and against training time; one colour per run, train thin, valid with
   markers. None when no run records `key`."""
   figure, (by_step, by_time) = plot.new_figure(columns=2)
-  drawn = 0
+  drawn = []
   for x_key, axes in (("step", by_step), (TIME_KEY, by_time)):
     series, styles = {}, {}
     for index, run in enumerate(runs):
@@ -193,10 +193,14 @@ def quantity_figure(runs: list[Run], key: str, label: str, kinds, log_y: bool):
     if series:
       x_label = "step" if x_key == "step" else "training time (s, evaluation excluded)"
       plot.draw(axes, series, x_label=x_label, y_label=label, log_y=log_y, styles=styles)
-      drawn += 1
+      drawn.append(axes)
+    else:  # records without the x key (training_seconds came with a later jaxlm)
+      axes.set_axis_off()
+      axes.text(0.5, 0.5, f"no record has both {x_key!r} and {key!r}", ha="center", va="center",
+                transform=axes.transAxes, color="#555555")
   if not drawn:
     return None
-  plot.legend_outside(by_time)
+  plot.legend_outside(drawn[-1])
   return figure
 
 
