@@ -33,6 +33,10 @@ def _axis_map(ticks: list[tuple[float, float]]):
   return lambda pixel: mean_value + slope * (pixel - mean_pixel)
 
 
+def _is_number(text: str) -> bool:
+  return text.replace(",", "").replace(".", "").lstrip("-").isdigit()
+
+
 def read_hand_written(text: str) -> dict:
   """{series: {name: [(x, y)]}, title, x_label, y_label} of a hand-written jaxlm SVG."""
   root = ElementTree.fromstring(text)
@@ -46,10 +50,10 @@ def read_hand_written(text: str) -> dict:
         y_ticks.append((float(element.get("y")) - 4, float(content.replace(",", ""))))
       elif element.get("font-size") == "14":
         title = content
-      elif element.get("text-anchor") == "middle" and not content.replace(",", "").replace(".", "").lstrip("-").isdigit():
-        x_label = content
-      elif element.get("text-anchor") == "middle":  # an x tick
+      elif element.get("text-anchor") == "middle" and _is_number(content):  # an x tick
         x_ticks.append((float(element.get("x")), float(content.replace(",", ""))))
+      elif element.get("text-anchor") == "middle":
+        x_label = content
   to_x, to_y = _axis_map(x_ticks), _axis_map(y_ticks)
   series = {}
   for line in root.iter(f"{SVG}polyline"):

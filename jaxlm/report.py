@@ -272,8 +272,9 @@ def _clock_notes(runs: list[Run]) -> str:
   lines = []
   for run in runs:
     if run.clock_restarts:
-      lines.append(f"{_text(run.name)} was resumed after step(s) {', '.join(map(str, run.clock_restarts))}; its training "
-                   "time continues from the total before each restart.")
+      steps = ", ".join(map(str, run.clock_restarts))
+      lines.append(f"{_text(run.name)} was resumed after step(s) {steps}; its training time continues from "
+                   "the total before each restart.")
   return "".join(f"<p class='note'>{line}</p>" for line in lines)
 
 
