@@ -119,8 +119,9 @@ def new_figure(columns: int = 1) -> tuple[Figure, list]:
 
 
 def draw(axes, series: dict, *, x_label: str, y_label: str, title: str = "", log_y: bool = False,
-         styles: dict | None = None) -> None:
-  """Draws {name: [(x, y), ...]} as lines on `axes`; styles: {name: matplotlib line keywords}."""
+         integer_x: bool = False, styles: dict | None = None) -> None:
+  """Draws {name: [(x, y), ...]} as lines on `axes`; integer_x: ticks on whole numbers only (steps);
+  styles: {name: matplotlib line keywords}."""
   if not series or not all(series.values()):
     raise ValueError("a plot needs at least one series, each with at least one point")
   with matplotlib.rc_context(STYLE):
@@ -136,6 +137,8 @@ def draw(axes, series: dict, *, x_label: str, y_label: str, title: str = "", log
       axes.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
       axes.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
       axes.yaxis.grid(True, which="minor", color="#eeeeee")
+    if integer_x:
+      axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_xlabel(x_label)
     axes.set_ylabel(y_label)
     if title:
@@ -148,10 +151,11 @@ def legend_outside(axes) -> None:
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
-def line_plot(series: dict, *, x_label: str, y_label: str, title: str = "", log_y: bool = False) -> Figure:
+def line_plot(series: dict, *, x_label: str, y_label: str, title: str = "", log_y: bool = False,
+              integer_x: bool = False) -> Figure:
   """{name: [(x, y), ...]} -> a one-panel figure with axes labels and a legend."""
   figure, (axes,) = new_figure()
-  draw(axes, series, x_label=x_label, y_label=y_label, title=title, log_y=log_y)
+  draw(axes, series, x_label=x_label, y_label=y_label, title=title, log_y=log_y, integer_x=integer_x)
   legend_outside(axes)
   return figure
 

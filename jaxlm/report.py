@@ -192,7 +192,8 @@ def quantity_figure(runs: list[Run], key: str, label: str, kinds, log_y: bool):
                           and len(kinds) > 1 else {"color": colour})
     if series:
       x_label = "step" if x_key == "step" else "training time (s, evaluation excluded)"
-      plot.draw(axes, series, x_label=x_label, y_label=label, log_y=log_y, styles=styles)
+      plot.draw(axes, series, x_label=x_label, y_label=label, log_y=log_y, integer_x=x_key == "step",
+                styles=styles)
       drawn.append(axes)
     else:  # records without the x key (training_seconds came with a later jaxlm)
       axes.set_axis_off()

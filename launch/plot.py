@@ -43,7 +43,7 @@ def main(argv):
   if not series:
     raise app.UsageError("give at least one --run=LABEL=WORKDIR")
   figure = plot.line_plot(series, x_label=_X_LABEL.value or _X.value, y_label=_Y_LABEL.value or _Y.value,
-                          title=_TITLE.value, log_y=_LOG_Y.value)
+                          title=_TITLE.value, log_y=_LOG_Y.value, integer_x=_X.value == "step")
   plot.save(figure, _OUTPUT.value)
   print(f"wrote {_OUTPUT.value}: {len(series)} curves")
 
