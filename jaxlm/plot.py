@@ -1,111 +1,182 @@
-"""Curves from workdirs' metrics.jsonl as a self-contained SVG line plot (no plotting library).
+"""Curves from workdirs' metrics.jsonl, drawn with matplotlib in one style (PNG or SVG).
 
   curve = read_curve("runs/ru_lm/word_scratch/metrics.jsonl", kind="valid", x="step", y="loss")
-  svg = line_plot({"word, scratch": curve, ...}, x_label="step", y_label="validation loss")
+  figure = line_plot({"word, scratch": curve, ...}, x_label="step", y_label="validation loss")
+  save(figure, "benchmarks/ru_lm_valid_loss.png")
 
-BENCHMARKS.md's plots are made this way (launch/plot.py), so they need nothing beyond
-the requirements and can be regenerated from the runs' own records.
+BENCHMARKS.md's plots (launch/plot.py) and run reports (jaxlm/report.py) are drawn this
+way, so every figure has the same look and can be regenerated from the runs' own records.
+Figures are plain matplotlib Figures on the Agg canvas: no pyplot, no display and no
+change to the global backend, so a headless machine writes them and a notebook shows them.
 """
 
+import io
 import json
 import math
 import os
-from xml.sax.saxutils import escape
+
+import matplotlib
+import matplotlib.ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 # Distinguishable on white, and in order of how often a plot needs them.
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#17becf", "#bcbd22")
 
+# The one style of every jaxlm figure (matplotlib rcParams, applied only while drawing and saving).
+STYLE = {
+    "figure.figsize": (7.2, 4.4),  # inches; one panel, legend outside on the right
+    "figure.dpi": 100,
+    "savefig.dpi": 100,  # 720 x 440 pixels a panel, as the earlier hand-written SVGs
+    "savefig.facecolor": "white",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.prop_cycle": matplotlib.cycler(color=COLOURS),
+    "axes.grid": True,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "grid.color": "#dddddd",
+    "lines.linewidth": 1.8,
+    "lines.markersize": 4,
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "svg.fonttype": "none",  # text stays text: smaller files, labels searchable
+    "svg.hashsalt": "jaxlm",  # element ids that do not change between redraws
+}
 
-def read_curve(metrics_path: str, *, kind: str, x: str, y: str) -> list:
-  """[(x, y), ...] from the records of this kind that have both keys, in file order.
 
-  A resumed run appends records for steps it already logged; the later record wins.
+def parse_run(spec: str) -> tuple[str, str]:
+  """'LABEL=WORKDIR' -> (label, workdir); the last '=' splits, so a label may hold '='."""
+  label, separator, workdir = spec.rpartition("=")
+  if not separator or not label or not workdir:
+    raise ValueError(f"--run={spec!r} must be NAME=WORKDIR (e.g. --run=quickstart=runs/quickstart)")
+  return label, workdir
+
+
+def read_records(metrics_path: str) -> list[dict]:
+  """metrics.jsonl's records, ordered by step (read_metrics without the clock restarts)."""
+  return read_metrics(metrics_path)[0]
+
+
+def read_metrics(metrics_path: str) -> tuple[list[dict], list[int]]:
+  """(records ordered by step, steps after which the training clock restarted).
+
+  A record of a (kind, step) written again after a resume replaces the earlier one.
+  `training_seconds` is made continuous over restarts: the loop counts it per process,
+  from 0 again after a resume, so where it falls the earlier total is added to the rest
+  (a restart whose first log comes later than the earlier total cannot be seen).
   """
   if not os.path.exists(metrics_path):
     raise FileNotFoundError(f"{metrics_path} does not exist: give a workdir that has been trained "
                             f"(it writes metrics.jsonl)")
-  points = {}
+  records, restarts, offset, last = {}, [], 0.0, None  # last: (step, seconds) as written
   with open(metrics_path, encoding="utf-8") as handle:
     for line_number, line in enumerate(handle, 1):
+      if not line.strip():
+        continue
       try:
         record = json.loads(line)
       except json.JSONDecodeError as error:
         raise ValueError(f"{metrics_path}:{line_number} is not a JSON line ({error})") from error
-      if record.get("kind") == kind and x in record and y in record:
-        points[record["step"]] = (float(record[x]), float(record[y]))
+      if not isinstance(record, dict) or "step" not in record or "kind" not in record:
+        raise ValueError(f"{metrics_path}:{line_number} is not a jaxlm metrics record (no step or kind)")
+      seconds = record.get("training_seconds")
+      if isinstance(seconds, (int, float)):
+        if last is not None and seconds < last[1]:  # a new process: its clock started at 0
+          offset += last[1]
+          restarts.append(last[0])
+        last = (record["step"], seconds)
+        record["training_seconds"] = seconds + offset
+      records.pop((record["kind"], record["step"]), None)  # re-inserted last: file order kept
+      records[(record["kind"], record["step"])] = record
+  return sorted(records.values(), key=lambda record: record["step"]), restarts
+
+
+def curve(records: list[dict], *, kind: str, x: str, y: str) -> list[tuple[float, float]]:
+  """[(x, y), ...] of the records of this kind that have both keys, in step order."""
+  return [(float(record[x]), float(record[y])) for record in records
+          if record["kind"] == kind and x in record and y in record]
+
+
+def read_curve(metrics_path: str, *, kind: str, x: str, y: str) -> list[tuple[float, float]]:
+  """curve() of one metrics.jsonl; an error naming the keys when it has no such points."""
+  points = curve(read_records(metrics_path), kind=kind, x=x, y=y)
   if not points:
     raise ValueError(f"{metrics_path} has no {kind!r} records with both {x!r} and {y!r}; "
                      f"check the names against the file's keys")
-  return [points[step] for step in sorted(points)]
+  return points
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list:
-  """About `count` round tick values covering [low, high]."""
-  if high <= low:
-    return [low]
-  raw = (high - low) / count
-  magnitude = 10 ** math.floor(math.log10(raw))
-  step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=10 * magnitude)
-  first = math.ceil(low / step) * step
-  return [first + index * step for index in range(int((high - first) / step + 1e-9) + 1)]
+def new_figure(columns: int = 1) -> tuple[Figure, list]:
+  """A figure of `columns` panels side by side in the style, and its axes."""
+  with matplotlib.rc_context(STYLE):
+    width, height = STYLE["figure.figsize"]
+    figure = Figure(figsize=(width * (0.75 if columns > 1 else 1.0) * columns, height),
+                    layout="constrained")
+    FigureCanvasAgg(figure)  # the raster canvas; SVG output picks its own at save time
+    return figure, list(figure.subplots(1, columns, squeeze=False)[0])
 
 
-def _label(value: float) -> str:
-  return f"{value:,.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
-
-
-def line_plot(series: dict, *, x_label: str, y_label: str, title: str = "",
-              width: int = 720, height: int = 440) -> str:
-  """{name: [(x, y), ...]} -> an SVG document (str) with axes, ticks and a legend."""
+def draw(axes, series: dict, *, x_label: str, y_label: str, title: str = "", log_y: bool = False,
+         integer_x: bool = False, styles: dict | None = None) -> None:
+  """Draws {name: [(x, y), ...]} as lines on `axes`; integer_x: ticks on whole numbers only (steps);
+  styles: {name: matplotlib line keywords}."""
   if not series or not all(series.values()):
-    raise ValueError("line_plot needs at least one series, each with at least one point")
-  left, right, top, bottom = 70, 190, 40 if title else 20, 50
-  xs = [x for points in series.values() for x, _ in points]
-  ys = [y for points in series.values() for _, y in points]
-  x_low, x_high = min(xs), max(xs)
-  y_low, y_high = min(ys), max(ys)
-  y_pad = (y_high - y_low) * 0.05 or 1.0
-  y_low, y_high = y_low - y_pad, y_high + y_pad
-  x_high = x_high if x_high > x_low else x_low + 1.0
-  plot_width, plot_height = width - left - right, height - top - bottom
+    raise ValueError("a plot needs at least one series, each with at least one point")
+  with matplotlib.rc_context(STYLE):
+    for index, (name, points) in enumerate(series.items()):
+      style = {"color": COLOURS[index % len(COLOURS)], "marker": "o" if len(points) <= 30 else None}
+      style.update((styles or {}).get(name, {}))
+      xs, ys = zip(*points)
+      axes.plot(xs, ys, label=name, **style)
+    if log_y and all(y > 0 for points in series.values() for _, y in points if math.isfinite(y)):
+      axes.set_yscale("log")
+      # Plain numbers (400, 600, 1000) rather than 4 x 10^2; in-between ticks labelled when the
+      # axis spans few decades (matplotlib's choice).
+      axes.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+      axes.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+      axes.yaxis.grid(True, which="minor", color="#eeeeee")
+    if integer_x:
+      axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    if title:
+      axes.set_title(title)
 
-  def to_x(value):
-    return left + (value - x_low) / (x_high - x_low) * plot_width
 
-  def to_y(value):
-    return top + (y_high - value) / (y_high - y_low) * plot_height
+def legend_outside(axes) -> None:
+  """The lines' legend right of `axes` (a figure's last panel: one legend for the figure)."""
+  with matplotlib.rc_context(STYLE):
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
-  parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>']
-  if title:
-    parts.append(f'<text x="{left + plot_width / 2}" y="22" text-anchor="middle" font-size="14">'
-                 f'{escape(title)}</text>')
-  for tick in _ticks(x_low, x_high):
-    parts.append(f'<line x1="{to_x(tick):.1f}" y1="{top}" x2="{to_x(tick):.1f}" y2="{top + plot_height}" '
-                 f'stroke="#ddd"/><text x="{to_x(tick):.1f}" y="{top + plot_height + 16}" '
-                 f'text-anchor="middle">{_label(tick)}</text>')
-  for tick in _ticks(y_low, y_high):
-    parts.append(f'<line x1="{left}" y1="{to_y(tick):.1f}" x2="{left + plot_width}" y2="{to_y(tick):.1f}" '
-                 f'stroke="#ddd"/><text x="{left - 6}" y="{to_y(tick) + 4:.1f}" '
-                 f'text-anchor="end">{_label(tick)}</text>')
-  parts.append(f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" fill="none" '
-               f'stroke="black"/>')
-  parts.append(f'<text x="{left + plot_width / 2}" y="{height - 12}" text-anchor="middle">'
-               f'{escape(x_label)}</text>')
-  parts.append(f'<text transform="translate(16 {top + plot_height / 2}) rotate(-90)" '
-               f'text-anchor="middle">{escape(y_label)}</text>')
-  for index, (name, points) in enumerate(series.items()):
-    colour = COLOURS[index % len(COLOURS)]
-    coordinates = " ".join(f"{to_x(x):.1f},{to_y(y):.1f}" for x, y in points)
-    parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="2">'
-                 f'<title>{escape(name)}</title></polyline>')
-    for x, y in points:
-      parts.append(f'<circle cx="{to_x(x):.1f}" cy="{to_y(y):.1f}" r="2.5" fill="{colour}"/>')
-    legend_y = top + 10 + 18 * index
-    parts.append(f'<line x1="{left + plot_width + 12}" y1="{legend_y}" x2="{left + plot_width + 32}" '
-                 f'y2="{legend_y}" stroke="{colour}" stroke-width="2"/><text x="{left + plot_width + 38}" '
-                 f'y="{legend_y + 4}">{escape(name)}</text>')
-  parts.append("</svg>")
-  return "\n".join(parts) + "\n"
+
+def line_plot(series: dict, *, x_label: str, y_label: str, title: str = "", log_y: bool = False,
+              integer_x: bool = False) -> Figure:
+  """{name: [(x, y), ...]} -> a one-panel figure with axes labels and a legend."""
+  figure, (axes,) = new_figure()
+  draw(axes, series, x_label=x_label, y_label=y_label, title=title, log_y=log_y, integer_x=integer_x)
+  legend_outside(axes)
+  return figure
+
+
+def encode(figure: Figure, image_format: str) -> bytes:
+  """The figure as PNG or SVG bytes (deterministic for SVG: no date, fixed ids)."""
+  if image_format not in ("png", "svg"):
+    raise ValueError(f"image format {image_format!r}: choose png or svg")
+  buffer = io.BytesIO()
+  with matplotlib.rc_context(STYLE):
+    figure.savefig(buffer, format=image_format,
+                   metadata={"Date": None} if image_format == "svg" else {"Software": "jaxlm (matplotlib)"})
+  return buffer.getvalue()
+
+
+def save(figure: Figure, path: str) -> None:
+  """Writes the figure as PNG or SVG, by the file's extension."""
+  image_format = os.path.splitext(path)[1].lstrip(".").lower()
+  if image_format not in ("png", "svg"):
+    raise ValueError(f"{path}: give a .png or .svg file name")
+  data = encode(figure, image_format)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "wb") as handle:
+    handle.write(data)

@@ -1,0 +1,37 @@
+"""One self-contained HTML page comparing runs: curves, final and best metrics, config differences.
+
+  python launch/report.py --run=quickstart=runs/quickstart --run=LSTM=runs/lstm --output=report.html
+
+Each --run is NAME=WORKDIR (a workdir written by launch/train.py: metrics.jsonl and
+config.json). The page holds training and validation loss and the task's metric against
+step and training time, learning rate, gradient norm and tokens/s, a table of final and
+best metrics (best by each run's task: perplexity, MCC, accuracy, F1), and the config keys
+in which the runs differ. --figures=DIR also writes each figure as a PNG there.
+"""
+
+import sys
+
+import _path  # noqa: F401  (repository root on sys.path)
+from absl import app, flags
+
+from jaxlm import report
+
+_RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR, once per run.")
+_OUTPUT = flags.DEFINE_string("output", None, "The .html file to write.", required=True)
+_TITLE = flags.DEFINE_string("title", "jaxlm run report", "The page's title.")
+_FIGURES = flags.DEFINE_string("figures", "", "A folder to write each figure to as <key>.png as well.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    runs = report.load_runs(_RUNS.value)
+  except (FileNotFoundError, ValueError) as error:
+    sys.exit(f"launch/report.py: {error}")  # names the run and what is wrong: one line, no traceback
+  report.write(runs, _OUTPUT.value, title=_TITLE.value, figures_dir=_FIGURES.value or None)
+  print(f"wrote {_OUTPUT.value}: {len(runs)} runs ({', '.join(run.name for run in runs)})")
+
+
+if __name__ == "__main__":
+  app.run(main)
