@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, smoke_config
+from conftest import REPO_ROOT, smoke_config, write_tiny_corpus
 from jaxlm import decoding, generate
 from tests.model_helpers import VOCAB, build, model_config
 
@@ -34,7 +34,8 @@ PROMPT, TOKENS = 4, 12
 def model_and_variables(name: str, head: str = "softmax"):
   """A tiny random-init model, its parameters scaled up so that outputs depend clearly on context."""
   family, body = BODIES[name]
-  config = model_config(family, **body)
+  # The LSTM reads an embedding bag, whose word rows live in the "frozen" collection.
+  config = model_config(family, input_layer="bag" if family == "lstm" else "word", **body)
   config.head = head
   config.adaptive_cutoffs = (20, 40)
   config.target_dim = 8
@@ -101,7 +102,7 @@ def test_greedy_decoding_of_every_head_is_its_top_word():
     model, variables = model_and_variables("lstm", head=head)
     if head != "adaptive":
       table = jax.random.normal(jax.random.key(4), (VOCAB, 8))
-      variables = dict(variables, frozen={"head": {"target_table": table}})
+      variables = dict(variables, frozen={**variables["frozen"], "head": {"target_table": table}})
     outputs, _ = model.apply(variables, jnp.asarray(prompt_ids()[None]), train=False)
     at_last = generate._at_position(outputs, PROMPT - 1)
     scores = generate.next_token_scores(at_last, head)  # [1, vocab]
@@ -133,6 +134,19 @@ def test_prompts_start_at_a_line_end_and_unknown_words_become_unk():
     generate.Tokenizer(["<eos>", "the"]).encode("the dog")
 
 
+def test_bpe_prompts_are_pieces_after_the_line_end_and_decode_back(tmp_path):
+  from jaxlm.data import sentencepiece_tokenizer
+  text = tmp_path / "train.txt"
+  text.write_text("the cat sat on the mat\nа кошка спит\n" * 50, encoding="utf-8")
+  path = sentencepiece_tokenizer.train_sentencepiece(str(text), vocab_size=300)
+  pieces = sentencepiece_tokenizer.pieces_of(sentencepiece_tokenizer.load_sentencepiece(path))
+  tokenizer = generate.Tokenizer(pieces, sentencepiece_model=path)
+  ids, unknown = tokenizer.encode("the  cat 🦔")  # words as the corpus splits them; byte fallback
+  assert ids[0] == pieces.index("</s>") and unknown == []
+  assert tokenizer.decode(ids[1:] + [ids[0]] + ids[1:3]) == "the cat 🦔\n" + tokenizer.decode(ids[1:3])
+  assert tokenizer.encode("") == ([ids[0]], [])
+
+
 def test_positions_beyond_max_length_are_refused_before_compiling():
   model, _ = model_and_variables("transformer_learned")
   with pytest.raises(ValueError, match="max_length=16"):
@@ -148,11 +162,14 @@ def test_bad_workdirs_fail_with_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_sample_launcher_on_a_trained_smoke_run(tiny_corpus, cache_dir, tmp_path):
+def test_sample_launcher_on_a_trained_smoke_run(cache_dir, tmp_path):
   """Train the quickstart smoke config, then launch/sample.py with and without the cache."""
   from jaxlm import train
+  corpus = write_tiny_corpus(str(tmp_path / "corpus"))
+  with open(os.path.join(corpus, "train.txt"), "a", encoding="utf-8") as handle:
+    handle.write(" w1 <unk> w2 \n")  # WikiText's own <unk>, which unknown prompt words become
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), workdir, progress=False)
+  train.train_and_evaluate(smoke_config(corpus, cache_dir), workdir, progress=False)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   outputs = []
   for cache_flag in ("--cache", "--nocache"):
