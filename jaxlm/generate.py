@@ -114,48 +114,92 @@ def sample(scores, key, sampling: Sampling):
 # Decoding.
 
 
-def _check_length(model, prompt_length: int, max_tokens: int) -> int:
-  """The positions fed to the model (prompt, then every generated token but the last); checks
-  the body can decode them (a transformer's max_length, an encoder) before anything compiles."""
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """Which text positions the model reads, fixed before compiling.
+
+  length: the positions one decode cache (or one uncached forward pass) holds. limit: the
+  body's decode_limit (a transformer's max_length with learned or sinusoidal positions), None
+  when unbounded. Past the limit the window slides by hop = limit // 2: the next token at text
+  position t is predicted from text[start(t):t] (start_of below), between limit - hop + 1 and
+  limit tokens; the cached path re-reads the last limit - hop tokens into a fresh cache each
+  time it is full (one prefill per hop tokens), the uncached path reads the same windows.
+  """
+  length: int
+  limit: int | None
+  hop: int
+
+  def start_of(self, position):
+    """The first text position read when predicting text position `position` (int or traced)."""
+    if self.limit is None:
+      return 0
+    over = position - self.limit
+    if isinstance(over, int):  # a static position: a static start (slices of the prompt)
+      return self.hop * max(0, -(-over // self.hop))
+    return self.hop * jnp.maximum(0, -(-over // self.hop))  # hop * ceil(over / hop), at least 0
+
+
+def _window(model, prompt_length: int, max_tokens: int) -> Window:
+  """The window for a prompt and max_tokens; checks the body can decode (an encoder cannot)."""
   if prompt_length < 1 or max_tokens < 1:
     raise ValueError(f"need a prompt of at least one token (got {prompt_length}) and --max_tokens >= 1 "
                      f"(got {max_tokens})")
-  length = prompt_length + max_tokens - 1
-  jax.eval_shape(lambda: model.decode_cache(1, length))  # raises the body's own message
-  return length
+  fed = prompt_length + max_tokens - 1  # the prompt and every generated token but the last
+  limit = model.decode_limit()
+  if limit is not None and fed <= limit:
+    limit = None  # the whole text fits: no window moves
+  window = Window(length=fed if limit is None else limit, limit=limit, hop=max((limit or 0) // 2, 1))
+  jax.eval_shape(lambda: model.decode_cache(1, window.length))  # raises the body's own message
+  return window
 
 
-def _cached(model, head, sampling, prompt_length, max_tokens, variables, prompt, key):
+def _cached(model, head, sampling, prompt_length, max_tokens, window, variables, prompt, key):
   """prompt int32 [rows, prompt_length] -> int32 [rows, max_tokens]: one prefill, then single steps."""
-  cache = model.decode_cache(prompt.shape[0], prompt_length + max_tokens - 1)
-  outputs, cache = model.apply(variables, prompt, train=False, carry=cache, decode=True)
-  first = sample(next_token_scores(_at_position(outputs, prompt_length - 1), head), jax.random.fold_in(key, 0),
-                 sampling)
+  rows = prompt.shape[0]
 
-  def step(carried, index):  # token `index - 1` in, token `index` out
-    token, cache = carried
+  def prefill(tokens):  # tokens [rows, n] from the start of a fresh cache -> (outputs, cache)
+    return model.apply(variables, tokens, train=False, carry=model.decode_cache(rows, window.length), decode=True)
+
+  start = window.start_of(prompt_length)
+  outputs, cache = prefill(prompt[:, start:])
+  first = sample(next_token_scores(_at_position(outputs, prompt_length - start - 1), head),
+                 jax.random.fold_in(key, 0), sampling)
+  text = jnp.zeros((rows, prompt_length + max_tokens), jnp.int32)
+  text = jax.lax.dynamic_update_slice_in_dim(text, jnp.concatenate([prompt, first[:, None]], axis=1), 0, axis=1)
+
+  def step(carried, index):  # feeds text position prompt_length + index - 1, predicts the next
+    text, token, cache, start = carried
+    if window.limit is not None:  # a full cache starts again from the window's last limit - hop tokens
+      position = prompt_length + index
+      def restart(_):
+        kept = jax.lax.dynamic_slice_in_dim(text, start + window.hop, window.limit - window.hop, axis=1)
+        return prefill(kept)[1], start + window.hop
+      cache, start = jax.lax.cond(position - 1 - start == window.limit, restart, lambda _: (cache, start), None)
     outputs, cache = model.apply(variables, token[:, None], train=False, carry=cache, decode=True)
     token = sample(next_token_scores(outputs, head), jax.random.fold_in(key, index), sampling)
-    return (token, cache), token
+    text = jax.lax.dynamic_update_slice_in_dim(text, token[:, None], prompt_length + index, axis=1)
+    return (text, token, cache, start), token
 
-  _, rest = jax.lax.scan(step, (first, cache), jnp.arange(1, max_tokens))  # rest [max_tokens - 1, rows]
+  carried = (text, first, cache, jnp.asarray(start, jnp.int32))
+  _, rest = jax.lax.scan(step, carried, jnp.arange(1, max_tokens))  # rest [max_tokens - 1, rows]
   return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 
-def _uncached(model, head, sampling, prompt_length, max_tokens, variables, prompt, key):
-  """The same tokens, each from a full forward pass over the text so far (right-padded)."""
+def _uncached(model, head, sampling, prompt_length, max_tokens, window, variables, prompt, key):
+  """The same tokens, each from a full forward pass over the window of text before it (right-padded)."""
   rows = prompt.shape[0]
-  text = jnp.zeros((rows, prompt_length + max_tokens - 1), jnp.int32)
+  # Room for a window read from any start (the tokens beyond the text are padding, never read).
+  text = jnp.zeros((rows, prompt_length + max_tokens + window.length), jnp.int32)
   text = jax.lax.dynamic_update_slice_in_dim(text, prompt, 0, axis=1)
 
-  def step(text, index):  # token `index` from the position before it
-    outputs, _ = model.apply(variables, text, train=False)
-    scores = next_token_scores(_at_position(outputs, prompt_length + index - 1), head)
+  def step(text, index):  # predicts text position prompt_length + index
+    position = prompt_length + index
+    start = window.start_of(position)
+    outputs, _ = model.apply(variables, jax.lax.dynamic_slice_in_dim(text, start, window.length, axis=1),
+                             train=False)
+    scores = next_token_scores(_at_position(outputs, position - 1 - start), head)
     token = sample(scores, jax.random.fold_in(key, index), sampling)
-    # The last token is never read as input; its slot would be one past the end.
-    position = jnp.minimum(prompt_length + index, text.shape[1] - 1)
-    written = jax.lax.dynamic_update_slice_in_dim(text, token[:, None], position, axis=1)
-    return jnp.where(prompt_length + index < text.shape[1], written, text), token
+    return jax.lax.dynamic_update_slice_in_dim(text, token[:, None], position, axis=1), token
 
   _, tokens = jax.lax.scan(step, text, jnp.arange(max_tokens))  # [max_tokens, rows]
   return tokens.T
@@ -180,9 +224,9 @@ def make_decoder(model, *, prompt_length: int, max_tokens: int, head: str, sampl
   config.model.head (how outputs become scores). cache=False decodes with full forward passes.
   """
   sampling.check()
-  _check_length(model, prompt_length, max_tokens)
+  window = _window(model, prompt_length, max_tokens)
   decode = _cached if cache else _uncached
-  return jax.jit(functools.partial(decode, model, head, sampling, prompt_length, max_tokens))
+  return jax.jit(functools.partial(decode, model, head, sampling, prompt_length, max_tokens, window))
 
 
 def generate_ids(model, variables, prompt_ids, *, max_tokens: int, head: str, sampling: Sampling = Sampling(),

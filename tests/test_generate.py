@@ -85,6 +85,21 @@ def test_cached_and_uncached_decoding_give_the_same_tokens(name):
       assert not np.array_equal(tokens[0][0], tokens[0][1])  # sampled rows differ
 
 
+@pytest.mark.parametrize("prompt_length", [PROMPT, 21])
+def test_past_max_length_the_window_slides_alike_with_and_without_the_cache(prompt_length):
+  """Learned positions exist for 16 tokens; 30 more tokens slide the window 8 at a time, and a
+  21-token prompt starts beyond them."""
+  model, variables = model_and_variables("transformer_learned")
+  prompt = np.asarray(jax.random.randint(jax.random.key(1), (prompt_length,), 0, VOCAB), np.int32)
+  sampling = generate.Sampling(temperature=1.0, top_k=20)
+  tokens = [generate.generate_ids(model, variables, prompt, max_tokens=30, head="softmax", sampling=sampling,
+                                  seed=3, num_samples=2, cache=cache).tokens for cache in (True, False)]
+  np.testing.assert_array_equal(tokens[0], tokens[1])
+  window = generate._window(model, prompt_length, 30)
+  assert (window.length, window.limit, window.hop) == (16, 16, 8)
+  assert [window.start_of(position) for position in (16, 17, 24, 25, 33)] == [0, 8, 8, 16, 24]
+
+
 def test_a_seed_reproduces_its_text_and_another_seed_does_not():
   model, variables = model_and_variables("lstm")
   decode = generate.make_decoder(model, prompt_length=PROMPT, max_tokens=TOKENS, head="softmax",
@@ -147,10 +162,10 @@ def test_bpe_prompts_are_pieces_after_the_line_end_and_decode_back(tmp_path):
   assert tokenizer.encode("") == ([ids[0]], [])
 
 
-def test_positions_beyond_max_length_are_refused_before_compiling():
-  model, _ = model_and_variables("transformer_learned")
-  with pytest.raises(ValueError, match="max_length=16"):
-    generate.make_decoder(model, prompt_length=PROMPT, max_tokens=20, head="softmax")
+def test_encoders_are_refused_before_compiling():
+  model = build("transformer", causal=False)
+  with pytest.raises(ValueError, match="encoder"):
+    generate.make_decoder(model, prompt_length=PROMPT, max_tokens=4, head="softmax")
 
 
 def test_bad_workdirs_fail_with_a_clear_error(tmp_path):

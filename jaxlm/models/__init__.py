@@ -28,7 +28,9 @@ states one call over the whole sequence from the initial carry gives, with work 
 that does not grow with the number of tokens decoded (beyond attending to them). The
 transformer's cache holds every layer's keys and values (and the position, an int32
 scalar), the LSTM's is its carry, the TCN's each convolution's last inputs. Encoders
-(causal=False) refuse. Training and evaluation never pass decode, so their paths are
+(causal=False) refuse. A body with a bounded number of positions (a transformer with
+learned or sinusoidal positions) also has `decode_limit()`, that bound; a cache is never
+longer (jaxlm.generate slides a window past it). Training and evaluation never pass decode, so their paths are
 unchanged.
 
 The body family "none" (jaxlm.models.identity) returns its input vectors unchanged:
@@ -85,6 +87,10 @@ class LanguageModel(nn.Module):
   def decode_cache(self, batch_size: int, length: int):
     """The body's empty decode cache for up to `length` tokens (the contract above)."""
     return self.body.decode_cache(batch_size, self.input_layer.width, length)
+
+  def decode_limit(self) -> int | None:
+    """The most positions a decode cache can hold (the body's decode_limit), None when unbounded."""
+    return self.body.decode_limit() if hasattr(self.body, "decode_limit") else None
 
   def __call__(self, token_ids, *, train: bool, carry=None, mask=None, decode: bool = False):
     """token_ids [batch, length] int32 -> (outputs, carry); mask bool [batch, length] or None (all real).

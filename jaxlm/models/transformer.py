@@ -318,6 +318,10 @@ class Transformer(nn.Module):
     return {"keys": jnp.zeros(shape, self.dtype), "values": jnp.zeros(shape, self.dtype),
             "position": jnp.zeros((), jnp.int32)}
 
+  def decode_limit(self) -> int | None:
+    """Learned and sinusoidal positions exist up to max_length; relative ones have no bound."""
+    return None if self.positions == "relative" else self.max_length
+
   def decode(self, x, cache):
     """decode=True: x [batch, length, width] holds positions cache["position"] + 0 ... length - 1.
 
