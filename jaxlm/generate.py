@@ -29,7 +29,9 @@ word tokeniser of jaxlm.data.works), and BPE runs SentencePiece over those words
 the vocabulary lacks becomes <unk> (reported in `unknown_words`); with the embedding bag
 too, since its rows are the vocabulary's words (n-gram rows are not composed for new words).
 Transformer-XL memory is not used in decoding: the key/value cache holds every earlier token
-(jaxlm.models.transformer.Transformer.decode).
+(jaxlm.models.transformer.Transformer.decode). A transformer with learned or sinusoidal
+positions has max_length of them (the quickstart: 64); a longer text is read through a
+window that slides by half of that (Window), with and without the cache alike.
 """
 
 import dataclasses
