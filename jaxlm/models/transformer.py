@@ -146,7 +146,8 @@ class SelfAttention(nn.Module):
     cache: {"keys", "values"} [batch, capacity, heads, head_width], position j at slot j (slots
       from `position` on are empty and written here). position: int32 scalar.
     distance_encodings: [capacity, width] encodings of distances 0 ... capacity - 1 (relative only);
-      they do not depend on the position, so jit computes their keys once per call.
+      they do not depend on the position, so XLA hoists their keys out of a decoding loop (seen in
+      the compiled HLO of jaxlm.generate's loop: one [capacity, width] product, before the loop).
     Returns (attended [batch, length, heads, head_width], the cache with the new keys and values).
     """
     length, head_width = query.shape[1], query.shape[-1]
@@ -338,7 +339,7 @@ class Transformer(nn.Module):
     if relative:
       offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)  # as in __call__
       x = x + offset.astype(x.dtype)
-      # Distances 0 ... capacity - 1: independent of the position, so computed once per jit call.
+      # Distances 0 ... capacity - 1: independent of the position (SelfAttention.cached_attention).
       distance_encodings = sinusoids(jnp.arange(cache["keys"].shape[2]), width).astype(self.dtype)
     elif self.positions == "learned":
       table = self.param("position_table", layers.gpt2_init(), (self.max_length, width), jnp.float32)
