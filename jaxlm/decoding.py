@@ -12,7 +12,7 @@ from jax import lax
 from jaxlm import adaptive_softmax
 
 
-def _unit(vectors):
+def unit(vectors):
   """Rows scaled to unit length; zero rows (words without a vector) stay zero."""
   norm = jnp.sqrt(jnp.maximum(jnp.sum(vectors * vectors, axis=-1, keepdims=True), 1e-16))
   return vectors / norm
@@ -34,7 +34,7 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
   chunk_size = min(chunk_size, vocab)
   num_chunks = -(-vocab // chunk_size)
   chunk_k = min(k, chunk_size)  # a chunk smaller than k contributes all its rows
-  queries = _unit(vectors.reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
+  queries = unit(vectors.reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
   # Zero rows pad the last chunk; their scores are masked to -inf below.
   chunks = jnp.pad(table.astype(jnp.float32), ((0, num_chunks * chunk_size - vocab), (0, 0)))
   chunks = chunks.reshape(num_chunks, chunk_size, dim)
@@ -44,7 +44,7 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
     best_scores, best_ids = best  # [queries, k] each
     chunk, start = chunk_and_start
     # HIGHEST: TF32 matmuls on GPU would reorder near-ties; this runs only at evaluation.
-    scores = jnp.matmul(queries, _unit(chunk).T, precision=lax.Precision.HIGHEST)
+    scores = jnp.matmul(queries, unit(chunk).T, precision=lax.Precision.HIGHEST)
     ids = start + jnp.arange(chunk_size, dtype=jnp.int32)  # [chunk]
     scores = jnp.where(ids < vocab, scores, -jnp.inf)  # [queries, chunk]
     chunk_scores, positions = lax.top_k(scores, chunk_k)
@@ -112,16 +112,16 @@ def target_ranks(outputs, targets, *, chunk_size: int = 8192):
     return _rank_in(logits, target_scores, flat_targets).reshape(targets.shape)
   table = outputs["target_table"].astype(jnp.float32)
   vocab, dim = table.shape
-  queries = _unit(outputs["vectors"].reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
+  queries = unit(outputs["vectors"].reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
   # The same float32 product as the chunks below, so a target's own score is bit-identical.
-  target_scores = jnp.sum(queries * _unit(table[flat_targets]), axis=-1)
+  target_scores = jnp.sum(queries * unit(table[flat_targets]), axis=-1)
   chunk_size = min(chunk_size, vocab)
   num_chunks = -(-vocab // chunk_size)
   chunks = jnp.pad(table, ((0, num_chunks * chunk_size - vocab), (0, 0))).reshape(num_chunks, chunk_size, dim)
 
   def count_chunk(ranks, chunk_and_start):
     chunk, start = chunk_and_start
-    scores = jnp.einsum("qd,cd->qc", queries, _unit(chunk), precision=lax.Precision.HIGHEST)
+    scores = jnp.einsum("qd,cd->qc", queries, unit(chunk), precision=lax.Precision.HIGHEST)
     ids = start + jnp.arange(chunk_size, dtype=jnp.int32)
     scores = jnp.where(ids < vocab, scores, -jnp.inf)  # padding rows never rank above
     return ranks + _rank_in(scores, target_scores, flat_targets, start=start), None

@@ -59,6 +59,7 @@ class Corpus:
   vocabulary: Vocabulary
   splits: dict  # split -> np.ndarray int32 [num_tokens]
   fingerprint: str
+  sentencepiece_model: str = ""  # data.tokenizer="bpe": the .model file, to encode new text (a prompt)
 
 
 def default_cache_dir() -> str:
@@ -172,4 +173,5 @@ def load_corpus(data_config) -> Corpus:
     vocabulary.save(vocabulary_path)  # written last: its presence marks a complete cache
   vocabulary = Vocabulary.load(vocabulary_path)
   splits = {split: np.load(os.path.join(token_dir, f"{split}.npy")) for split in SPLITS}
-  return Corpus(vocabulary=vocabulary, splits=splits, fingerprint=key + variant)
+  return Corpus(vocabulary=vocabulary, splits=splits, fingerprint=key + variant,
+                sentencepiece_model=model_path if tokenizer == "bpe" else "")

@@ -20,6 +20,19 @@ not. Heads get it too (`head(states, *, input_layer, train, mask)`): a pooling h
 needs it; a language-model head scores every position and leaves padding to the
 loss's weights.
 
+Incremental decoding (text generation, jaxlm.generate): a causal body also has
+`body.decode_cache(batch_size, width, length)`, the empty cache for decoding up to `length`
+tokens, and a call with `decode=True` takes that cache as `carry` and returns the updated
+one: calling it on a prefix and then on each next token gives, at every position, the
+states one call over the whole sequence from the initial carry gives, with work per token
+that does not grow with the number of tokens decoded (beyond attending to them). The
+transformer's cache holds every layer's keys and values (and the position, an int32
+scalar), the LSTM's is its carry, the TCN's each convolution's last inputs. Encoders
+(causal=False) refuse. A body with a bounded number of positions (a transformer with
+learned or sinusoidal positions) also has `decode_limit()`, that bound; a cache is never
+longer (jaxlm.generate slides a window past it). Training and evaluation never pass decode, so their paths are
+unchanged.
+
 The body family "none" (jaxlm.models.identity) returns its input vectors unchanged:
 with the FastText bag as input and a pooling task head it is the FastText baseline.
 
@@ -71,17 +84,29 @@ class LanguageModel(nn.Module):
   def initial_carry(self, batch_size: int):
     return self.body.initial_carry(batch_size, self.input_layer.width)
 
-  def __call__(self, token_ids, *, train: bool, carry=None, mask=None):
-    """token_ids [batch, length] int32 -> (outputs, carry); mask bool [batch, length] or None (all real)."""
+  def decode_cache(self, batch_size: int, length: int):
+    """The body's empty decode cache for up to `length` tokens (the contract above)."""
+    return self.body.decode_cache(batch_size, self.input_layer.width, length)
+
+  def decode_limit(self) -> int | None:
+    """The most positions a decode cache can hold (the body's decode_limit), None when unbounded."""
+    return self.body.decode_limit() if hasattr(self.body, "decode_limit") else None
+
+  def __call__(self, token_ids, *, train: bool, carry=None, mask=None, decode: bool = False):
+    """token_ids [batch, length] int32 -> (outputs, carry); mask bool [batch, length] or None (all real).
+
+    decode=True: carry is a decode_cache (incremental decoding); outputs are the new positions'.
+    """
     if carry is None:
-      carry = self.initial_carry(token_ids.shape[0])
+      carry = self.decode_cache(token_ids.shape[0], token_ids.shape[1]) if decode else \
+          self.initial_carry(token_ids.shape[0])
     vectors = self.input_layer(token_ids, train=train)
     if train and self.embedding_dropout > 0.0:
       # After the input layer, so it works for every input layer and body.
       scale = layers.embedding_dropout_scale(token_ids, self.input_layer.vocab_size,
                                              self.embedding_dropout, self.make_rng("dropout"))
       vectors = (vectors * scale).astype(vectors.dtype)
-    states, carry = self.body(vectors, train=train, carry=carry, mask=mask)
+    states, carry = self.body(vectors, train=train, carry=carry, mask=mask, decode=decode)
     return self.head(states, input_layer=self.input_layer, train=train, mask=mask), carry
 
 

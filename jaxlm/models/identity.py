@@ -23,8 +23,12 @@ class Identity(nn.Module):
     del batch_size, width
     return ()
 
+  def decode_cache(self, batch_size: int, width: int, length: int):
+    del batch_size, width, length
+    return ()
+
   @nn.compact
-  def __call__(self, x, *, train: bool, carry=(), mask=None):
+  def __call__(self, x, *, train: bool, carry=(), mask=None, decode: bool = False):
     """x [batch, length, width] -> (x, ()); position t depends on token t alone, so mask is not needed."""
-    del carry, mask
+    del carry, mask, decode
     return nn.Dropout(self.dropout)(x, deterministic=not train).astype(self.dtype), ()

@@ -23,6 +23,9 @@ BiLSTM taggers after it) and costs about half of the causal layer's recurrent
 parameters, not twice. An encoder sees whole sequences, so it starts from zeros every call:
 its carry is () and a passed carry is ignored.
 
+Incremental decoding needs nothing more: the carry after a prefix is the state the next
+token starts from (decode_cache is the initial carry).
+
 mask (bool [batch, length], False at right-padding): at padded steps the state is
 held unchanged (state = where(mask_t, new, old)). The backward scan thus meets the
 last real token in its zero start state, so outputs at real tokens depend on neither
@@ -144,9 +147,20 @@ class LSTM(nn.Module):
     return tuple((jnp.zeros((batch_size, size), jnp.float32), jnp.zeros((batch_size, size), jnp.float32))
                  for size in self.layer_sizes(width))
 
+  def decode_cache(self, batch_size: int, width: int, length: int):
+    """Incremental decoding carries the state, whatever the length: the initial carry."""
+    del length
+    if not self.causal:
+      raise ValueError("model.lstm.causal=False is a bidirectional encoder: it has no next token to decode")
+    return self.initial_carry(batch_size, width)
+
   @nn.compact
-  def __call__(self, x, *, train: bool, carry=None, mask=None):
-    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real)."""
+  def __call__(self, x, *, train: bool, carry=None, mask=None, decode: bool = False):
+    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real).
+
+    decode: accepted for the body contract; a causal LSTM already decodes incrementally through its carry.
+    """
+    del decode
     if carry is None or not self.causal:
       carry = self.initial_carry(x.shape[0], x.shape[-1])
     x = layers.LockedDropout(self.dropout_input, name="dropout_input")(x, train=train)

@@ -26,6 +26,12 @@ Options beyond the GPT-2 baseline (each off by default):
   positions = "relative" with causal=False: the same scores over signed distances
     i - j in -(length - 1) ... length - 1 (keys to the right have negative distances).
 
+Incremental decoding (decode=True, a causal body): the carry is a key/value cache from
+decode_cache(batch, width, length); a call with the next tokens returns their states and
+the cache with their keys and values. Learned and sinusoidal positions are read at the
+cache's position, relative scores at the distances to every cached key; memory is not used
+(Transformer.decode says why). Training and evaluation never take this path.
+
 The fast path, jax.nn.dot_product_attention (cuDNN flash attention with
 attention_implementation="cudnn" in bf16), serves absolute positions without attention
 dropout in training; relative positions, memory or attention dropout take an explicit
@@ -122,8 +128,55 @@ class SelfAttention(nn.Module):
     # cuDNN has no right window, so a banded encoder on cuDNN takes the explicit path.
     return self.causal or self.window == 0 or self.implementation != "cudnn"
 
+  def relative_parameters(self, relative_encodings):
+    """(u [heads, head_width], v [heads, head_width], relative keys [distances, heads, head_width]):
+    Transformer-XL's content and position biases and its keys of the encoded distances."""
+    head_width = relative_encodings.shape[-1] // self.num_heads
+    content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
+    position_bias = self.param("position_bias", layers.gpt2_init(), (self.num_heads, head_width))  # v
+    relative_keys = nn.DenseGeneral((self.num_heads, head_width), use_bias=False, dtype=self.dtype,
+                                    kernel_init=layers.gpt2_init(), name="relative_key")(relative_encodings)
+    return content_bias, position_bias, relative_keys
+
+  def cached_attention(self, query, key, value, cache, position, distance_encodings):
+    """Incremental decoding: queries of positions position ... position + length - 1 attend to
+    every cached earlier position and to themselves, as the causal path over the whole prefix does.
+
+    query, key, value: [batch, length, heads, head_width] of the new positions.
+    cache: {"keys", "values"} [batch, capacity, heads, head_width], position j at slot j (slots
+      from `position` on are empty and written here). position: int32 scalar.
+    distance_encodings: [capacity, width] encodings of distances 0 ... capacity - 1 (relative only);
+      they do not depend on the position, so XLA hoists their keys out of a decoding loop (seen in
+      the compiled HLO of jaxlm.generate's loop: one [capacity, width] product, before the loop).
+    Returns (attended [batch, length, heads, head_width], the cache with the new keys and values).
+    """
+    length, head_width = query.shape[1], query.shape[-1]
+    keys = jax.lax.dynamic_update_slice_in_dim(cache["keys"], key.astype(cache["keys"].dtype), position, axis=1)
+    values = jax.lax.dynamic_update_slice_in_dim(cache["values"], value.astype(cache["values"].dtype),
+                                                 position, axis=1)
+    capacity = keys.shape[1]
+    distance = position + jnp.arange(length)[:, None] - jnp.arange(capacity)[None, :]  # [length, capacity]
+    if self.relative:
+      content_bias, position_bias, relative_keys = self.relative_parameters(distance_encodings)
+      scores = jnp.einsum("bqhd,bkhd->bhqk", query + content_bias.astype(self.dtype), keys,
+                          preferred_element_type=jnp.float32)
+      by_distance = jnp.einsum("bqhd,khd->bhqk", query + position_bias.astype(self.dtype), relative_keys,
+                               preferred_element_type=jnp.float32)  # [batch, heads, length, distances]
+      # The future (negative distances) is clipped here and masked below.
+      scores = scores + jnp.take_along_axis(by_distance, jnp.clip(distance, 0, capacity - 1)[None, None], axis=-1)
+    else:
+      scores = jnp.einsum("bqhd,bkhd->bhqk", query, keys, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(head_width)
+    allowed = distance >= 0  # empty slots lie in the future of every query
+    if self.window > 0:
+      allowed &= distance < self.window
+    scores = jnp.where(allowed[None, None], scores, jnp.finfo(jnp.float32).min)
+    attended = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1).astype(self.dtype), values)
+    return attended, {"keys": keys, "values": values}
+
   @nn.compact
-  def __call__(self, x, *, train: bool = False, context=None, context_valid=None, relative_encodings=None):
+  def __call__(self, x, *, train: bool = False, context=None, context_valid=None, relative_encodings=None,
+               cache=None, position=None):
     """Args:
       x: [batch, length, width] normalised queries' inputs.
       context: [batch, memory + length, width], [memory; x] normalised; None = x.
@@ -132,6 +185,8 @@ class SelfAttention(nn.Module):
       relative_encodings: encodings of relative_distances(length, memory, causal): causal
         [memory + length, width] for distances memory + length - 1 ... 0; encoder
         [2 * length - 1, width] for distances length - 1 ... -(length - 1).
+      cache, position: incremental decoding (cached_attention; relative_encodings then encode
+        distances 0 ... capacity - 1); returns (outputs, cache) instead of outputs.
     """
     batch, length, width = x.shape
     head_width = width // self.num_heads
@@ -142,7 +197,9 @@ class SelfAttention(nn.Module):
     query = qkv[:, memory:, 0]  # [batch, length, heads, head_width]
     key, value = qkv[:, :, 1], qkv[:, :, 2]  # each [batch, keys, heads, head_width]
 
-    if self.uses_fused_path(train=train, memory=memory):
+    if cache is not None:
+      attended, cache = self.cached_attention(query, key, value, cache, position, relative_encodings)
+    elif self.uses_fused_path(train=train, memory=memory):
       key_lengths = None
       if context_valid is not None:
         # Right-padding as per-row key counts. At least 1, so a row of padding alone
@@ -153,11 +210,8 @@ class SelfAttention(nn.Module):
           key_value_seq_lengths=key_lengths, local_window_size=fused_window(self.window, self.causal))
     else:
       if self.relative:
-        content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
-        position_bias = self.param("position_bias", layers.gpt2_init(), (self.num_heads, head_width))  # v
-        relative_keys = nn.DenseGeneral((self.num_heads, head_width), use_bias=False, dtype=self.dtype,
-                                        kernel_init=layers.gpt2_init(), name="relative_key")(
-                                            relative_encodings)  # [keys, heads, head_width]
+        content_bias, position_bias, relative_keys = self.relative_parameters(
+            relative_encodings)  # relative_keys [keys, heads, head_width]
         scores = jnp.einsum("bqhd,bkhd->bhqk", query + content_bias.astype(self.dtype), key,
                             preferred_element_type=jnp.float32)
         position_scores = jnp.einsum("bqhd,khd->bhqk", query + position_bias.astype(self.dtype),
@@ -176,8 +230,9 @@ class SelfAttention(nn.Module):
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
       probabilities = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=not train)
       attended = jnp.einsum("bhqk,bkhd->bqhd", probabilities.astype(self.dtype), value)
-    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
-                           kernel_init=layers.gpt2_residual_init(self.num_layers), name="out")(attended)
+    output = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
+                             kernel_init=layers.gpt2_residual_init(self.num_layers), name="out")(attended)
+    return output if cache is None else (output, cache)
 
 
 
@@ -195,9 +250,11 @@ class Block(nn.Module):
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None, mask=None):
+  def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None, mask=None,
+               cache=None, position=None):
     """x [batch, length, width]; memory [batch, M, width] and memory_valid bool [batch, M] or None;
-    mask bool [batch, length] (False at padding) or None.
+    mask bool [batch, length] (False at padding) or None. With a decode `cache` (and `position`,
+    SelfAttention.cached_attention) returns (x, cache).
     """
     # Pre-norm: normalise the branch input, keep the residual stream untouched.
     norm = nn.LayerNorm(dtype=self.dtype, name="attention_norm")
@@ -212,13 +269,16 @@ class Block(nn.Module):
         dropout=self.attention_dropout, relative=self.relative,
         implementation=self.attention_implementation, causal=self.causal, name="attention")(
             normed, train=train, context=context, context_valid=context_valid,
-            relative_encodings=relative_encodings)
+            relative_encodings=relative_encodings, cache=cache, position=position)
+    if cache is not None:
+      attended, cache = attended
     x = x + nn.Dropout(self.dropout)(attended, deterministic=not train)
     hidden = nn.Dense(self.mlp_width, dtype=self.dtype, kernel_init=layers.gpt2_init(), name="mlp_in")(
         nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x))
     hidden = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=layers.gpt2_residual_init(self.num_layers),
                       name="mlp_out")(nn.gelu(hidden))
-    return x + nn.Dropout(self.dropout)(hidden, deterministic=not train)
+    x = x + nn.Dropout(self.dropout)(hidden, deterministic=not train)
+    return x if cache is None else (x, cache)
 
 
 class Transformer(nn.Module):
@@ -244,9 +304,70 @@ class Transformer(nn.Module):
     return {"memory": jnp.zeros((batch_size, self.num_layers, self.memory_length, width), self.dtype),
             "filled": jnp.zeros((batch_size,), jnp.int32)}
 
+  def decode_cache(self, batch_size: int, width: int, length: int):
+    """The empty cache for decoding up to `length` tokens incrementally (__call__ with decode=True).
+
+    {"keys", "values": [batch, layers, length, heads, head_width], "position": int32 scalar, the
+    number of tokens decoded so far}: each layer's keys and values of every earlier position.
+    """
+    if not self.causal:
+      raise ValueError("model.transformer.causal=False is an encoder: it has no next token to decode")
+    if self.positions != "relative" and length > self.max_length:
+      raise ValueError(f"decoding {length} tokens (prompt and generated) exceeds model.transformer.max_length="
+                       f"{self.max_length}, the positions this model has learned; generate fewer tokens")
+    shape = (batch_size, self.num_layers, length, self.num_heads, width // self.num_heads)
+    return {"keys": jnp.zeros(shape, self.dtype), "values": jnp.zeros(shape, self.dtype),
+            "position": jnp.zeros((), jnp.int32)}
+
+  def decode_limit(self) -> int | None:
+    """Learned and sinusoidal positions exist up to max_length; relative ones have no bound."""
+    return None if self.positions == "relative" else self.max_length
+
+  def decode(self, x, cache):
+    """decode=True: x [batch, length, width] holds positions cache["position"] + 0 ... length - 1.
+
+    Each position attends to every cached earlier position and to the new ones up to itself, as
+    the causal path does over the whole prefix in one segment with an empty memory, so the
+    outputs are the uncached ones. Transformer-XL memory (memory_length > 0) is not used: the
+    cache keeps the keys and values of every earlier token, which is what decoding one token at
+    a time with memory_length >= the decoded length would attend to. Dropout is off.
+    """
+    batch, length, width = x.shape
+    position = cache["position"]
+    relative = self.positions == "relative"
+    distance_encodings = None
+    if relative:
+      offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)  # as in __call__
+      x = x + offset.astype(x.dtype)
+      # Distances 0 ... capacity - 1: independent of the position (SelfAttention.cached_attention).
+      distance_encodings = sinusoids(jnp.arange(cache["keys"].shape[2]), width).astype(self.dtype)
+    elif self.positions == "learned":
+      table = self.param("position_table", layers.gpt2_init(), (self.max_length, width), jnp.float32)
+      x = x + jax.lax.dynamic_slice_in_dim(table, position, length).astype(self.dtype)
+    else:
+      x = x + sinusoids(position + jnp.arange(length), width).astype(self.dtype)
+    keys, values = [], []
+    for index in range(self.num_layers):
+      # The same block as __call__'s (same name, so the same parameters).
+      x, layer_cache = Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
+                             attention_window=self.attention_window, attention_dropout=self.attention_dropout,
+                             relative=relative, attention_implementation=self.attention_implementation,
+                             causal=True, name=f"block_{index}")(
+                                 x, train=False, relative_encodings=distance_encodings, position=position,
+                                 cache={"keys": cache["keys"][:, index], "values": cache["values"][:, index]})
+      keys.append(layer_cache["keys"])
+      values.append(layer_cache["values"])
+    x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
+    return x, {"keys": jnp.stack(keys, axis=1), "values": jnp.stack(values, axis=1), "position": position + length}
+
   @nn.compact
-  def __call__(self, x, *, train: bool, carry=(), mask=None):
-    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real)."""
+  def __call__(self, x, *, train: bool, carry=(), mask=None, decode: bool = False):
+    """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real).
+
+    decode=True: incremental decoding (self.decode); carry is a decode_cache, train and mask unused.
+    """
+    if decode:
+      return self.decode(x, carry)
     batch, length, width = x.shape
     relative = self.positions == "relative"
     if self.memory_length > 0 and not relative:
