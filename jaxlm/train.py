@@ -7,7 +7,8 @@ Parameters are global, replicated arrays, so Orbax saves and restores them on
 any device count.
 
 Randomness and data are functions of the step (dropout rng = fold_in(fold_in(seed, step),
-device index), batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
+device index), and fold_in(that, i) for micro-batch i when train.microbatches > 1;
+batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
 one on the same device count. Known limitation: each device draws its dropout masks for its
 own [batch / devices, ...] rows, so on another device count the masks (not the data, the
 gradient mean or the evaluation) differ: such a resume is statistically the same run, not
