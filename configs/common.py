@@ -62,7 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   # keeps every activation for the backward pass; "full" keeps only each layer's input and
   # recomputes the rest (least memory, ~1 more forward pass); "dots_saveable" and
   # "dots_with_no_batch_dims_saveable" keep matmul outputs (jax.checkpoint_policies). Same
-  # gradients and parameter tree either way (jaxlm.models.layers.REMAT_POLICIES).
+  # gradients and parameter tree either way (jaxlm.models.layers.REMAT_POLICIES). XLA:CPU saves
+  # memory with it only under XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
+  # (BENCHMARKS.md, issue 16).
   config.model.remat = "none"
   # Input start (jaxlm.pretrained): scratch | fasttext_words (word rows) | fasttext_bag (word rows
   # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe").
