@@ -58,6 +58,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.output_bias = True  # softmax and adaptive heads: a bias per word (GPT-2 has none)
   config.model.compute_dtype = "float32"  # parameters stay float32; logits and losses float32
   config.model.embedding_dropout = 0.0  # drop whole word types per step (any input layer, any body)
+  # Rematerialisation per body layer (a transformer block, an LSTM layer, a TCN block): "none"
+  # keeps every activation for the backward pass; "full" keeps only each layer's input and
+  # recomputes the rest (least memory, ~1 more forward pass); "dots_saveable" and
+  # "dots_with_no_batch_dims_saveable" keep matmul outputs (jax.checkpoint_policies). Same
+  # gradients and parameter tree either way (jaxlm.models.layers.REMAT_POLICIES). XLA:CPU saves
+  # memory with it only under XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
+  # (BENCHMARKS.md, issue 16).
+  config.model.remat = "none"
   # Input start (jaxlm.pretrained): scratch | fasttext_words (word rows) | fasttext_bag (word rows
   # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe").
   config.model.init = "scratch"
@@ -93,6 +101,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # global, over all devices and hosts
+  # Gradient accumulation: each device's rows of the batch are split into this many
+  # micro-batches, run one after another, their gradients summed, then one update: the same
+  # update as the whole batch at once, with one micro-batch's activations in memory. The
+  # batch per device must be divisible by it. 1 = the whole batch at once.
+  config.train.microbatches = 1
   config.train.seq_len = 128
   config.train.steps = 1000
   config.train.max_minutes = 0.0  # wall-clock budget; stops (and checkpoints) early; 0 = none

@@ -8,6 +8,7 @@ against the matrix-multiply FLOP/s that the same process measures on the same
 device and dtype, and, on known GPUs, against the vendor's quoted dense peak.
 """
 
+import dataclasses
 import time
 
 import jax
@@ -126,39 +127,59 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
 
 
 def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: int = 5,
-              breakdown: bool = False) -> dict:
-  """Steady-state step time, FLOPs and MFU: medians over `trials` groups of the timed steps."""
+              breakdown: bool = False, memory_only: bool = False) -> dict:
+  """Steady-state step time, FLOPs and MFU: medians over `trials` groups of the timed steps.
+
+  Also the compiled step's memory from XLA (_memory_analysis: compiled_peak_bytes etc.) and
+  its compile time. The step is the trainer's, with train.microbatches and model.remat as
+  configured. memory_only: compile and report memory (and the compile time), run nothing.
+  """
   experiment = train.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
   state = train.init_experiment_state(experiment)
-  step_fn = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed)
+  step_fn = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed,
+                                  microbatches=config.train.microbatches)
 
   def local_batch(step):
     return experiment.task.train_batch(step, seed=config.seed, batch_size=config.train.batch_size,
                                        process_index=jax.process_index(), process_count=jax.process_count())
 
   batch = lambda step: train.global_batch(mesh, local_batch(step))
-  flops_per_step = train_step_flops(experiment, state, local_batch(0))
+  started = time.perf_counter()
+  compiled = step_fn.lower(state, batch(0)).compile()
+  device = jax.devices()[0]
+  setting = {
+      "device": f"{jax.device_count()} x {device.device_kind}",
+      "backend": jax.default_backend(),
+      "parameters": count_parameters(state.params),
+      "tokens_per_step": local_batch(0)["inputs"].size * jax.process_count(),  # input positions, padding included
+      "microbatches": config.train.microbatches,
+      "remat": config.model.remat,
+      "compile_seconds": time.perf_counter() - started,
+      **_memory_analysis(compiled),
+  }
+  if memory_only:
+    return setting
+  # Model FLOPs: the forward and backward pass once, without remat's recomputation, so that
+  # the utilisation of a rematerialised step shows what the recomputation costs.
+  model_flops_experiment = dataclasses.replace(experiment, model=model.clone(body=model.body.clone(remat="none")))
+  flops_per_step = train_step_flops(model_flops_experiment, state, local_batch(0))
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
   compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
   # A shared CPU's speed drifts by +-10% within minutes, so the matmul rate is measured
   # after each group of steps and each group's utilisation uses the rate next to it; the
   # reported figures are medians over the groups.
   state, step_metrics, group_seconds, group_matmul = time_steps(
-      step_fn, state, batches, warmup_steps, trials,
+      compiled, state, batches, warmup_steps, trials,
       after_group=lambda: matmul_flops_per_second(compute_dtype, trials=1))
   seconds_per_step = float(np.median(group_seconds))
   matmul = float(np.median(group_matmul))
   utilisation = float(np.median([flops_per_step / seconds / (rate * jax.device_count())
                                  for seconds, rate in zip(group_seconds, group_matmul)]))
-  tokens_per_step = local_batch(0)["inputs"].size * jax.process_count()  # input positions, padding included
+  tokens_per_step = setting["tokens_per_step"]
   achieved = flops_per_step / seconds_per_step
-  device = jax.devices()[0]
   result = {
-      "device": f"{jax.device_count()} x {device.device_kind}",
-      "backend": jax.default_backend(),
-      "parameters": count_parameters(state.params),
-      "tokens_per_step": tokens_per_step,
+      **setting,
       "step_seconds": seconds_per_step,
       "step_seconds_per_group": group_seconds,
       "tokens_per_second": tokens_per_step / seconds_per_step,

@@ -7,7 +7,8 @@ Parameters are global, replicated arrays, so Orbax saves and restores them on
 any device count.
 
 Randomness and data are functions of the step (dropout rng = fold_in(fold_in(seed, step),
-device index), batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
+device index), and fold_in(that, i) for micro-batch i when train.microbatches > 1;
+batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
 one on the same device count. Known limitation: each device draws its dropout masks for its
 own [batch / devices, ...] rows, so on another device count the masks (not the data, the
 gradient mean or the evaluation) differ: such a resume is statistically the same run, not
@@ -165,8 +166,53 @@ def apply_model(model, variables, batch, *, train: bool, carry, rngs=None):
   return model.apply(variables, batch["inputs"], train=train, carry=carry, rngs=rngs, **mask)
 
 
+def check_microbatches(rows_per_device: int, microbatches: int) -> int:
+  """The rows of one micro-batch; an error naming train.microbatches unless it divides the rows."""
+  if microbatches < 1 or rows_per_device % microbatches:
+    raise ValueError(f"config train.microbatches={microbatches} must be >= 1 and divide the batch per device "
+                     f"({rows_per_device} rows: train.batch_size / devices); change train.microbatches "
+                     f"or train.batch_size")
+  return rows_per_device // microbatches
+
+
+def _split_rows(tree, parts: int):
+  """[rows, ...] leaves -> [parts, rows / parts, ...]: part i holds rows i * rows / parts onwards."""
+  return jax.tree.map(lambda leaf: leaf.reshape((parts, leaf.shape[0] // parts) + leaf.shape[1:]), tree)
+
+
+def _join_rows(tree):
+  """The inverse of _split_rows: [parts, rows / parts, ...] -> [rows, ...]."""
+  return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), tree)
+
+
+def _accumulated_gradient(gradient, params, batch, carry, dropout_rng, microbatches: int, varying: bool):
+  """gradient(params, batch, carry, rng) -> (grads, (sums, new_carry)), summed over micro-batches.
+
+  The rows are split into `microbatches` consecutive groups (a stream's row keeps its own
+  carry, so a row's state flows from step to step as without accumulation), run one after
+  another in a lax.scan: only one micro-batch's activations are alive at a time. Micro-batch
+  i draws its dropout from fold_in(dropout_rng, i). varying: under shard_map with several
+  devices the sums are device-varying, so the zero totals must be too (a scan's carry keeps its type).
+  """
+  micro_batches, micro_carries = _split_rows(batch, microbatches), _split_rows(carry, microbatches)
+  first = jax.tree.map(lambda leaf: leaf[0], (micro_batches, micro_carries))
+  grads_shape, (sums_shape, _) = jax.eval_shape(gradient, params, *first, dropout_rng)
+  totals = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), (grads_shape, sums_shape))
+  if varying:
+    totals = jax.lax.pcast(totals, DATA_AXIS, to="varying")
+
+  def accumulate(totals, inputs):
+    index, micro_batch, micro_carry = inputs
+    grads, (sums, new_carry) = gradient(params, micro_batch, micro_carry, jax.random.fold_in(dropout_rng, index))
+    return jax.tree.map(jnp.add, totals, (grads, sums)), new_carry
+
+  (grads, sums), new_carries = jax.lax.scan(accumulate, totals,
+                                            (jnp.arange(microbatches), micro_batches, micro_carries))
+  return grads, (sums, _join_rows(new_carries))
+
+
 def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, optimizer, seed: int,
-                           num_devices: int, skip_nonfinite: bool = False):
+                           num_devices: int, skip_nonfinite: bool = False, microbatches: int = 1):
   """Runs on one device's rows; returns replicated new params and summed metrics.
 
   loss_fn(outputs, batch) -> sums with loss_sum and count (Task.loss).
@@ -178,6 +224,12 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   averaging: make_train_step then maps without shard_map's replication types, and the
   step has no all-reduce of the gradients (XLA:CPU runs a one-device all-reduce as a
   copy of every gradient: 17 ms of the quickstart's ~290 ms step on 2 CPU cores).
+  microbatches (static; train.microbatches): k > 1 accumulates the gradient over k groups
+  of this device's rows (_accumulated_gradient). Each group's loss is divided by the whole
+  global batch's target count, so the summed gradient is the whole batch's: the same update
+  up to float summation order, carried state included. With dropout on, the masks are drawn
+  per micro-batch, so the update equals the whole batch's in distribution, not bitwise.
+  k = 1 is exactly the step without accumulation.
   """
   # Mark the replicated parameters as varying over the data axis, so that the
   # gradient below is this device's own gradient. Without it, shard_map's
@@ -189,15 +241,22 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   carry = jax.lax.stop_gradient(_carry_for(state.carry, batch))
   global_count = jax.lax.psum(jnp.sum(batch["weights"]), DATA_AXIS)
 
-  def objective(params):
-    outputs, new_carry = apply_model(model, {"params": params, **state.frozen}, batch, train=True,
-                                     carry=carry, rngs={"dropout": dropout_rng})
-    sums = loss_fn(outputs, batch)
-    # pmean of this over devices is sum_d loss_sum_d / global_count: the exact
-    # mean over every real target of the global batch, padding or not.
-    return sums["loss_sum"] * num_devices / global_count, (sums, new_carry)
+  def gradient(params, batch, carry, dropout_rng):
+    def objective(params):
+      outputs, new_carry = apply_model(model, {"params": params, **state.frozen}, batch, train=True,
+                                       carry=carry, rngs={"dropout": dropout_rng})
+      sums = loss_fn(outputs, batch)
+      # pmean of this over devices is sum_d loss_sum_d / global_count: the exact
+      # mean over every real target of the global batch, padding or not.
+      return sums["loss_sum"] * num_devices / global_count, (sums, new_carry)
+    return jax.grad(objective, has_aux=True)(params)
 
-  grads, (sums, new_carry) = jax.grad(objective, has_aux=True)(params)
+  if microbatches == 1:
+    grads, (sums, new_carry) = gradient(params, batch, carry, dropout_rng)
+  else:
+    check_microbatches(batch["inputs"].shape[0], microbatches)
+    grads, (sums, new_carry) = _accumulated_gradient(gradient, params, batch, carry, dropout_rng, microbatches,
+                                                     varying=num_devices > 1)
   if num_devices > 1:
     grads = jax.lax.pmean(grads, DATA_AXIS)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -221,16 +280,18 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: TrainState, seed: int, *,
-                    skip_nonfinite: bool = False):
+                    skip_nonfinite: bool = False, microbatches: int = 1):
   """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated.
 
   loss_fn(outputs, batch) -> sums (Task.loss). skip_nonfinite: a step whose loss, gradient
   or new parameters are not finite changes nothing (see _per_device_train_step).
+  microbatches: gradient accumulation over that many groups of each device's rows
+  (train.microbatches; see _per_device_train_step).
   """
   specs = state_specs(state)
   per_device = functools.partial(_per_device_train_step, model=model, loss_fn=loss_fn,
                                  optimizer=optimizer, seed=seed, num_devices=mesh.shape[DATA_AXIS],
-                                 skip_nonfinite=skip_nonfinite)
+                                 skip_nonfinite=skip_nonfinite, microbatches=microbatches)
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(DATA_AXIS)), out_specs=(specs, P()),
                          check_vma=mesh.shape[DATA_AXIS] > 1)
   return jax.jit(mapped, donate_argnums=(0,))
@@ -423,6 +484,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   if config.train.batch_size % devices:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
+  check_microbatches(config.train.batch_size // devices, config.train.get("microbatches", 1))
   task = tasks.build_task(config)
   return Experiment(config=config, task=task, model=task.build_model(config.model),
                     optimizer=optim.build_optimizer(config.optim, config.train.steps, config.model),
@@ -625,7 +687,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   max_bad_steps = train_config.get("max_bad_steps", 0)
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
-                               skip_nonfinite=max_bad_steps > 0)
+                               skip_nonfinite=max_bad_steps > 0, microbatches=train_config.microbatches)
   evaluate_split = make_evaluator(experiment)
   writer = MetricWriter(workdir)
   if changes:

@@ -3,8 +3,12 @@
   python launch/benchmark.py --config=configs/quickstart.py
   python launch/benchmark.py --config=configs/quickstart.py --config.model.compute_dtype=bfloat16
   python launch/benchmark.py --config=configs/quickstart.py --breakdown   # + forward/backward/update times
+  python launch/benchmark.py --config=configs/quickstart.py --config.model.remat=full   # per-layer remat
+  python launch/benchmark.py --config=configs/quickstart.py --config.train.microbatches=4  # accumulation
+  python launch/benchmark.py --config=configs/wt2_transformer.py --memory_only   # compiled memory, no steps
 
-Prints one JSON line (the numbers BENCHMARKS.md records). Compilation is excluded.
+Prints one JSON line (the numbers BENCHMARKS.md records): step times exclude compilation;
+the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis.
 """
 
 import json
@@ -21,6 +25,8 @@ _TRIALS = flags.DEFINE_integer("trials", 5, "The timed steps run in this many gr
                                "measurement of the matmul rate; step time and MFU are medians over the groups.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the step's pieces (forward, backward, "
                                "optimiser update), each on its own, un-sharded.")
+_MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "Compile the train step and report its compiled memory "
+                                  "and compile time only; run no step (a large config on a CPU).")
 flags.mark_flag_as_required("config")
 
 
@@ -29,7 +35,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _STEPS.value < 1 or _TRIALS.value < 1:
     raise app.UsageError(f"--steps={_STEPS.value} and --trials={_TRIALS.value} must be at least 1")
-  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, trials=_TRIALS.value, breakdown=_BREAKDOWN.value)
+  result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, trials=_TRIALS.value, breakdown=_BREAKDOWN.value,
+                               memory_only=_MEMORY_ONLY.value)
   print(json.dumps(result))
 
 

@@ -120,8 +120,11 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   family = model_config.family
   body_class = _lookup(BODIES, family, "model.family")
   body_fields = dict(model_config[family]) if family in model_config else {}
+  # A config saved before model.remat existed trained without it.
+  remat = model_config.get("remat", "none")
+  layers.check_remat(remat)
   try:
-    body = body_class(**body_fields, dtype=dtype)
+    body = body_class(**body_fields, dtype=dtype, remat=remat)
   except TypeError as error:
     raise ValueError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
   input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")

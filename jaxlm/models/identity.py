@@ -18,6 +18,7 @@ class Identity(nn.Module):
   dropout: float = 0.0  # elementwise, on the input vectors
   causal: bool = False  # accepted so every body has it, and ignored: each output sees only its own token
   dtype: Any = jnp.float32
+  remat: str = "none"  # accepted so every body has it (model.remat), and ignored: no layers to recompute
 
   def initial_carry(self, batch_size: int, width: int):
     del batch_size, width

@@ -60,3 +60,41 @@ def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
   # A float scale per word type, gathered by token id.
   type_scale = jnp.where(kept_types, 1.0 / keep, 0.0).astype(jnp.float32)  # [vocab]
   return jnp.take(type_scale, token_ids, axis=0)[..., None]
+
+
+# model.remat: which activations inside each layer the backward pass keeps; the rest are
+# recomputed from the layer's input (jax.checkpoint). "none" keeps everything (no recompute).
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only each layer's inputs: least memory
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute the rest
+    # Keep only matmuls without batch dimensions (projections, not attention scores).
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def check_remat(policy: str) -> None:
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"config model.remat={policy!r} is not known; choose one of {sorted(REMAT_POLICIES)}")
+
+
+def call_layer(parent: nn.Module, make_layer, policy: str, *args, train: bool, **kwargs):
+  """make_layer()(*args, train=train, **kwargs), rematerialised per `policy` (REMAT_POLICIES).
+
+  make_layer builds the layer (a module with its name) and is called inside the lifted
+  function, so the layer's parameters keep the same path in the tree with or without
+  remat: checkpoints are interchangeable. `train` is a Python bool that picks dropout,
+  so it is a static argument of the checkpointed function; args and kwargs are pytrees
+  of arrays (None allowed). parent: the calling module (`self` in a compact method).
+  """
+  check_remat(policy)
+  if policy == "none":
+    return make_layer()(*args, train=train, **kwargs)
+
+  def run(module, args, kwargs, train):
+    del module  # the layer is built in its scope by make_layer
+    return make_layer()(*args, train=train, **kwargs)
+
+  # static_argnums counts `module` as 0, as flax counts `self`.
+  rematted = nn.remat(run, policy=REMAT_POLICIES[policy], static_argnums=(3,))
+  return rematted(parent, args, kwargs, train)

@@ -33,6 +33,7 @@ the padding's content nor its amount; a causal layer's final carry is its state
 after the last real token.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -137,6 +138,7 @@ class LSTM(nn.Module):
   dropout_output: float = 0.4  # locked dropout on the last layer's output (AWD: dropout)
   causal: bool = True  # False: bidirectional, each direction half of every layer's size
   dtype: Any = jnp.float32
+  remat: str = "none"  # model.remat: a key of layers.REMAT_POLICIES, applied to each layer's scan
 
   def layer_sizes(self, width: int) -> list[int]:
     return [self.hidden_size] * (self.num_layers - 1) + [width]
@@ -167,12 +169,13 @@ class LSTM(nn.Module):
     new_carry = []
     for index, size in enumerate(self.layer_sizes(x.shape[-1])):
       if self.causal:
-        x, layer_carry = LSTMLayer(size, self.weight_drop, self.dtype, name=f"layer_{index}")(
-            x, carry[index], train=train, mask=mask)
+        make_layer = functools.partial(LSTMLayer, size, self.weight_drop, self.dtype, name=f"layer_{index}")
+        x, layer_carry = layers.call_layer(self, make_layer, self.remat, x, carry[index], train=train, mask=mask)
         new_carry.append(layer_carry)
       else:
-        x = BidirectionalLSTMLayer(size, self.weight_drop, self.dtype, name=f"layer_{index}")(
-            x, train=train, mask=mask)
+        make_layer = functools.partial(BidirectionalLSTMLayer, size, self.weight_drop, self.dtype,
+                                       name=f"layer_{index}")
+        x = layers.call_layer(self, make_layer, self.remat, x, train=train, mask=mask)
       last = index == self.num_layers - 1
       rate = self.dropout_output if last else self.dropout_between
       x = layers.LockedDropout(rate, name="dropout_output" if last else f"dropout_{index}")(x, train=train)

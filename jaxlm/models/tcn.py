@@ -22,11 +22,14 @@ convolution pads beyond the sequence: outputs at real tokens are those of the
 unpadded sequence, whatever the padding's content or amount.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxlm.models import layers
 
 
 def receptive_field(num_layers: int, kernel_size: int) -> int:
@@ -124,6 +127,7 @@ class TCN(nn.Module):
   dropout_input: float = 0.25  # on the body input (the paper's emb_dropout)
   causal: bool = True  # False: two-sided convolutions (an encoder; needs an odd kernel_size)
   dtype: Any = jnp.float32
+  remat: str = "none"  # model.remat: a key of layers.REMAT_POLICIES, applied to each TemporalBlock
 
   @property
   def receptive_field(self) -> int:
@@ -161,11 +165,11 @@ class TCN(nn.Module):
     histories = []
     for index in range(self.num_layers):
       features = width if index == self.num_layers - 1 else self.hidden_size
-      block = TemporalBlock(features, self.kernel_size, 2 ** index, self.dropout, self.dtype, causal=self.causal,
-                            name=f"block_{index}")
-      if decode:
-        x, block_histories = block(x, train=train, cache=carry[index])
+      make_block = functools.partial(TemporalBlock, features, self.kernel_size, 2 ** index, self.dropout,
+                                     self.dtype, causal=self.causal, name=f"block_{index}")
+      if decode:  # no gradient is taken while decoding: nothing to rematerialise
+        x, block_histories = make_block()(x, train=train, cache=carry[index])
         histories.append(block_histories)
       else:
-        x = block(x, train=train, mask=mask)
+        x = layers.call_layer(self, make_block, self.remat, x, train=train, mask=mask)
     return x.astype(self.dtype), tuple(histories) if decode else carry

@@ -40,6 +40,7 @@ The fast path gets the padding as per-row key lengths (cuDNN's native padding ma
 so it assumes right-padding; the explicit path applies any key mask.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -297,6 +298,7 @@ class Transformer(nn.Module):
   attention_implementation: str = "xla"  # "xla" | "cudnn" (GPU flash attention, bf16/fp16)
   causal: bool = True  # False: a bidirectional encoder
   dtype: Any = jnp.float32
+  remat: str = "none"  # model.remat: a key of layers.REMAT_POLICIES, applied to each Block
 
   def initial_carry(self, batch_size: int, width: int):
     if self.memory_length == 0:
@@ -416,12 +418,13 @@ class Transformer(nn.Module):
         layer_memory = jax.lax.stop_gradient(carry["memory"][:, index])  # [batch, M, width]
         new_memory.append(jnp.concatenate([layer_memory, x.astype(layer_memory.dtype)], axis=1)
                           [:, -self.memory_length:])
-      x = Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
-                attention_window=self.attention_window, attention_dropout=self.attention_dropout,
-                relative=relative, attention_implementation=self.attention_implementation,
-                causal=self.causal, name=f"block_{index}")(
-                    x, train=train, memory=layer_memory, memory_valid=memory_valid,
-                    relative_encodings=relative_encodings, mask=mask)
+      make_block = functools.partial(
+          Block, self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
+          attention_window=self.attention_window, attention_dropout=self.attention_dropout,
+          relative=relative, attention_implementation=self.attention_implementation,
+          causal=self.causal, name=f"block_{index}")
+      x = layers.call_layer(self, make_block, self.remat, x, train=train, memory=layer_memory,
+                            memory_valid=memory_valid, relative_encodings=relative_encodings, mask=mask)
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
     x = layers.LockedDropout(self.output_dropout, name="output_dropout")(x, train=train)
     if self.memory_length > 0:
