@@ -16,7 +16,8 @@ The next token is drawn from the head's scores at the last position:
   cosine, l2  the cosine between the predicted and each word's target vector. These heads
             define no distribution over words: greedy decoding picks the nearest word, as
             evaluation's top-1 does (jaxlm.decoding); sampling draws from
-            softmax(cosine / temperature), so useful temperatures are small (about 0.05).
+            softmax(cosine / temperature); cosines lie in [-1, 1], so only a small temperature
+            (well below 1) makes near words much likelier than far ones.
 Sampling divides the scores by `temperature` (0: greedy, the largest score), then keeps the
 `top_k` largest (0: all) and the smallest set of largest whose probabilities reach `top_p`
 (1: all); ties at a cut are kept. Token t of every sample is drawn with

@@ -346,8 +346,11 @@ class Transformer(nn.Module):
     elif self.positions == "learned":
       table = self.param("position_table", layers.gpt2_init(), (self.max_length, width), jnp.float32)
       x = x + jax.lax.dynamic_slice_in_dim(table, position, length).astype(self.dtype)
-    else:
+    elif self.positions == "sinusoidal":
       x = x + sinusoids(position + jnp.arange(length), width).astype(self.dtype)
+    else:  # a position kind this decode path does not know yet must not decode silently wrong
+      raise ValueError(f"model.transformer.positions={self.positions!r} has no incremental decoding yet; "
+                       "add it to Transformer.decode (and its test in tests/test_generate.py)")
     keys, values = [], []
     for index in range(self.num_layers):
       # The same block as __call__'s (same name, so the same parameters).
