@@ -25,13 +25,27 @@ Options beyond the GPT-2 baseline (each off by default):
     still enter the memory: a padded row is the end of its stream and must be reset.
   positions = "relative" with causal=False: the same scores over signed distances
     i - j in -(length - 1) ... length - 1 (keys to the right have negative distances).
+  positions = "rotary" (RoPE, Su et al., 2021): each head's query and key at position p
+    are rotated by angles p * theta_k (theta_k = 10000^(-2k / head_width), the sinusoids'
+    frequencies), so a query-key score depends on the two positions only through their
+    distance; nothing is learned and nothing enters the scores but rotated q and k, so
+    the fused kernel takes it as it is. Memory works as with "relative" (same carry):
+    keys are numbered 0 ... M + length - 1 over [memory; segment], query i is M + i.
 
 The fast path, jax.nn.dot_product_attention (cuDNN flash attention with
-attention_implementation="cudnn" in bf16), serves absolute positions without attention
-dropout in training; relative positions, memory or attention dropout take an explicit
-float32-softmax path, and so does a banded encoder on cuDNN (which has no right window).
-The fast path gets the padding as per-row key lengths (cuDNN's native padding mask),
-so it assumes right-padding; the explicit path applies any key mask.
+attention_implementation="cudnn" in bf16), serves absolute and rotary positions without
+attention dropout in training; relative positions or attention dropout in training take
+an explicit float32-softmax path, and so does a banded encoder on cuDNN (which has no
+right window). Without memory the fast path gets the padding as per-row key lengths
+(cuDNN's native padding mask), so it assumes right-padding, and the causal and window
+masks as flags. With memory (rotary) it gets one explicit boolean mask [batch, 1, length,
+M + length] instead: jax.nn.dot_product_attention's is_causal and local window are
+aligned top-left (query i sees keys 0 ... i, jax 0.10.2's reference
+_get_causal_mask(T, S) = tril(ones(T, S)); cuDNN's CAUSAL is top-left too), which is
+wrong once query i sits at key M + i, and the empty memory slots are on the left, which
+per-row key lengths cannot express. On cuDNN the mask becomes an additive bf16 bias
+(still the fused kernel; it reads the [batch, 1, length, keys] bias and, in the
+backward, writes its unused gradient). The explicit path applies any key mask.
 """
 
 import math
@@ -92,6 +106,29 @@ def allowed_keys(length: int, memory: int, window: int, causal: bool):
   return allowed
 
 
+def attention_mask(length: int, memory: int, window: int, causal: bool, context_valid=None):
+  """bool [batch or 1, 1, length, memory + length]: allowed_keys, less the invalid keys
+  (context_valid bool [batch, memory + length], None = all real)."""
+  allowed = allowed_keys(length, memory, window, causal)[None, None]  # [1, 1, length, keys]
+  if context_valid is not None:
+    allowed = allowed & context_valid[:, None, None, :]
+  return allowed
+
+
+def rotate(x, encodings):
+  """Rotary position embedding of x [batch, n, heads, head_width] (Su et al., 2021).
+
+  encodings: sinusoids(positions, head_width) [n, head_width], i.e. [sin | cos] of the
+  angles position * theta_k, k < head_width / 2. Feature k is paired with feature
+  k + head_width / 2 (GPT-NeoX's split halves, contiguous slices rather than interleaved
+  pairs) and each pair is rotated by its angle, in float32.
+  """
+  half = x.shape[-1] // 2
+  sin, cos = encodings[None, :, None, :half], encodings[None, :, None, half:]  # [1, n, 1, half]
+  first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1).astype(x.dtype)
+
+
 def fused_window(window: int, causal: bool):
   """jax.nn.dot_product_attention's (left, right) local_window_size for attention_window."""
   if window == 0:
@@ -115,9 +152,13 @@ class SelfAttention(nn.Module):
   relative: bool = False  # Transformer-XL relative position scores
   implementation: str = "xla"  # jax.nn.dot_product_attention backend on the fast path
   causal: bool = True  # False: bidirectional (an encoder)
+  rotary: bool = False  # rotate queries and keys by their positions (RoPE)
 
   def uses_fused_path(self, *, train: bool, memory: int) -> bool:
-    if self.relative or memory > 0 or (train and self.dropout > 0.0):
+    # With memory the fused call takes an explicit mask (see the module docstring), so
+    # memory alone does not leave it; jax.nn.dot_product_attention has no dropout.
+    del memory
+    if self.relative or (train and self.dropout > 0.0):
       return False
     # cuDNN has no right window, so a banded encoder on cuDNN takes the explicit path.
     return self.causal or self.window == 0 or self.implementation != "cudnn"
@@ -141,16 +182,25 @@ class SelfAttention(nn.Module):
                           kernel_init=layers.gpt2_init(), name="qkv")(context)
     query = qkv[:, memory:, 0]  # [batch, length, heads, head_width]
     key, value = qkv[:, :, 1], qkv[:, :, 2]  # each [batch, keys, heads, head_width]
+    if self.rotary:
+      if head_width % 2:
+        raise ValueError(f"positions='rotary' needs an even head width; got model.width / num_heads = {head_width}")
+      encodings = sinusoids(jnp.arange(memory + length), head_width)  # [keys, head_width]; query i is key memory + i
+      query, key = rotate(query, encodings[memory:]), rotate(key, encodings)
 
     if self.uses_fused_path(train=train, memory=memory):
-      key_lengths = None
-      if context_valid is not None:
+      key_lengths = mask = None
+      if memory > 0:
+        # Top-left is_causal and per-row key lengths do not fit memory: one explicit mask.
+        mask = attention_mask(length, memory, self.window, self.causal, context_valid)
+      elif context_valid is not None:
         # Right-padding as per-row key counts. At least 1, so a row of padding alone
         # (a filler row of a last partial batch) still has a key and stays finite.
         key_lengths = jnp.maximum(jnp.sum(context_valid, axis=-1), 1).astype(jnp.int32)  # [batch]
       attended = jax.nn.dot_product_attention(
-          query, key, value, is_causal=self.causal, implementation=self.implementation,
-          key_value_seq_lengths=key_lengths, local_window_size=fused_window(self.window, self.causal))
+          query, key, value, mask=mask, is_causal=self.causal and mask is None,
+          implementation=self.implementation, key_value_seq_lengths=key_lengths,
+          local_window_size=None if mask is not None else fused_window(self.window, self.causal))
     else:
       if self.relative:
         content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
@@ -168,9 +218,7 @@ class SelfAttention(nn.Module):
       else:
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(head_width)
-      allowed = allowed_keys(length, memory, self.window, self.causal)[None, None]  # [1, 1, length, keys]
-      if context_valid is not None:
-        allowed = allowed & context_valid[:, None, None, :]
+      allowed = attention_mask(length, memory, self.window, self.causal, context_valid)
       # A row with no allowed key (a padded query, or a filler row of padding alone) has
       # equal scores everywhere: a uniform, finite softmax whose output nobody reads.
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
@@ -193,6 +241,7 @@ class Block(nn.Module):
   relative: bool = False
   attention_implementation: str = "xla"
   causal: bool = True
+  rotary: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None, mask=None):
@@ -210,7 +259,8 @@ class Block(nn.Module):
     attended = SelfAttention(
         self.num_heads, self.num_layers, self.dtype, window=self.attention_window,
         dropout=self.attention_dropout, relative=self.relative,
-        implementation=self.attention_implementation, causal=self.causal, name="attention")(
+        implementation=self.attention_implementation, causal=self.causal, rotary=self.rotary,
+        name="attention")(
             normed, train=train, context=context, context_valid=context_valid,
             relative_encodings=relative_encodings)
     x = x + nn.Dropout(self.dropout)(attended, deterministic=not train)
@@ -227,13 +277,13 @@ class Transformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   dropout: float = 0.1  # on the input (elementwise) and on every residual branch
-  positions: str = "learned"  # "learned" | "sinusoidal" | "relative" (Transformer-XL)
+  positions: str = "learned"  # "learned" | "sinusoidal" | "relative" (Transformer-XL) | "rotary" (RoPE)
   max_length: int = 512  # longest segment for learned/sinusoidal positions
   input_dropout: float = 0.0  # locked dropout on the body input
   output_dropout: float = 0.0  # locked dropout after the final LayerNorm
   attention_dropout: float = 0.0
   attention_window: int = 0  # > 0: banded attention, |i - j| < w (causal: the last w); 0 = full
-  memory_length: int = 0  # > 0: Transformer-XL memory of the previous segment (needs "relative", causal)
+  memory_length: int = 0  # > 0: memory of the previous segment (needs "relative" or "rotary", causal)
   attention_implementation: str = "xla"  # "xla" | "cudnn" (GPU flash attention, bf16/fp16)
   causal: bool = True  # False: a bidirectional encoder
   dtype: Any = jnp.float32
@@ -248,16 +298,17 @@ class Transformer(nn.Module):
   def __call__(self, x, *, train: bool, carry=(), mask=None):
     """x [batch, length, width]; mask bool [batch, length], False at right-padding (None: all real)."""
     batch, length, width = x.shape
-    relative = self.positions == "relative"
-    if self.memory_length > 0 and not relative:
-      raise ValueError("model.transformer.memory_length > 0 needs positions='relative'")
+    relative, rotary = self.positions == "relative", self.positions == "rotary"
+    if self.memory_length > 0 and not (relative or rotary):
+      raise ValueError("model.transformer.memory_length > 0 needs positions='relative' or 'rotary': memory "
+                       f"needs positions by distance; got positions={self.positions!r}")
     if self.memory_length > 0 and not self.causal:
       raise ValueError("model.transformer.memory_length > 0 needs model.transformer.causal=True: memory "
                        "is the past of a stream, and an encoder sees whole sequences; set memory_length=0")
     x = layers.LockedDropout(self.input_dropout, name="input_dropout")(x, train=train)
     relative_encodings = None
-    if relative:
-      # Relative positions add nothing to the input, so a word removed by embedding
+    if relative or rotary:
+      # Relative and rotary positions add nothing to the input, so a word removed by embedding
       # dropout (a zero vector) at a position with no context would start an all-zero
       # residual stream that stays zero through every block while the biases are zero
       # (at init). LayerNorm's gradient there is 1/sqrt(epsilon) = 1000 per norm: 32
@@ -266,9 +317,12 @@ class Transformer(nn.Module):
       # position keeps such rows off zero; for kept words it is a shift of the table.
       offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)
       x = x + offset.astype(x.dtype)
+    if relative:
       # In the order relative_shift expects; no length limit.
       distances = relative_distances(length, self.memory_length, self.causal)
       relative_encodings = sinusoids(distances, width).astype(self.dtype)
+    elif rotary:
+      pass  # each attention layer rotates its own queries and keys; no length limit
     elif length > self.max_length:
       raise ValueError(f"sequence length {length} exceeds model.transformer.max_length={self.max_length}")
     elif self.positions == "learned":
@@ -277,8 +331,8 @@ class Transformer(nn.Module):
     elif self.positions == "sinusoidal":
       x = x + sinusoidal_positions(length, width).astype(self.dtype)
     else:
-      raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal' "
-                       "or 'relative'")
+      raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal', "
+                       "'relative' or 'rotary'")
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
     memory_valid, new_memory = None, []
@@ -298,7 +352,7 @@ class Transformer(nn.Module):
       x = Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
                 attention_window=self.attention_window, attention_dropout=self.attention_dropout,
                 relative=relative, attention_implementation=self.attention_implementation,
-                causal=self.causal, name=f"block_{index}")(
+                causal=self.causal, rotary=rotary, name=f"block_{index}")(
                     x, train=train, memory=layer_memory, memory_valid=memory_valid,
                     relative_encodings=relative_encodings, mask=mask)
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
