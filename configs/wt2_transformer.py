@@ -107,7 +107,7 @@ def get_config(arg: str | None = None):
 
   if variants.get("positions") == "rotary":
     if "fast" in variants:
-      raise ValueError(f"{__file__}: choose one of the variants fast (learned positions, no memory) and "
+      raise ValueError(f"{__file__}: choose either the variant fast (learned positions, no memory) or "
                        "positions=rotary (rotary positions with memory)")
     config.model.transformer.update(dict(
         positions="rotary",  # rotated queries and keys: nothing but q, k and v enters the fused kernel
