@@ -45,12 +45,21 @@ of each row starts empty); every target is scored exactly once. Training streams
 corpus the same way (data.batching="stream"), memory carried from step to step.
 
 Variants:
+  positions=rotary  rotary positions (RoPE) in place of Transformer-XL's relative ones,
+         memory kept (128 slots; query i of a segment is numbered 128 + i): attention
+         runs through jax.nn.dot_product_attention, cuDNN flash attention in bf16, in
+         training and evaluation, with the causal and memory mask passed explicitly
+         (jaxlm/models/transformer.py says why). No attention dropout (jax's fused call
+         has none; the other dropouts stay) and no u/v biases or relative-key
+         projection (41.2M parameters, 2.4M fewer). Measured: CPU only so far (BENCHMARKS.md,
+         issue 17); its GPU speed and perplexity are not measured yet
+         (launch/gpu_recipe.sh is the prepared run).
   fast   no memory, learned absolute positions, no attention dropout: the cuDNN flash
          attention path (bf16) in training and evaluation. Segments of 256 at the same
          8,192 tokens a step, drawn as random windows (nothing is carried). Evaluation
          scores non-overlapping 256-token segments, each starting with no context, so
          expect a higher perplexity than the memory model for the same training.
-  smoke  shrinks everything to seconds on a CPU (memory stays on, 16 slots).
+  smoke  shrinks everything to seconds on a CPU (memory stays on, 16 slots; cuDNN -> xla).
 """
 
 from configs import common
@@ -60,7 +69,7 @@ SEQ_LEN = 128
 
 def get_config(arg: str | None = None):
   variants = common.parse_variants(arg)
-  common.check_variants(variants, {"fast": True, "smoke": True}, __file__)
+  common.check_variants(variants, {"fast": True, "positions": ("relative", "rotary"), "smoke": True}, __file__)
   config = common.base_config()
   config.model.width = 384  # 6 heads of 64: see the docstring
   config.model.compute_dtype = "bfloat16"  # a GPU recipe; parameters, logits and losses stay float32
@@ -96,6 +105,14 @@ def get_config(arg: str | None = None):
   config.train.eval_every = 2500
   config.train.eval_tokens = 0  # the whole validation split (217k tokens) takes seconds on a GPU
 
+  if variants.get("positions") == "rotary":
+    if "fast" in variants:
+      raise ValueError(f"{__file__}: choose either the variant fast (learned positions, no memory) or "
+                       "positions=rotary (rotary positions with memory)")
+    config.model.transformer.update(dict(
+        positions="rotary",  # rotated queries and keys: nothing but q, k and v enters the fused kernel
+        attention_dropout=0.0,  # attention dropout would leave the fused kernel in training
+        attention_implementation="cudnn"))  # flash attention with the memory mask as a bias
   if "fast" in variants:
     fast_seq_len = 256  # without memory, context comes only from the segment itself
     config.model.transformer.update(dict(

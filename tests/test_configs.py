@@ -22,7 +22,7 @@ CONFIG_NAMES = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
                       if name.endswith(".py") and name not in ("common.py", "__init__.py"))
 # Variants besides `smoke`, each tried with `smoke` (the full sizes are only traced).
 VARIANTS = {
-    "wt2_transformer": ("fast",),
+    "wt2_transformer": ("fast", "positions=rotary"),
     "wt2_heads": ("head=softmax", "head=cosine", "head=l2", "head=vmf"),
     "ru_lm": ("input=bag", "input=bpe", "head=softmax", "head=vmf"),
     "wt2_families": ("family=lstm", "family=tcn"),

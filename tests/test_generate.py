@@ -25,6 +25,9 @@ BODIES = {
     # Transformer-XL's config: relative positions and memory (decoding uses the cache instead).
     "transformer_relative_memory": ("transformer", dict(num_layers=2, num_heads=2, positions="relative",
                                                         memory_length=4)),
+    # RoPE with memory (issue 17's fused path); decoding rotates the new tokens at their positions.
+    "transformer_rotary_memory": ("transformer", dict(num_layers=2, num_heads=2, positions="rotary",
+                                                      memory_length=4)),
     "lstm": ("lstm", dict(num_layers=2, hidden_size=24)),
     "tcn": ("tcn", dict(num_layers=3, hidden_size=24, kernel_size=3)),
 }
@@ -70,7 +73,8 @@ def test_decoding_step_by_step_gives_the_states_of_one_pass(name):
   np.testing.assert_allclose(np.concatenate(pieces, axis=1) / spread, whole / spread, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["transformer_learned", "transformer_relative_memory", "lstm", "tcn"])
+@pytest.mark.parametrize("name", ["transformer_learned", "transformer_relative_memory", "transformer_rotary_memory",
+                                  "lstm", "tcn"])
 def test_cached_and_uncached_decoding_give_the_same_tokens(name):
   model, variables = model_and_variables(name)
   for sampling in (generate.Sampling(temperature=0.0), generate.Sampling(temperature=1.0, top_k=20, top_p=0.95)):

@@ -25,6 +25,12 @@ Options beyond the GPT-2 baseline (each off by default):
     still enter the memory: a padded row is the end of its stream and must be reset.
   positions = "relative" with causal=False: the same scores over signed distances
     i - j in -(length - 1) ... length - 1 (keys to the right have negative distances).
+  positions = "rotary" (RoPE, Su et al., 2021): each head's query and key at position p
+    are rotated by angles p * theta_k (theta_k = 10000^(-2k / head_width), the sinusoids'
+    frequencies), so a query-key score depends on the two positions only through their
+    distance; nothing is learned and nothing enters the scores but rotated q and k, so
+    the fused kernel takes it as it is. Memory works as with "relative" (same carry):
+    keys are numbered 0 ... M + length - 1 over [memory; segment], query i is M + i.
 
 Incremental decoding (decode=True, a causal body): the carry is a key/value cache from
 decode_cache(batch, width, length); a call with the next tokens returns their states and
@@ -33,11 +39,19 @@ cache's position, relative scores at the distances to every cached key; memory i
 (Transformer.decode says why). Training and evaluation never take this path.
 
 The fast path, jax.nn.dot_product_attention (cuDNN flash attention with
-attention_implementation="cudnn" in bf16), serves absolute positions without attention
-dropout in training; relative positions, memory or attention dropout take an explicit
-float32-softmax path, and so does a banded encoder on cuDNN (which has no right window).
-The fast path gets the padding as per-row key lengths (cuDNN's native padding mask),
-so it assumes right-padding; the explicit path applies any key mask.
+attention_implementation="cudnn" in bf16), serves absolute and rotary positions without
+attention dropout in training; relative positions or attention dropout in training take
+an explicit float32-softmax path, and so does a banded encoder on cuDNN (which has no
+right window). Without memory the fast path gets the padding as per-row key lengths
+(cuDNN's native padding mask), so it assumes right-padding, and the causal and window
+masks as flags. With memory (rotary) it gets one explicit boolean mask [batch, 1, length,
+M + length] instead: jax.nn.dot_product_attention's is_causal and local window are
+aligned top-left (query i sees keys 0 ... i, jax 0.10.2's reference
+_get_causal_mask(T, S) = tril(ones(T, S)); cuDNN's CAUSAL is top-left too), which is
+wrong once query i sits at key M + i, and the empty memory slots are on the left, which
+per-row key lengths cannot express. On cuDNN the mask becomes an additive bf16 bias
+(still the fused kernel; it reads the [batch, 1, length, keys] bias and, in the
+backward, writes its unused gradient). The explicit path applies any key mask.
 """
 
 import functools
@@ -99,6 +113,29 @@ def allowed_keys(length: int, memory: int, window: int, causal: bool):
   return allowed
 
 
+def attention_mask(length: int, memory: int, window: int, causal: bool, context_valid=None):
+  """bool [batch or 1, 1, length, memory + length]: allowed_keys, less the invalid keys
+  (context_valid bool [batch, memory + length], None = all real)."""
+  allowed = allowed_keys(length, memory, window, causal)[None, None]  # [1, 1, length, keys]
+  if context_valid is not None:
+    allowed = allowed & context_valid[:, None, None, :]
+  return allowed
+
+
+def rotate(x, encodings):
+  """Rotary position embedding of x [batch, n, heads, head_width] (Su et al., 2021).
+
+  encodings: sinusoids(positions, head_width) [n, head_width], i.e. [sin | cos] of the
+  angles position * theta_k, k < head_width / 2. Feature k is paired with feature
+  k + head_width / 2 (GPT-NeoX's split halves, contiguous slices rather than interleaved
+  pairs) and each pair is rotated by its angle, in float32.
+  """
+  half = x.shape[-1] // 2
+  sin, cos = encodings[None, :, None, :half], encodings[None, :, None, half:]  # [1, n, 1, half]
+  first, second = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1).astype(x.dtype)
+
+
 def fused_window(window: int, causal: bool):
   """jax.nn.dot_product_attention's (left, right) local_window_size for attention_window."""
   if window == 0:
@@ -122,33 +159,28 @@ class SelfAttention(nn.Module):
   relative: bool = False  # Transformer-XL relative position scores
   implementation: str = "xla"  # jax.nn.dot_product_attention backend on the fast path
   causal: bool = True  # False: bidirectional (an encoder)
+  rotary: bool = False  # rotate queries and keys by their positions (RoPE)
 
   def uses_fused_path(self, *, train: bool, memory: int) -> bool:
-    if self.relative or memory > 0 or (train and self.dropout > 0.0):
+    # With memory the fused call takes an explicit mask (see the module docstring), so
+    # memory alone does not leave it; jax.nn.dot_product_attention has no dropout.
+    del memory
+    if self.relative or (train and self.dropout > 0.0):
       return False
     # cuDNN has no right window, so a banded encoder on cuDNN takes the explicit path.
     return self.causal or self.window == 0 or self.implementation != "cudnn"
 
-  def relative_parameters(self, relative_encodings):
-    """(u [heads, head_width], v [heads, head_width], relative keys [distances, heads, head_width]):
-    Transformer-XL's content and position biases and its keys of the encoded distances."""
-    head_width = relative_encodings.shape[-1] // self.num_heads
-    content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
-    position_bias = self.param("position_bias", layers.gpt2_init(), (self.num_heads, head_width))  # v
-    relative_keys = nn.DenseGeneral((self.num_heads, head_width), use_bias=False, dtype=self.dtype,
-                                    kernel_init=layers.gpt2_init(), name="relative_key")(relative_encodings)
-    return content_bias, position_bias, relative_keys
-
-  def cached_attention(self, query, key, value, cache, position, distance_encodings):
+  def cached_attention(self, query, key, value, cache, position, relative_terms):
     """Incremental decoding: queries of positions position ... position + length - 1 attend to
     every cached earlier position and to themselves, as the causal path over the whole prefix does.
 
     query, key, value: [batch, length, heads, head_width] of the new positions.
     cache: {"keys", "values"} [batch, capacity, heads, head_width], position j at slot j (slots
       from `position` on are empty and written here). position: int32 scalar.
-    distance_encodings: [capacity, width] encodings of distances 0 ... capacity - 1 (relative only);
-      they do not depend on the position, so XLA hoists their keys out of a decoding loop (seen in
-      the compiled HLO of jaxlm.generate's loop: one [capacity, width] product, before the loop).
+    relative_terms: (u, v, relative keys [capacity, heads, head_width] of distances 0 ... capacity - 1),
+      relative positions only; the keys do not depend on the position, so XLA hoists them out of a
+      decoding loop (seen in the compiled HLO of jaxlm.generate's loop: one [capacity, width]
+      product, before the loop).
     Returns (attended [batch, length, heads, head_width], the cache with the new keys and values).
     """
     length, head_width = query.shape[1], query.shape[-1]
@@ -158,7 +190,7 @@ class SelfAttention(nn.Module):
     capacity = keys.shape[1]
     distance = position + jnp.arange(length)[:, None] - jnp.arange(capacity)[None, :]  # [length, capacity]
     if self.relative:
-      content_bias, position_bias, relative_keys = self.relative_parameters(distance_encodings)
+      content_bias, position_bias, relative_keys = relative_terms
       scores = jnp.einsum("bqhd,bkhd->bhqk", query + content_bias.astype(self.dtype), keys,
                           preferred_element_type=jnp.float32)
       by_distance = jnp.einsum("bqhd,khd->bhqk", query + position_bias.astype(self.dtype), relative_keys,
@@ -197,22 +229,43 @@ class SelfAttention(nn.Module):
                           kernel_init=layers.gpt2_init(), name="qkv")(context)
     query = qkv[:, memory:, 0]  # [batch, length, heads, head_width]
     key, value = qkv[:, :, 1], qkv[:, :, 2]  # each [batch, keys, heads, head_width]
+    if self.rotary:
+      if head_width % 2:
+        raise ValueError(f"positions='rotary' needs an even head width; got model.width / num_heads = {head_width}")
+      if cache is None:
+        encodings = sinusoids(jnp.arange(memory + length), head_width)  # [keys, head_width]; query i is key memory + i
+        query, key = rotate(query, encodings[memory:]), rotate(key, encodings)
+      else:  # decoding: the new tokens are positions position ... position + length - 1; cached keys are rotated
+        encodings = sinusoids(position + jnp.arange(length), head_width)
+        query, key = rotate(query, encodings), rotate(key, encodings)
+
+    relative_terms = None
+    if self.relative:  # Transformer-XL's u, v and keys of the encoded distances
+      content_bias = self.param("content_bias", layers.gpt2_init(), (self.num_heads, head_width))  # u
+      position_bias = self.param("position_bias", layers.gpt2_init(), (self.num_heads, head_width))  # v
+      relative_keys = nn.DenseGeneral((self.num_heads, head_width), use_bias=False, dtype=self.dtype,
+                                      kernel_init=layers.gpt2_init(), name="relative_key")(
+                                          relative_encodings)  # [distances, heads, head_width]
+      relative_terms = content_bias, position_bias, relative_keys
 
     if cache is not None:
-      attended, cache = self.cached_attention(query, key, value, cache, position, relative_encodings)
+      attended, cache = self.cached_attention(query, key, value, cache, position, relative_terms)
     elif self.uses_fused_path(train=train, memory=memory):
-      key_lengths = None
-      if context_valid is not None:
+      key_lengths = mask = None
+      if memory > 0:
+        # Top-left is_causal and per-row key lengths do not fit memory: one explicit mask.
+        mask = attention_mask(length, memory, self.window, self.causal, context_valid)
+      elif context_valid is not None:
         # Right-padding as per-row key counts. At least 1, so a row of padding alone
         # (a filler row of a last partial batch) still has a key and stays finite.
         key_lengths = jnp.maximum(jnp.sum(context_valid, axis=-1), 1).astype(jnp.int32)  # [batch]
       attended = jax.nn.dot_product_attention(
-          query, key, value, is_causal=self.causal, implementation=self.implementation,
-          key_value_seq_lengths=key_lengths, local_window_size=fused_window(self.window, self.causal))
+          query, key, value, mask=mask, is_causal=self.causal and mask is None,
+          implementation=self.implementation, key_value_seq_lengths=key_lengths,
+          local_window_size=None if mask is not None else fused_window(self.window, self.causal))
     else:
       if self.relative:
-        content_bias, position_bias, relative_keys = self.relative_parameters(
-            relative_encodings)  # relative_keys [keys, heads, head_width]
+        content_bias, position_bias, relative_keys = relative_terms
         scores = jnp.einsum("bqhd,bkhd->bhqk", query + content_bias.astype(self.dtype), key,
                             preferred_element_type=jnp.float32)
         position_scores = jnp.einsum("bqhd,khd->bhqk", query + position_bias.astype(self.dtype),
@@ -223,9 +276,7 @@ class SelfAttention(nn.Module):
       else:
         scores = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(head_width)
-      allowed = allowed_keys(length, memory, self.window, self.causal)[None, None]  # [1, 1, length, keys]
-      if context_valid is not None:
-        allowed = allowed & context_valid[:, None, None, :]
+      allowed = attention_mask(length, memory, self.window, self.causal, context_valid)
       # A row with no allowed key (a padded query, or a filler row of padding alone) has
       # equal scores everywhere: a uniform, finite softmax whose output nobody reads.
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
@@ -249,6 +300,7 @@ class Block(nn.Module):
   relative: bool = False
   attention_implementation: str = "xla"
   causal: bool = True
+  rotary: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool, memory=None, memory_valid=None, relative_encodings=None, mask=None,
@@ -268,7 +320,8 @@ class Block(nn.Module):
     attended = SelfAttention(
         self.num_heads, self.num_layers, self.dtype, window=self.attention_window,
         dropout=self.attention_dropout, relative=self.relative,
-        implementation=self.attention_implementation, causal=self.causal, name="attention")(
+        implementation=self.attention_implementation, causal=self.causal, rotary=self.rotary,
+        name="attention")(
             normed, train=train, context=context, context_valid=context_valid,
             relative_encodings=relative_encodings, cache=cache, position=position)
     if cache is not None:
@@ -288,13 +341,13 @@ class Transformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   dropout: float = 0.1  # on the input (elementwise) and on every residual branch
-  positions: str = "learned"  # "learned" | "sinusoidal" | "relative" (Transformer-XL)
+  positions: str = "learned"  # "learned" | "sinusoidal" | "relative" (Transformer-XL) | "rotary" (RoPE)
   max_length: int = 512  # longest segment for learned/sinusoidal positions
   input_dropout: float = 0.0  # locked dropout on the body input
   output_dropout: float = 0.0  # locked dropout after the final LayerNorm
   attention_dropout: float = 0.0
   attention_window: int = 0  # > 0: banded attention, |i - j| < w (causal: the last w); 0 = full
-  memory_length: int = 0  # > 0: Transformer-XL memory of the previous segment (needs "relative", causal)
+  memory_length: int = 0  # > 0: memory of the previous segment (needs "relative" or "rotary", causal)
   attention_implementation: str = "xla"  # "xla" | "cudnn" (GPU flash attention, bf16/fp16)
   causal: bool = True  # False: a bidirectional encoder
   dtype: Any = jnp.float32
@@ -314,7 +367,7 @@ class Transformer(nn.Module):
     """
     if not self.causal:
       raise ValueError("model.transformer.causal=False is an encoder: it has no next token to decode")
-    if self.positions != "relative" and length > self.max_length:
+    if self.decode_limit() is not None and length > self.decode_limit():
       raise ValueError(f"decoding {length} tokens (prompt and generated) exceeds model.transformer.max_length="
                        f"{self.max_length}, the positions this model has learned; generate fewer tokens")
     shape = (batch_size, self.num_layers, length, self.num_heads, width // self.num_heads)
@@ -322,8 +375,17 @@ class Transformer(nn.Module):
             "position": jnp.zeros((), jnp.int32)}
 
   def decode_limit(self) -> int | None:
-    """Learned and sinusoidal positions exist up to max_length; relative ones have no bound."""
-    return None if self.positions == "relative" else self.max_length
+    """Learned and sinusoidal positions exist up to max_length; relative and rotary ones have no bound."""
+    return None if self.positions in ("relative", "rotary") else self.max_length
+
+  @nn.nowrap  # builds in the caller's scope, which under nn.remat is the lifted one (layers.call_layer)
+  def block(self, index: int, width: int) -> "Block":
+    """Layer `index`'s block over inputs of `width`, built alike for training, evaluation and
+    decoding (same name, so the same parameters)."""
+    return Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout,
+                 self.dtype, attention_window=self.attention_window, attention_dropout=self.attention_dropout,
+                 relative=self.positions == "relative", attention_implementation=self.attention_implementation,
+                 causal=self.causal, rotary=self.positions == "rotary", name=f"block_{index}")
 
   def decode(self, x, cache):
     """decode=True: x [batch, length, width] holds positions cache["position"] + 0 ... length - 1.
@@ -336,13 +398,15 @@ class Transformer(nn.Module):
     """
     batch, length, width = x.shape
     position = cache["position"]
-    relative = self.positions == "relative"
     distance_encodings = None
-    if relative:
+    if self.positions in ("relative", "rotary"):
       offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)  # as in __call__
       x = x + offset.astype(x.dtype)
+    if self.positions == "relative":
       # Distances 0 ... capacity - 1: independent of the position (SelfAttention.cached_attention).
       distance_encodings = sinusoids(jnp.arange(cache["keys"].shape[2]), width).astype(self.dtype)
+    elif self.positions == "rotary":
+      pass  # each attention layer rotates the new queries and keys by their positions
     elif self.positions == "learned":
       table = self.param("position_table", layers.gpt2_init(), (self.max_length, width), jnp.float32)
       x = x + jax.lax.dynamic_slice_in_dim(table, position, length).astype(self.dtype)
@@ -354,12 +418,9 @@ class Transformer(nn.Module):
     keys, values = [], []
     for index in range(self.num_layers):
       # The same block as __call__'s (same name, so the same parameters).
-      x, layer_cache = Block(self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
-                             attention_window=self.attention_window, attention_dropout=self.attention_dropout,
-                             relative=relative, attention_implementation=self.attention_implementation,
-                             causal=True, name=f"block_{index}")(
-                                 x, train=False, relative_encodings=distance_encodings, position=position,
-                                 cache={"keys": cache["keys"][:, index], "values": cache["values"][:, index]})
+      x, layer_cache = self.block(index, width)(
+          x, train=False, relative_encodings=distance_encodings, position=position,
+          cache={"keys": cache["keys"][:, index], "values": cache["values"][:, index]})
       keys.append(layer_cache["keys"])
       values.append(layer_cache["values"])
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
@@ -374,16 +435,17 @@ class Transformer(nn.Module):
     if decode:
       return self.decode(x, carry)
     batch, length, width = x.shape
-    relative = self.positions == "relative"
-    if self.memory_length > 0 and not relative:
-      raise ValueError("model.transformer.memory_length > 0 needs positions='relative'")
+    relative, rotary = self.positions == "relative", self.positions == "rotary"
+    if self.memory_length > 0 and not (relative or rotary):
+      raise ValueError("model.transformer.memory_length > 0 needs positions='relative' or 'rotary': memory "
+                       f"needs positions by distance; got positions={self.positions!r}")
     if self.memory_length > 0 and not self.causal:
       raise ValueError("model.transformer.memory_length > 0 needs model.transformer.causal=True: memory "
                        "is the past of a stream, and an encoder sees whole sequences; set memory_length=0")
     x = layers.LockedDropout(self.input_dropout, name="input_dropout")(x, train=train)
     relative_encodings = None
-    if relative:
-      # Relative positions add nothing to the input, so a word removed by embedding
+    if relative or rotary:
+      # Relative and rotary positions add nothing to the input, so a word removed by embedding
       # dropout (a zero vector) at a position with no context would start an all-zero
       # residual stream that stays zero through every block while the biases are zero
       # (at init). LayerNorm's gradient there is 1/sqrt(epsilon) = 1000 per norm: 32
@@ -392,9 +454,12 @@ class Transformer(nn.Module):
       # position keeps such rows off zero; for kept words it is a shift of the table.
       offset = self.param("input_offset", layers.gpt2_init(), (width,), jnp.float32)
       x = x + offset.astype(x.dtype)
+    if relative:
       # In the order relative_shift expects; no length limit.
       distances = relative_distances(length, self.memory_length, self.causal)
       relative_encodings = sinusoids(distances, width).astype(self.dtype)
+    elif rotary:
+      pass  # each attention layer rotates its own queries and keys; no length limit
     elif length > self.max_length:
       raise ValueError(f"sequence length {length} exceeds model.transformer.max_length={self.max_length}")
     elif self.positions == "learned":
@@ -403,8 +468,8 @@ class Transformer(nn.Module):
     elif self.positions == "sinusoidal":
       x = x + sinusoidal_positions(length, width).astype(self.dtype)
     else:
-      raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal' "
-                       "or 'relative'")
+      raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal', "
+                       "'relative' or 'rotary'")
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
     memory_valid, new_memory = None, []
@@ -421,13 +486,9 @@ class Transformer(nn.Module):
         layer_memory = jax.lax.stop_gradient(carry["memory"][:, index])  # [batch, M, width]
         new_memory.append(jnp.concatenate([layer_memory, x.astype(layer_memory.dtype)], axis=1)
                           [:, -self.memory_length:])
-      make_block = functools.partial(
-          Block, self.num_heads, self.mlp_ratio * width, self.num_layers, self.dropout, self.dtype,
-          attention_window=self.attention_window, attention_dropout=self.attention_dropout,
-          relative=relative, attention_implementation=self.attention_implementation,
-          causal=self.causal, name=f"block_{index}")
-      x = layers.call_layer(self, make_block, self.remat, x, train=train, memory=layer_memory,
-                            memory_valid=memory_valid, relative_encodings=relative_encodings, mask=mask)
+      x = layers.call_layer(self, functools.partial(self.block, index, width), self.remat, x, train=train,
+                            memory=layer_memory, memory_valid=memory_valid,
+                            relative_encodings=relative_encodings, mask=mask)
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
     x = layers.LockedDropout(self.output_dropout, name="output_dropout")(x, train=train)
     if self.memory_length > 0:
