@@ -98,7 +98,9 @@ def get_config(arg: str | None = None):
           fasttext=dict(config="configs/wt2_mlm.py", overrides=ENGLISH_SHAPE[:5]),
           mlm=dict(config="configs/wt2_mlm.py:body={body}", overrides=ENGLISH_SHAPE,
                    bodies=("transformer", "lstm", "tcn"),
-                   body_overrides=dict(transformer=("model.transformer.max_length=128",))),
+                   # use_small_encoder sized the LSTM and TCN by wt2_mlm's width 256 before the overrides.
+                   body_overrides=dict(transformer=("model.transformer.max_length=128",),
+                                       lstm=("model.lstm.hidden_size=128",), tcn=("model.tcn.hidden_size=128",))),
           clm=dict(config="configs/quickstart.py", overrides=ENGLISH_SHAPE + ("model.transformer.max_length=128",),
                    bodies=("transformer",), body_overrides={}),
       ),

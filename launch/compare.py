@@ -47,14 +47,15 @@ def main(argv):
       print("\n".join(grid_lib.status_lines(grid, _ONLY.value)))
       return
     if not _TABLE_ONLY.value:
-      report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value)
+      report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
+                                 log=lambda line: print(line, flush=True))  # progress in a redirected log too
       print(" ".join(f"{key}: {len(names)}" for key, names in report.items()))
     paths = table.write_all(grid, _WORKDIR.value)
   except grid_lib.GridError as error:
     sys.exit(f"launch/compare.py: {error}")
   print(open(paths["md"], encoding="utf-8").read())
   print("written: " + ", ".join(paths.values()))
-  if not _TABLE_ONLY.value and (report["failed"] or report["blocked"]):
+  if not _TABLE_ONLY.value and (report["failed"] or report["blocked"] or report["interrupted"]):
     sys.exit(1)  # a scheduler should not take a grid with failed cells as done
 
 

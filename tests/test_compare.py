@@ -125,6 +125,29 @@ def test_every_cell_of_the_full_grid_is_a_config_that_builds():
   assert len([cell for cell in grid.cells if cell.kind == "finetune"]) == 4 * (3 + 4 + 4 + 5) * 3
 
 
+def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():
+  """Input layer and body shapes of each pre-training cell's model equal its fine-tuning cells' (traced only)."""
+  import jax
+  import jax.numpy as jnp
+  from jaxlm.models import build_model
+
+  def encoder_shapes(config):
+    model = build_model(config.model, 33_278, subword_width=8)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
+    return jax.tree.map(lambda leaf: leaf.shape, {scope: variables["params"][scope] for scope in ("input_layer", "body")})
+
+  grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
+  checked = set()
+  for cell in grid.cells:
+    if cell.kind != "finetune" or cell.start not in ("mlm", "clm") or cell.needs[0] in checked:
+      continue
+    pre_trained = grid.cell(cell.needs[0])
+    assert encoder_shapes(grid_lib.load_config(pre_trained.config, pre_trained.overrides)) == encoder_shapes(
+        grid_lib.load_config(cell.config, cell.overrides)), (pre_trained.name, cell.name)
+    checked.add(pre_trained.name)
+  assert len(checked) == 8  # ru and en: masked LMs of 3 bodies, a causal transformer
+
+
 def test_a_result_from_another_command_is_refused(tmp_path):
   grid = smoke_grid(tmp_path)
   cell = grid.cells[0]

@@ -55,6 +55,16 @@ class GridError(ValueError):
 class CellFailed(RuntimeError):
   """A cell's command exited non-zero; the message names its log."""
 
+  def __init__(self, message: str, exit_code: int = 1):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+  @property
+  def interrupted(self) -> bool:
+    """launch/train.py stopped by SIGINT / SIGTERM (exit 130 / 143, its checkpoint saved): Ctrl-C
+    reaches every process of the terminal's group, so the grid stops too, not only this cell."""
+    return self.exit_code in (130, 143)
+
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
@@ -247,7 +257,7 @@ def cell_environment(cores: int) -> dict:
 
 
 def _run_pinned(argv: list[str], cores: list[int], log, *, capture: bool = False) -> tuple[int, float, str]:
-  """(exit code, CPU seconds of the process and its children, stdout if captured) of argv on `cores`."""
+  """(exit code, CPU seconds (user + system, from wait4), stdout if captured) of argv run on `cores`."""
   argv = [sys.executable] + argv[1:]  # "python" -> this interpreter (the venv's)
   taskset = shutil.which("taskset")
   if taskset:
@@ -276,14 +286,15 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
     log.flush()
     code, cpu_seconds, _ = _run_pinned(cell.command(), cores, log)
     if code != 0:
-      raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}")
+      raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code)
     evaluations = []
     if cell.kind == "finetune":
       log.write(f"$ {shlex.join(cell.evaluate_command())}\n")
       log.flush()
       code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, capture=True)
       if code != 0:
-        raise CellFailed(f"{cell.name}: `{shlex.join(cell.evaluate_command())}` exited {code}; see {log_path}")
+        raise CellFailed(f"{cell.name}: `{shlex.join(cell.evaluate_command())}` exited {code}; see {log_path}",
+                         code)
       cpu_seconds += evaluate_seconds
       evaluations = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
   return {"evaluations": evaluations, "cpu_seconds": cpu_seconds}
@@ -364,17 +375,21 @@ def _result(cell: Cell, outcome: dict, wall_seconds: float) -> dict:
 def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, log=print) -> dict:
   """Runs every selected cell that has no result, `parallel` at a time, level by level.
 
-  A cell whose needed cell has no result (it failed) is skipped as blocked. Returns
-  {"ran": [...], "finished_before": [...], "failed": [...], "blocked": [...]} of cell names.
+  A cell whose needed cell has no result (it failed) is skipped as blocked; a cell stopped by
+  a signal stops the grid. Returns {"ran", "finished_before", "failed", "blocked",
+  "interrupted": [cell names]}.
   """
   cells = select(grid, only)
   slots = queue.Queue()
   for slot in core_slots(parallel):
     slots.put(slot)
-  report = {"ran": [], "finished_before": [], "failed": [], "blocked": []}
+  report = {"ran": [], "finished_before": [], "failed": [], "blocked": [], "interrupted": []}
   lock = threading.Lock()
+  stop = threading.Event()  # set by an interrupted cell: no further cell starts
 
   def run_one(cell: Cell) -> None:
+    if stop.is_set():
+      return
     if read_result(cell) is not None:
       with lock:
         report["finished_before"].append(cell.name)
@@ -398,16 +413,26 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
           + (f": {cell.metric} dev {result['dev']:.4f}" if cell.kind == "finetune" else ""))
     except CellFailed as error:
       with lock:
-        report["failed"].append(cell.name)
-      log(f"[failed] {error}")
+        report["interrupted" if error.interrupted else "failed"].append(cell.name)
+      if error.interrupted:
+        stop.set()
+        log(f"[interrupted] {error}; the same command resumes the grid")
+      else:
+        log(f"[failed] {error}")
     finally:
       slots.put(cores)
 
   for level in sorted(set(LEVELS.values())):
     todo = [cell for cell in cells if LEVELS[cell.kind] == level]
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-      for future in [pool.submit(run_one, cell) for cell in todo]:
-        future.result()  # a GridError or a bug in a runner stops the grid, naming it
+      try:
+        for future in [pool.submit(run_one, cell) for cell in todo]:
+          future.result()  # a GridError or a bug in a runner stops the grid, naming it
+      except BaseException:  # Ctrl-C here too: queued cells must not start while running ones stop
+        stop.set()
+        raise
+    if stop.is_set():
+      break
   return report
 
 
