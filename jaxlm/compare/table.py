@@ -146,7 +146,7 @@ def plot(table: list[dict], path: str) -> None:
     axis.set_title(task)
     axis.set_ylabel(f"dev {task_rows[0]['metric']} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    axis.legend(title="body", fontsize="small")
   figure.tight_layout()
   figure.savefig(path)
   pyplot.close(figure)
