@@ -106,6 +106,12 @@ def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   report = grid_lib.run_grid(grid, runner=failing, log=lambda line: None)
   assert calls == ["pretrain/ru/fasttext", "rucola/lstm/scratch/seed0"]
   assert report["blocked"] == ["pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]
+  # A cell another process is running (its workdir locked) is left alone.
+  calls.clear()
+  with grid_lib.cell_lock(grid.cell("rucola/lstm/scratch/seed0")) as locked:
+    assert locked
+    report = grid_lib.run_grid(grid, runner=failing, only=["*/scratch/*"], log=lambda line: None)
+  assert calls == [] and report["busy"] == ["rucola/lstm/scratch/seed0"]
   # --only picks cells by name and brings what they need.
   assert [cell.name for cell in grid_lib.select(grid, ["*/mlm/*"])] == [
       "pretrain/ru/fasttext", "pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]

@@ -18,7 +18,9 @@ tests inject an in-process runner (`run_in_process`), which runs the same librar
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import importlib.util
 import json
@@ -34,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"  # the cell's commands' stdout and stderr, appended per attempt
+LOCK_FILE = ".running"  # flock'ed while a runner works in the cell's workdir
 
 # A grid start -> (configs/finetune.py's start variant, the pre-training it reads: None |
 # "fasttext" (the .bin) | "mlm" / "clm" (a pre-trained workdir's best checkpoint)).
@@ -235,6 +238,23 @@ def _write_result(cell: Cell, result: dict) -> None:
   os.replace(path + ".tmp", path)  # a reader sees the whole file or none
 
 
+@contextlib.contextmanager
+def cell_lock(cell: Cell):
+  """Yields True with the cell's workdir locked (fcntl.flock), False if another process holds it: two
+  launch/compare.py calls on one grid (say, --only slices side by side) never train one workdir at once."""
+  os.makedirs(cell.workdir, exist_ok=True)
+  with open(os.path.join(cell.workdir, LOCK_FILE), "w", encoding="utf-8") as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def core_slots(parallel: int) -> list[list[int]]:
   """This process's cores dealt into `parallel` disjoint groups (a group per concurrent cell)."""
   cores = sorted(os.sched_getaffinity(0))
@@ -376,14 +396,14 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
   """Runs every selected cell that has no result, `parallel` at a time, level by level.
 
   A cell whose needed cell has no result (it failed) is skipped as blocked; a cell stopped by
-  a signal stops the grid. Returns {"ran", "finished_before", "failed", "blocked",
-  "interrupted": [cell names]}.
+  a signal stops the grid; a cell another process is running is skipped as busy. Returns
+  {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names]}.
   """
   cells = select(grid, only)
   slots = queue.Queue()
   for slot in core_slots(parallel):
     slots.put(slot)
-  report = {"ran": [], "finished_before": [], "failed": [], "blocked": [], "interrupted": []}
+  report = {"ran": [], "finished_before": [], "failed": [], "blocked": [], "interrupted": [], "busy": []}
   lock = threading.Lock()
   stop = threading.Event()  # set by an interrupted cell: no further cell starts
 
@@ -402,11 +422,17 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
       return
     cores = slots.get()
     try:
-      log(f"[run] {cell.name} on cores {cores}: {cell.command_line()}")
-      started = time.time()
-      outcome = runner(cell, cores)
-      result = _result(cell, outcome, time.time() - started)
-      _write_result(cell, result)
+      with cell_lock(cell) as locked:
+        if not locked or read_result(cell) is not None:  # another call runs it, or just finished it
+          with lock:
+            report["busy"].append(cell.name)
+          log(f"[busy] {cell.name}: another launch/compare.py is running it")
+          return
+        log(f"[run] {cell.name} on cores {cores}: {cell.command_line()}")
+        started = time.time()
+        outcome = runner(cell, cores)
+        result = _result(cell, outcome, time.time() - started)
+        _write_result(cell, result)
       with lock:
         report["ran"].append(cell.name)
       log(f"[done] {cell.name} in {result['wall_seconds']:.0f} s"
