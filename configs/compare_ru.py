@@ -20,7 +20,8 @@ Keys:
   overrides          "key=value" for every fine-tuning cell: the equal budget
   task.<name>        language (which pre-training), metric (its summary key in the table),
                      splits (scored at the best checkpoint, "valid" first), test_split
-                     (a labelled test split, or ""), overrides (its data path)
+                     (a labelled split that picks no checkpoint, the table's "test"; "" = none),
+                     overrides (its data path)
   pretrain.<lang>    fasttext (launch/fasttext.py), mlm and clm (launch/train.py): config,
                      overrides ({fasttext} = the FastText cell's .bin, {body} the body),
                      bodies (which bodies get that pre-training; other bodies' cells with
@@ -78,7 +79,8 @@ def get_config(arg: str | None = None):
   config.seeds = (0, 1, 2)
   config.overrides = ("train.steps=400", "train.eval_every=50", "train.patience=0")
   config.task = ml_collections.ConfigDict(dict(
-      rucola=_task("ru", "mcc", ("valid", "valid_out_of_domain"), "", "../shared/data/rucola"),
+      # RuCoLA's test.csv has no labels; its out-of-domain dev set does and never picks a checkpoint.
+      rucola=_task("ru", "mcc", ("valid", "valid_out_of_domain"), "valid_out_of_domain", "../shared/data/rucola"),
       upos=_task("ru", "accuracy", ("valid", "test"), "test", "../shared/data/ud_russian_taiga"),
       xquad_ru=_task("ru", "f1", ("valid",), "", "../shared/data/xquad"),
       sst2=_task("en", "accuracy", ("valid",), "", "../shared/data/sst2"),

@@ -14,7 +14,7 @@ import os
 
 from jaxlm.compare import grid as grid_lib
 
-CSV_COLUMNS = ("task", "metric", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
+CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
                "dev_vs_scratch", "within_spread", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
                "best_step_mean")
 
@@ -33,8 +33,16 @@ def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
   finetune, pretrain = [], []
   for cell in grid.cells:
     result = grid_lib.read_result(cell)
-    if result is not None:
-      (finetune if cell.kind == "finetune" else pretrain).append(result)
+    if result is None:
+      continue
+    if cell.kind == "finetune":
+      # The grid's test split as it is now (the cell scored all its splits), so the grid config
+      # can name another labelled split for the table without rerunning anything.
+      result["test"] = result["splits"][cell.test_split][cell.metric] if cell.test_split else None
+      result["test_split"] = cell.test_split
+      finetune.append(result)
+    else:
+      pretrain.append(result)
   return finetune, pretrain
 
 
@@ -55,7 +63,8 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
     tests = [result["test"] for result in group if result.get("test") is not None]
     test_mean, test_std = mean_and_std(tests) if tests else (math.nan, math.nan)
     table.append(dict(
-        task=task, metric=group[0]["metric"], body=body, start=start, seeds=len(group),
+        task=task, metric=group[0]["metric"], test_split=group[0].get("test_split", ""), body=body, start=start,
+        seeds=len(group),
         dev_mean=dev_mean, dev_std=dev_std, test_mean=test_mean, test_std=test_std,
         wall_seconds_mean=mean_and_std([result["wall_seconds"] for result in group])[0],
         cpu_seconds_mean=mean_and_std([result.get("cpu_seconds") or math.nan for result in group])[0],
@@ -93,7 +102,7 @@ def pretraining_cost(pretrain: list[dict]) -> str:
 def markdown(table: list[dict], pretrain: list[dict]) -> str:
   lines = [pretraining_cost(pretrain), "",
            "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | dev vs scratch | "
-           "wall s / cell | examples seen |",
+           "wall / CPU s per cell | examples seen |",
            "|---|---|---|---|---|---|---|---|---|"]
   best = {}
   for row in table:
@@ -107,9 +116,12 @@ def markdown(table: list[dict], pretrain: list[dict]) -> str:
     if row["within_spread"]:
       versus += " ~"
     lines.append(f"| {row['task']} ({row['metric']}) | {row['body']} | {row['start']} | {row['seeds']} | {dev} | "
-                 f"{_number(row['test_mean'], row['test_std'])} | {versus} | {row['wall_seconds_mean']:.0f} | "
+                 f"{_number(row['test_mean'], row['test_std'])} | {versus} | {row['wall_seconds_mean']:.0f} / "
+                 f"{row['cpu_seconds_mean']:.0f} | "
                  f"{row['examples_seen_mean']:.0f} |")
-  lines += ["", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
+  test_splits = dict.fromkeys(f"{row['task']}: {row['test_split']}" for row in table if row["test_split"])
+  lines += ["", f"test: the best checkpoint (by dev) on a labelled split that picked nothing "
+            f"({'; '.join(test_splits) or 'none'}).", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
             "and body is within the larger of the two rows' sd (not separable from seed noise). Bold: the best dev "
             "mean of the task (higher is better for every metric here)."]
   return "\n".join(lines) + "\n"
