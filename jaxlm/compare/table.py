@@ -95,7 +95,8 @@ def pretraining_cost(pretrain: list[dict]) -> str:
   cpu = sum(result.get("cpu_seconds") or 0.0 for result in pretrain) / 60
   wall = sum(result["wall_seconds"] for result in pretrain) / 60
   parts = [f"{result['name'].split('/', 1)[1]} {(result.get('cpu_seconds') or 0.0) / 60:.1f}" for result in pretrain]
-  return (f"Pre-training took {cpu:.1f} CPU-minutes ({wall:.1f} wall-minutes) over {len(pretrain)} runs "
+  return (f"Pre-training took {cpu:.1f} CPU-minutes ({wall:.1f} wall-minutes) over {len(pretrain)} "
+          f"run{'s' if len(pretrain) > 1 else ''} "
           f"(CPU-minutes each: {', '.join(parts)}).")
 
 
