@@ -18,8 +18,10 @@ from jaxlm.data import corpora, text_files
 from jaxlm.models import BODIES, build_model
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# Grid configs (compare_*.py) list runs for launch/compare.py, not a model: tests/test_compare.py builds them.
 CONFIG_NAMES = sorted(name[:-3] for name in os.listdir(CONFIG_DIR)
-                      if name.endswith(".py") and name not in ("common.py", "__init__.py"))
+                      if name.endswith(".py") and name not in ("common.py", "__init__.py")
+                      and not name.startswith("compare_"))
 # Variants besides `smoke`, each tried with `smoke` (the full sizes are only traced).
 VARIANTS = {
     "wt2_transformer": ("fast", "positions=rotary"),

@@ -1,0 +1,123 @@
+"""Does pre-training pay? Fine-tuning tasks x bodies x starts x seeds, and the pre-training they start from.
+
+A grid config for launch/compare.py (not a model config: launch/train.py does not read it):
+
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --parallel=2
+  python launch/compare.py --grid=configs/compare_ru.py:small --workdir=runs/compare_ru_small
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --dry_run  # every command
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --only='rucola/*/scratch/*'
+
+Each fine-tuning cell is `python launch/train.py --config=configs/finetune.py:task=T,body=B,
+start=S --config.<override>... --config.seed=K --workdir=<workdir>/finetune/T/B/S/seedK`
+(--dry_run prints each exact command), scored at its best checkpoint by
+launch/evaluate.py. Cells read ../shared/data (paths relative to the repository root).
+
+Keys:
+  finetune           the config every fine-tuning cell is a variant of
+  finetune_variants  variants added to every cell's ("smoke" in the smoke grid)
+  tasks, bodies, starts, seeds   the grid (starts: jaxlm.compare.grid.STARTS: scratch |
+                     fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one))
+  overrides          "key=value" for every fine-tuning cell: the equal budget
+  task.<name>        language (which pre-training), metric (its summary key in the table),
+                     splits (scored at the best checkpoint, "valid" first), test_split
+                     (a labelled split that picks no checkpoint, the table's "test"; "" = none),
+                     overrides (its data path)
+  pretrain.<lang>    fasttext (launch/fasttext.py), mlm and clm (launch/train.py): config,
+                     overrides ({fasttext} = the FastText cell's .bin, {body} the body),
+                     bodies (which bodies get that pre-training; other bodies' cells with
+                     that start are left out, listed by --dry_run), body_overrides
+
+The budget: every fine-tuning cell gets configs/finetune.py's 400 steps of 32 examples
+(RuCoLA: about 2 CPU-minutes on 2 cores, BENCHMARKS.md issue 11), validated every 50
+steps; its best checkpoint by the dev metric is the early-stopped model (train.patience
+stays 0: dev MCC moves by +-0.1 between validations). Its dev number is therefore the
+maximum over 8 validations (optimistic); test numbers are not. Pre-training: configs/
+ru_mlm.py and ru_lm.py's 1,000 steps of 16 x 64 tokens (4-6 CPU-minutes a body), FastText
+5 epochs over RusLit (about 5 CPU-minutes); WikiText-2 for SST-2 likewise.
+
+Left out by design: the causal-LM start for the BiLSTM and TCN (configs/ru_lm.py pre-trains
+a transformer only, and a forward-only LSTM has other parameters than a bidirectional
+one), and every checkpoint start for the FastText baseline (it has no body to start).
+
+Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells
++ 10 pre-training cells. Not run whole yet (BENCHMARKS.md, issue 15, has the `small`
+slice and its measured cost).
+
+Variants:
+  small   RuCoLA x {FastText baseline, transformer} x {scratch, fasttext} x 3 seeds (12 cells
+          + the FastText vectors): the slice BENCHMARKS.md records
+  smoke   tasks rucola, upos x bodies fasttext, transformer x scratch x 2 seeds on
+          configs/finetune.py's smoke variant; the task paths are empty (tests point them
+          at fixture files)
+"""
+
+import ml_collections
+
+from configs import common
+
+RUSLIT = "data.path=../shared/data/ruslit"
+# configs/quickstart.py and wt2_mlm.py at configs/finetune.py's encoder shape (width 128, the
+# bag of 100,000 3..5-gram buckets, FastText rows at std 0.02), so their checkpoints fit.
+ENGLISH_SHAPE = ("model.width=128", "model.input=bag", "model.bucket=100000", "model.min_n=3", "model.max_n=5",
+                 "model.init=fasttext_bag", "model.fasttext_path={fasttext}", "model.fasttext_std=0.02")
+
+
+def _task(language, metric, splits, test_split, path, *extra):
+  return dict(language=language, metric=metric, splits=splits, test_split=test_split,
+              overrides=(f"task.path={path}",) + extra)
+
+
+def get_config(arg: str | None = None):
+  variants = common.parse_variants(arg)
+  common.check_variants(variants, {"small": True, "smoke": True}, __file__)
+  config = ml_collections.ConfigDict()
+  config.finetune = "configs/finetune.py"
+  config.finetune_variants = ""
+  config.tasks = ("rucola", "upos", "xquad_ru", "sst2")
+  config.bodies = ("fasttext", "lstm", "tcn", "transformer")
+  config.starts = ("scratch", "fasttext", "frozen", "mlm", "clm")
+  config.seeds = (0, 1, 2)
+  config.overrides = ("train.steps=400", "train.eval_every=50", "train.patience=0")
+  config.task = ml_collections.ConfigDict(dict(
+      # RuCoLA's test.csv has no labels; its out-of-domain dev set does and never picks a checkpoint.
+      rucola=_task("ru", "mcc", ("valid", "valid_out_of_domain"), "valid_out_of_domain", "../shared/data/rucola"),
+      upos=_task("ru", "accuracy", ("valid", "test"), "test", "../shared/data/ud_russian_taiga"),
+      xquad_ru=_task("ru", "f1", ("valid",), "", "../shared/data/xquad"),
+      sst2=_task("en", "accuracy", ("valid",), "", "../shared/data/sst2"),
+  ))
+  config.pretrain = ml_collections.ConfigDict(dict(
+      ru=dict(
+          fasttext=dict(config="configs/ru_lm.py", overrides=(RUSLIT,)),
+          mlm=dict(config="configs/ru_mlm.py:input=bag,init=fasttext,body={body}",
+                   overrides=(RUSLIT, "model.fasttext_path={fasttext}"),
+                   bodies=("transformer", "lstm", "tcn"), body_overrides={}),
+          # A causal transformer has the encoder's parameters; positions for finetune.py's 128.
+          clm=dict(config="configs/ru_lm.py:input=bag,init=fasttext",
+                   overrides=(RUSLIT, "model.fasttext_path={fasttext}", "model.transformer.max_length=128"),
+                   bodies=("transformer",), body_overrides={}),
+      ),
+      en=dict(
+          fasttext=dict(config="configs/wt2_mlm.py", overrides=ENGLISH_SHAPE[:5]),
+          mlm=dict(config="configs/wt2_mlm.py:body={body}", overrides=ENGLISH_SHAPE,
+                   bodies=("transformer", "lstm", "tcn"),
+                   # use_small_encoder sized the LSTM and TCN by wt2_mlm's width 256 before the overrides.
+                   body_overrides=dict(transformer=("model.transformer.max_length=128",),
+                                       lstm=("model.lstm.hidden_size=128",), tcn=("model.tcn.hidden_size=128",))),
+          clm=dict(config="configs/quickstart.py", overrides=ENGLISH_SHAPE + ("model.transformer.max_length=128",),
+                   bodies=("transformer",), body_overrides={}),
+      ),
+  ))
+  if "small" in variants:
+    config.tasks = ("rucola",)
+    config.bodies = ("fasttext", "transformer")
+    config.starts = ("scratch", "fasttext")
+  if "smoke" in variants:
+    config.finetune_variants = "smoke"
+    config.tasks = ("rucola", "upos")
+    config.bodies = ("fasttext", "transformer")
+    config.starts = ("scratch",)
+    config.seeds = (0, 1)
+    config.overrides = ("train.steps=6", "train.eval_every=3")
+    for task in config.task.values():
+      task.overrides = ("task.path=",)
+  return common.finish(config)

@@ -1,0 +1,472 @@
+"""A grid of fine-tuning runs as cells: expand a grid config, run what is not finished, pre-training first.
+
+A cell is one command a user could type: `python launch/train.py --config=configs/finetune.py:
+task=rucola,body=lstm,start=fasttext --config.seed=1 ... --workdir=...` (or `launch/fasttext.py`
+for the FastText vectors every FastText start reads). The pre-training runs the checkpoint
+starts come from (a masked LM and a causal LM per body) are cells too, with their cost.
+
+A cell is finished when its workdir holds result.json: the runner writes it (atomically)
+only after the command exited 0 and the best checkpoint was scored on the task's splits.
+A killed cell has no result.json and runs again; launch/train.py resumes it from its
+latest checkpoint (the same losses as an uninterrupted run), so nothing is trained twice
+but the steps after that checkpoint. A result.json made by another command (the grid
+config changed) is an error naming the workdir, never silently reused.
+
+Cells run as subprocesses, `parallel` at once, each pinned to its own share of the
+cores (taskset, or sched_setaffinity) with XLA's and BLAS's thread pools sized to it;
+tests inject an in-process runner (`run_in_process`), which runs the same library code.
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import fnmatch
+import importlib.util
+import json
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULT_FILE = "result.json"
+LOG_FILE = "log.txt"  # the cell's commands' stdout and stderr, appended per attempt
+LOCK_FILE = ".running"  # flock'ed while a runner works in the cell's workdir
+
+# A grid start -> (configs/finetune.py's start variant, the pre-training it reads: None |
+# "fasttext" (the .bin) | "mlm" / "clm" (a pre-trained workdir's best checkpoint)).
+STARTS = {
+    "scratch": ("start=scratch", None),
+    "fasttext": ("start=fasttext", "fasttext"),
+    "frozen": ("start=frozen", "fasttext"),
+    "mlm": ("start=checkpoint", "mlm"),
+    "clm": ("start=checkpoint", "clm"),
+}
+# Run order: every cell of a level finishes (or fails) before the next level starts.
+LEVELS = {"fasttext": 0, "pretrain": 1, "finetune": 2}
+
+
+class GridError(ValueError):
+  """A grid config or a grid workdir that cannot be run as it is; the message says what to change."""
+
+
+class CellFailed(RuntimeError):
+  """A cell's command exited non-zero; the message names its log."""
+
+  def __init__(self, message: str, exit_code: int = 1):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+  @property
+  def interrupted(self) -> bool:
+    """launch/train.py stopped by SIGINT / SIGTERM (exit 130 / 143, its checkpoint saved): Ctrl-C
+    reaches every process of the terminal's group, so the grid stops too, not only this cell."""
+    return self.exit_code in (130, 143)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  name: str  # unique within the grid, e.g. "rucola/lstm/fasttext/seed1" or "pretrain/ru/mlm_lstm"
+  kind: str  # a key of LEVELS
+  config: str  # "<config file>[:<variants>]"
+  overrides: tuple[str, ...]  # "key=value": --config.key=value on the command line
+  workdir: str
+  needs: tuple[str, ...] = ()  # names of cells whose outputs this one reads
+  task: str = ""
+  body: str = ""
+  start: str = ""
+  seed: int = 0
+  metric: str = ""  # the task's number in the table (a key of its summary)
+  splits: tuple[str, ...] = ()  # scored at the best checkpoint; the first is dev ("valid")
+  test_split: str = ""  # one of splits with labels to report as test; "" = none
+
+  @property
+  def output(self) -> str:
+    """What later cells read: the FastText .bin, or the workdir of a trained run."""
+    return os.path.join(self.workdir, "fasttext.bin") if self.kind == "fasttext" else self.workdir
+
+  def command(self) -> list[str]:
+    """The command, as run from the current directory with `python` the venv's."""
+    script = "fasttext.py" if self.kind == "fasttext" else "train.py"
+    destination = f"--output={self.output}" if self.kind == "fasttext" else f"--workdir={self.workdir}"
+    return ["python", _launcher(script), f"--config={self.config}",
+            *(f"--config.{override}" for override in self.overrides), destination]
+
+  def evaluate_command(self) -> list[str]:
+    """launch/evaluate.py on the best checkpoint: one JSON line per split, last on stdout."""
+    return ["python", _launcher("evaluate.py"), f"--workdir={self.workdir}", "--best",
+            f"--split={','.join(self.splits)}"]
+
+  def command_line(self) -> str:
+    return shlex.join(self.command())
+
+
+def _launcher(script: str) -> str:
+  """launch/<script> relative to the current directory (just launch/<script> from the repository root)."""
+  return os.path.relpath(os.path.join(ROOT, "launch", script))
+
+
+@dataclasses.dataclass
+class Grid:
+  cells: list[Cell]  # in run order: by level, then as the grid config lists them
+  not_applicable: list[str]  # "task/body/start: why" for combinations the grid leaves out
+
+  def cell(self, name: str) -> Cell:
+    return self._by_name()[name]
+
+  def _by_name(self) -> dict:
+    return {cell.name: cell for cell in self.cells}
+
+
+def _format(text: str, **values) -> str:
+  """str.replace of {key} placeholders (str.format would trip over other braces)."""
+  for key, value in values.items():
+    text = text.replace("{" + key + "}", str(value))
+  return text
+
+
+def expand(grid_config, workdir: str) -> Grid:
+  """Every cell of the grid (configs/compare_ru.py documents the keys), pre-training cells first."""
+  cells: dict[str, Cell] = {}
+  not_applicable = []
+
+  def add(cell: Cell) -> Cell:
+    cells.setdefault(cell.name, cell)
+    return cells[cell.name]
+
+  def pretrain(language: str, kind: str, body: str) -> Cell | None:
+    if language not in grid_config.pretrain:
+      raise GridError(f"grid config pretrain has no language {language!r} (a task's language); "
+                      f"it has {sorted(grid_config.pretrain)}")
+    sources = grid_config.pretrain[language]
+    if kind not in sources:
+      raise GridError(f"grid config pretrain.{language} has no {kind!r} entry; it has {sorted(sources)}")
+    source = sources[kind]
+    if kind != "fasttext" and body not in source.bodies:
+      return None
+    overrides = tuple(source.overrides)
+    if kind != "fasttext" and body in source.get("body_overrides", {}):
+      overrides += tuple(source.body_overrides[body])
+    needs, values = (), {"body": body}
+    if kind != "fasttext" and any("{fasttext}" in override for override in overrides):
+      fasttext = pretrain(language, "fasttext", body)
+      needs, values = (fasttext.name,), {**values, "fasttext": fasttext.output}
+    suffix = "" if kind == "fasttext" else f"_{body}"
+    name = f"pretrain/{language}/{kind}{suffix}"
+    return add(Cell(name=name, kind="fasttext" if kind == "fasttext" else "pretrain",
+                    config=_format(source.config, **values),
+                    overrides=tuple(_format(override, **values) for override in overrides),
+                    workdir=os.path.join(workdir, name), needs=needs, body="" if kind == "fasttext" else body))
+
+  finetune = []
+  extra = f",{grid_config.finetune_variants}" if grid_config.finetune_variants else ""
+  for task in grid_config.tasks:
+    if task not in grid_config.task:
+      raise GridError(f"grid config tasks lists {task!r} but task.{task} (its language, metric, splits and "
+                      f"overrides) is missing; known: {sorted(grid_config.task)}")
+    spec = grid_config.task[task]
+    for body in grid_config.bodies:
+      for start in grid_config.starts:
+        if start not in STARTS:
+          raise GridError(f"grid config starts: {start!r} is not one of {list(STARTS)}")
+        variant, source = STARTS[start]
+        needs, start_overrides = (), ()
+        if source == "fasttext":
+          fasttext = pretrain(spec.language, "fasttext", body)
+          needs, start_overrides = (fasttext.name,), (f"model.fasttext_path={fasttext.output}",)
+        elif source is not None:
+          pre_trained = pretrain(spec.language, source, body) if body != "fasttext" else None
+          if pre_trained is None:
+            not_applicable.append(f"{task}/{body}/{start}: no {source} pre-training of this body "
+                                  f"(grid config pretrain.{spec.language}.{source}.bodies)")
+            continue
+          needs, start_overrides = (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:best",)
+        for seed in grid_config.seeds:
+          name = f"{task}/{body}/{start}/seed{seed}"
+          finetune.append(Cell(
+              name=name, kind="finetune", config=f"{grid_config.finetune}:task={task},body={body},{variant}{extra}",
+              overrides=(*grid_config.overrides, *spec.overrides, *start_overrides, f"seed={seed}"),
+              workdir=os.path.join(workdir, "finetune", name), needs=needs, task=task, body=body, start=start,
+              seed=seed, metric=spec.metric, splits=tuple(spec.splits), test_split=spec.test_split))
+  # Seed-major: every (task, body, start) gets its seed 0 before any gets seed 1, so a grid stopped
+  # early has every row at fewer seeds rather than some rows missing.
+  for cell in sorted(finetune, key=lambda cell: grid_config.seeds.index(cell.seed)):
+    add(cell)
+  ordered = sorted(cells.values(), key=lambda cell: LEVELS[cell.kind])  # stable: grid order within a level
+  return Grid(cells=ordered, not_applicable=not_applicable)
+
+
+def select(grid: Grid, patterns) -> list[Cell]:
+  """The cells whose names match any fnmatch pattern (all when none), plus the cells they need."""
+  if not patterns:
+    return list(grid.cells)
+  chosen = {cell.name for cell in grid.cells if any(fnmatch.fnmatchcase(cell.name, pattern) for pattern in patterns)}
+  if not chosen:
+    raise GridError(f"--only={','.join(patterns)} matches no cell; names look like "
+                    f"{grid.cells[-1].name!r} (--dry_run lists them)")
+  pending = list(chosen)
+  while pending:
+    for need in grid.cell(pending.pop()).needs:
+      if need not in chosen:
+        chosen.add(need)
+        pending.append(need)
+  return [cell for cell in grid.cells if cell.name in chosen]
+
+
+def read_result(cell: Cell) -> dict | None:
+  """The cell's result.json, or None when it has not finished."""
+  path = os.path.join(cell.workdir, RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as handle:
+    result = json.load(handle)
+  if result.get("command") != cell.command_line():
+    raise GridError(f"{path} was made by `{result.get('command')}` but the grid now runs `{cell.command_line()}`: "
+                    f"delete {cell.workdir} to run the cell again, or put the grid config back")
+  return result
+
+
+def _write_result(cell: Cell, result: dict) -> None:
+  path = os.path.join(cell.workdir, RESULT_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    json.dump(result, handle, indent=1)
+  os.replace(path + ".tmp", path)  # a reader sees the whole file or none
+
+
+@contextlib.contextmanager
+def cell_lock(cell: Cell):
+  """Yields True with the cell's workdir locked (fcntl.flock), False if another process holds it: two
+  launch/compare.py calls on one grid (say, --only slices side by side) never train one workdir at once."""
+  os.makedirs(cell.workdir, exist_ok=True)
+  with open(os.path.join(cell.workdir, LOCK_FILE), "w", encoding="utf-8") as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def core_slots(parallel: int) -> list[list[int]]:
+  """This process's cores dealt into `parallel` disjoint groups (a group per concurrent cell)."""
+  cores = sorted(os.sched_getaffinity(0))
+  if parallel < 1 or parallel > len(cores):
+    raise GridError(f"--parallel={parallel}: this process may use {len(cores)} cores ({cores}); give 1..{len(cores)}")
+  return [cores[index::parallel] for index in range(parallel)]
+
+
+def cell_environment(cores: int) -> dict:
+  """The environment of a cell pinned to `cores` cores, so that cells side by side do not each start
+  thread pools as large as the machine: XLA sizes its CPU pool by the schedulable cores (the
+  affinity set), and on one core runs its ops on the calling thread; OpenMP and BLAS pools get
+  `cores` threads."""
+  environment = dict(os.environ)
+  if cores == 1:
+    environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
+  for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    environment[variable] = str(cores)
+  return environment
+
+
+def _run_pinned(argv: list[str], cores: list[int], log, *, capture: bool = False) -> tuple[int, float, str]:
+  """(exit code, CPU seconds (user + system, from wait4), stdout if captured) of argv run on `cores`."""
+  argv = [sys.executable] + argv[1:]  # "python" -> this interpreter (the venv's)
+  taskset = shutil.which("taskset")
+  if taskset:
+    argv = [taskset, "-c", ",".join(map(str, cores))] + argv
+  process = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else log, stderr=log,
+                             env=cell_environment(len(cores)), text=True)
+  if not taskset:
+    os.sched_setaffinity(process.pid, cores)
+  output = process.stdout.read() if capture else ""
+  _, status, usage = os.wait4(process.pid, 0)  # wait4: the child's own CPU time, not all children's
+  process.returncode = os.waitstatus_to_exitcode(status)
+  if capture:
+    log.write(output)
+  return process.returncode, usage.ru_utime + usage.ru_stime, output
+
+
+def run_subprocess(cell: Cell, cores: list[int]) -> dict:
+  """Production runner: the cell's command, then (fine-tuning) launch/evaluate.py on its best checkpoint.
+
+  Returns {"evaluations": [one summary per split], "cpu_seconds": ...}; raises CellFailed.
+  """
+  os.makedirs(cell.workdir, exist_ok=True)
+  log_path = os.path.join(cell.workdir, LOG_FILE)
+  with open(log_path, "a", encoding="utf-8") as log:
+    log.write(f"\n$ {cell.command_line()}  # {time.strftime('%Y-%m-%d %H:%M:%S')}, cores {cores}\n")
+    log.flush()
+    code, cpu_seconds, _ = _run_pinned(cell.command(), cores, log)
+    if code != 0:
+      raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code)
+    evaluations = []
+    if cell.kind == "finetune":
+      log.write(f"$ {shlex.join(cell.evaluate_command())}\n")
+      log.flush()
+      code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, capture=True)
+      if code != 0:
+        raise CellFailed(f"{cell.name}: `{shlex.join(cell.evaluate_command())}` exited {code}; see {log_path}",
+                         code)
+      cpu_seconds += evaluate_seconds
+      evaluations = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+  return {"evaluations": evaluations, "cpu_seconds": cpu_seconds}
+
+
+def load_config(spec: str, overrides=()):
+  """A config from "<file>[:<variants>]" with "key=value" overrides, as --config / --config.key=value give it."""
+  path, _, variant = spec.partition(":")
+  if not os.path.exists(path):
+    path = os.path.join(ROOT, path)
+  module_spec = importlib.util.spec_from_file_location("grid_cell_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(variant or None)
+  for override in overrides:
+    dotted, _, text = override.partition("=")
+    *parents, leaf = dotted.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = _parse_value(text, node[leaf], dotted)
+  return config
+
+
+def _parse_value(text: str, current, dotted: str):
+  """An override's text as the type of the value it replaces."""
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise GridError(f"override {dotted}={text!r}: give true or false")
+    return text.lower() in ("true", "1")
+  if isinstance(current, (int, float)):
+    return type(current)(float(text) if isinstance(current, float) else int(text))
+  if isinstance(current, (tuple, list)):
+    import ast
+    return tuple(ast.literal_eval(text))
+  return text
+
+
+def run_in_process(cell: Cell, cores: list[int]) -> dict:
+  """Test runner: the library calls launch/train.py and launch/evaluate.py make, in this process."""
+  del cores
+  if cell.kind == "fasttext":
+    raise GridError(f"{cell.name}: FastText cells run as subprocesses only (run_subprocess)")
+  from jaxlm import evaluate, train
+  started = time.process_time()
+  train.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
+  evaluations = (evaluate.evaluate_workdir(cell.workdir, best=True, splits=cell.splits)
+                 if cell.kind == "finetune" else [])
+  return {"evaluations": evaluations, "cpu_seconds": time.process_time() - started}
+
+
+def _steps_and_batch(cell: Cell) -> tuple[int | None, dict]:
+  """(the last trained step, the batch's shape) of a trained cell, from its metrics.jsonl and config.json."""
+  from jaxlm import checkpoint, plot
+  config = checkpoint.load_config(cell.workdir)
+  curve = plot.read_curve(os.path.join(cell.workdir, "metrics.jsonl"), kind="train", x="step", y="loss")
+  return int(curve[-1][0]), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}
+
+
+def _result(cell: Cell, outcome: dict, wall_seconds: float) -> dict:
+  result = {"name": cell.name, "kind": cell.kind, "command": cell.command_line(), "wall_seconds": wall_seconds,
+            "cpu_seconds": outcome.get("cpu_seconds"), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  if cell.kind == "fasttext":
+    return result
+  steps, shape = _steps_and_batch(cell)
+  result["steps"] = steps
+  if cell.kind == "pretrain":
+    result["tokens_seen"] = steps * shape["batch_size"] * shape["seq_len"]
+    return result
+  splits = {evaluation["split"]: evaluation for evaluation in outcome["evaluations"]}
+  dev = splits[cell.splits[0]]
+  result.update(task=cell.task, body=cell.body, start=cell.start, seed=cell.seed, metric=cell.metric,
+                best_step=dev["step"], examples_seen=steps * shape["batch_size"], splits=splits,
+                dev=dev[cell.metric], test=splits[cell.test_split][cell.metric] if cell.test_split else None)
+  return result
+
+
+def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, log=print) -> dict:
+  """Runs every selected cell that has no result, `parallel` at a time, level by level.
+
+  A cell whose needed cell has no result (it failed) is skipped as blocked; a cell stopped by
+  a signal stops the grid; a cell another process is running is skipped as busy. Returns
+  {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names]}.
+  """
+  cells = select(grid, only)
+  slots = queue.Queue()
+  for slot in core_slots(parallel):
+    slots.put(slot)
+  report = {"ran": [], "finished_before": [], "failed": [], "blocked": [], "interrupted": [], "busy": []}
+  lock = threading.Lock()
+  stop = threading.Event()  # set by an interrupted cell: no further cell starts
+
+  def run_one(cell: Cell) -> None:
+    if stop.is_set():
+      return
+    if read_result(cell) is not None:
+      with lock:
+        report["finished_before"].append(cell.name)
+      return
+    missing = [need for need in cell.needs if read_result(grid.cell(need)) is None]
+    if missing:
+      with lock:
+        report["blocked"].append(cell.name)
+      log(f"[blocked] {cell.name}: needs {', '.join(missing)}")
+      return
+    cores = slots.get()
+    try:
+      with cell_lock(cell) as locked:
+        if not locked or read_result(cell) is not None:  # another call runs it, or just finished it
+          with lock:
+            report["busy"].append(cell.name)
+          log(f"[busy] {cell.name}: another launch/compare.py is running it")
+          return
+        log(f"[run] {cell.name} on cores {cores}: {cell.command_line()}")
+        started = time.time()
+        outcome = runner(cell, cores)
+        result = _result(cell, outcome, time.time() - started)
+        _write_result(cell, result)
+      with lock:
+        report["ran"].append(cell.name)
+      log(f"[done] {cell.name} in {result['wall_seconds']:.0f} s"
+          + (f": {cell.metric} dev {result['dev']:.4f}" if cell.kind == "finetune" else ""))
+    except CellFailed as error:
+      with lock:
+        report["interrupted" if error.interrupted else "failed"].append(cell.name)
+      if error.interrupted:
+        stop.set()
+        log(f"[interrupted] {error}; the same command resumes the grid")
+      else:
+        log(f"[failed] {error}")
+    finally:
+      slots.put(cores)
+
+  for level in sorted(set(LEVELS.values())):
+    todo = [cell for cell in cells if LEVELS[cell.kind] == level]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+      try:
+        for future in [pool.submit(run_one, cell) for cell in todo]:
+          future.result()  # a GridError or a bug in a runner stops the grid, naming it
+      except BaseException:  # Ctrl-C here too: queued cells must not start while running ones stop
+        stop.set()
+        raise
+    if stop.is_set():
+      break
+  return report
+
+
+def status_lines(grid: Grid, only=()) -> list[str]:
+  """One line per selected cell: [done] / [todo], its name and its exact command (--dry_run)."""
+  lines = []
+  for cell in select(grid, only):
+    state = "done" if read_result(cell) is not None else "todo"
+    lines.append(f"[{state}] {cell.name}\n    {cell.command_line()}")
+  lines += [f"[n/a] {reason}" for reason in grid.not_applicable]
+  return lines

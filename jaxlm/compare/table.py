@@ -1,0 +1,181 @@
+"""The grid's answer: per (task, body, start), mean and spread over seeds, as Markdown, CSV and a plot.
+
+Spread is the sample standard deviation over seeds (n - 1 in the denominator; "-" for
+one seed). Each row's difference from the scratch row of the same task and body
+(`vs scratch`) is marked "~" when it is smaller than the spread: |mean - scratch mean|
+<= the larger of the two rows' standard deviations. That is a warning, not a test: a
+difference outside it can still be noise with 3 seeds, one inside it is not evidence of
+a difference. The best mean of each task is in bold.
+"""
+
+import csv
+import math
+import os
+
+from jaxlm.compare import grid as grid_lib
+
+CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
+               "dev_vs_scratch", "within_spread", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
+               "best_step_mean")
+
+
+def mean_and_std(values) -> tuple[float, float]:
+  """(mean, sample standard deviation); the deviation of one value is nan."""
+  values = [float(value) for value in values]
+  mean = sum(values) / len(values)
+  if len(values) < 2:
+    return mean, math.nan
+  return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
+
+
+def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
+  """(fine-tuning results, pre-training results) of the grid's finished cells."""
+  finetune, pretrain = [], []
+  for cell in grid.cells:
+    result = grid_lib.read_result(cell)
+    if result is None:
+      continue
+    if cell.kind == "finetune":
+      # The grid's test split as it is now (the cell scored all its splits), so the grid config
+      # can name another labelled split for the table without rerunning anything.
+      result["test"] = result["splits"][cell.test_split][cell.metric] if cell.test_split else None
+      result["test_split"] = cell.test_split
+      finetune.append(result)
+    else:
+      pretrain.append(result)
+  return finetune, pretrain
+
+
+def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
+  """One row per (task, body, start) with at least one finished seed, in the grid's order."""
+  groups = {}
+  for result in results:
+    groups.setdefault((result["task"], result["body"], result["start"]), []).append(result)
+  order = []
+  for cell in grid.cells:
+    key = (cell.task, cell.body, cell.start)
+    if cell.kind == "finetune" and key in groups and key not in order:
+      order.append(key)
+  table = []
+  for task, body, start in order:
+    group = groups[(task, body, start)]
+    dev_mean, dev_std = mean_and_std([result["dev"] for result in group])
+    tests = [result["test"] for result in group if result.get("test") is not None]
+    test_mean, test_std = mean_and_std(tests) if tests else (math.nan, math.nan)
+    table.append(dict(
+        task=task, metric=group[0]["metric"], test_split=group[0].get("test_split", ""), body=body, start=start,
+        seeds=len(group),
+        dev_mean=dev_mean, dev_std=dev_std, test_mean=test_mean, test_std=test_std,
+        wall_seconds_mean=mean_and_std([result["wall_seconds"] for result in group])[0],
+        cpu_seconds_mean=mean_and_std([result.get("cpu_seconds") or math.nan for result in group])[0],
+        examples_seen_mean=mean_and_std([result["examples_seen"] for result in group])[0],
+        best_step_mean=mean_and_std([result["best_step"] for result in group])[0]))
+  scratch = {(row["task"], row["body"]): row for row in table if row["start"] == "scratch"}
+  for row in table:
+    reference = scratch.get((row["task"], row["body"]))
+    if reference is None or row is reference:
+      row["dev_vs_scratch"], row["within_spread"] = math.nan, None
+      continue
+    row["dev_vs_scratch"] = row["dev_mean"] - reference["dev_mean"]
+    spread = max(row["dev_std"], reference["dev_std"])  # nan (one seed) makes the comparison False
+    row["within_spread"] = bool(abs(row["dev_vs_scratch"]) <= spread) if not math.isnan(spread) else None
+  return table
+
+
+def _number(value: float, std: float = math.nan) -> str:
+  if value is None or math.isnan(value):
+    return "-"
+  return f"{value:.3f}" + (f" ± {std:.3f}" if not math.isnan(std) else "")
+
+
+def pretraining_cost(pretrain: list[dict]) -> str:
+  """"pre-training took X CPU-minutes (Y wall-minutes): ..." over the finished pre-training cells."""
+  if not pretrain:
+    return "No pre-training cells finished (scratch starts only)."
+  cpu = sum(result.get("cpu_seconds") or 0.0 for result in pretrain) / 60
+  wall = sum(result["wall_seconds"] for result in pretrain) / 60
+  parts = [f"{result['name'].split('/', 1)[1]} {(result.get('cpu_seconds') or 0.0) / 60:.1f}" for result in pretrain]
+  return (f"Pre-training took {cpu:.1f} CPU-minutes ({wall:.1f} wall-minutes) over {len(pretrain)} "
+          f"run{'s' if len(pretrain) > 1 else ''} "
+          f"(CPU-minutes each: {', '.join(parts)}).")
+
+
+def markdown(table: list[dict], pretrain: list[dict]) -> str:
+  lines = [pretraining_cost(pretrain), "",
+           "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | dev vs scratch | "
+           "wall / CPU s per cell | examples seen |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  best = {}
+  for row in table:
+    if row["task"] not in best or row["dev_mean"] > best[row["task"]]:
+      best[row["task"]] = row["dev_mean"]
+  for row in table:
+    dev = _number(row["dev_mean"], row["dev_std"])
+    if row["dev_mean"] == best[row["task"]]:
+      dev = f"**{dev}**"
+    versus = "" if math.isnan(row["dev_vs_scratch"]) else f"{row['dev_vs_scratch']:+.3f}"
+    if row["within_spread"]:
+      versus += " ~"
+    lines.append(f"| {row['task']} ({row['metric']}) | {row['body']} | {row['start']} | {row['seeds']} | {dev} | "
+                 f"{_number(row['test_mean'], row['test_std'])} | {versus} | {row['wall_seconds_mean']:.0f} / "
+                 f"{row['cpu_seconds_mean']:.0f} | "
+                 f"{row['examples_seen_mean']:.0f} |")
+  test_splits = dict.fromkeys(f"{row['task']}: {row['test_split']}" for row in table if row["test_split"])
+  lines += ["", f"test: the best checkpoint (by dev) on a labelled split that picked nothing "
+            f"({'; '.join(test_splits) or 'none'}).", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
+            "and body is within the larger of the two rows' sd (not separable from seed noise). Bold: the best dev "
+            "mean of the task (higher is better for every metric here)."]
+  return "\n".join(lines) + "\n"
+
+
+def write_csv(table: list[dict], path: str) -> None:
+  with open(path, "w", encoding="utf-8", newline="") as handle:
+    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for row in table:
+      writer.writerow({key: row[key] for key in CSV_COLUMNS})
+
+
+def plot(table: list[dict], path: str) -> None:
+  """One panel per task: dev metric (mean, error bar = sd over seeds) per start, one series per body."""
+  import matplotlib
+  matplotlib.use("Agg")  # files only, no display
+  from matplotlib import pyplot
+
+  tasks = list(dict.fromkeys(row["task"] for row in table))
+  figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+  for axis, task in zip(axes[0], tasks):
+    task_rows = [row for row in table if row["task"] == task]
+    starts = list(dict.fromkeys(row["start"] for row in task_rows))
+    bodies = list(dict.fromkeys(row["body"] for row in task_rows))
+    for index, body in enumerate(bodies):
+      points = [(starts.index(row["start"]), row["dev_mean"], row["dev_std"]) for row in task_rows
+                if row["body"] == body]
+      offset = (index - (len(bodies) - 1) / 2) * 0.08  # bodies side by side, so error bars do not overlap
+      axis.errorbar([x + offset for x, _, _ in points], [y for _, y, _ in points],
+                    yerr=[0.0 if math.isnan(sd) else sd for _, _, sd in points], marker="o", capsize=3,
+                    linestyle="-", label=body)
+    axis.set_xticks(range(len(starts)), starts)
+    axis.set_title(task)
+    axis.set_ylabel(f"dev {task_rows[0]['metric']} (mean ± sd over seeds)")
+    axis.grid(alpha=0.3)
+    axis.legend(title="body", fontsize="small")
+  figure.tight_layout()
+  figure.savefig(path)
+  pyplot.close(figure)
+
+
+def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
+  """table.md, table.csv and table.svg in the grid's workdir; returns {kind: path}."""
+  finetune, pretrain = collect(grid)
+  table = rows(grid, finetune)
+  os.makedirs(workdir, exist_ok=True)
+  paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
+  with open(paths["md"], "w", encoding="utf-8") as handle:
+    handle.write(markdown(table, pretrain))
+  write_csv(table, paths["csv"])
+  if table:
+    plot(table, paths["svg"])
+  else:
+    paths.pop("svg")
+  return paths

@@ -1,0 +1,63 @@
+"""Runs a grid of fine-tuning runs (and the pre-training they start from), then writes its table.
+
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --parallel=2
+  python launch/compare.py --grid=configs/compare_ru.py:small --workdir=runs/compare_ru_small
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --dry_run
+  python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --only='rucola/*'
+
+Finished cells (a result.json in their workdir) are skipped, so the same command resumes a
+killed grid; an interrupted cell resumes from its checkpoint. The table (table.md, table.csv,
+table.svg in --workdir) is rewritten from every finished cell after each call;
+--table_only writes it without running anything. Cells are listed with their exact
+commands in --workdir/commands.sh.
+"""
+
+import os
+import sys
+
+import _path  # noqa: F401  (repository root on sys.path)
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxlm.compare import grid as grid_lib
+from jaxlm.compare import table
+
+_GRID = config_flags.DEFINE_config_file("grid", None, "Grid config, e.g. configs/compare_ru.py[:small].",
+                                        lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where every cell's workdir, and the table, go.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Cells run at once, each pinned to its share of the cores.")
+_ONLY = flags.DEFINE_list("only", [], "Cell name patterns (fnmatch, e.g. 'rucola/*/scratch/*'); the cells they "
+                          "need run too.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the cells, their state and exact commands; run nothing.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Write the table from the finished cells; run nothing.")
+flags.mark_flags_as_required(["grid", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    grid = grid_lib.expand(_GRID.value, _WORKDIR.value)
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    with open(os.path.join(_WORKDIR.value, "commands.sh"), "w", encoding="utf-8") as handle:
+      handle.write("# Every cell of the grid, in run order (launch/compare.py runs them and scores each\n"
+                   "# fine-tuning cell with launch/evaluate.py --best)\n")
+      handle.writelines(f"{cell.command_line()}  # {cell.name}\n" for cell in grid.cells)
+    if _DRY_RUN.value:
+      print("\n".join(grid_lib.status_lines(grid, _ONLY.value)))
+      return
+    if not _TABLE_ONLY.value:
+      report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
+                                 log=lambda line: print(line, flush=True))  # progress in a redirected log too
+      print(" ".join(f"{key}: {len(names)}" for key, names in report.items()))
+    paths = table.write_all(grid, _WORKDIR.value)
+  except grid_lib.GridError as error:
+    sys.exit(f"launch/compare.py: {error}")
+  print(open(paths["md"], encoding="utf-8").read())
+  print("written: " + ", ".join(paths.values()))
+  if not _TABLE_ONLY.value and (report["failed"] or report["blocked"] or report["interrupted"]):
+    sys.exit(1)  # a scheduler should not take a grid with failed cells as done
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,199 @@
+"""The grid runner (jaxlm.compare): every cell once, a finished grid reruns nothing, a killed cell
+reruns alone, pre-training first, and the table's numbers are the cells' own."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from configs import compare_ru
+from jaxlm.compare import grid as grid_lib
+from jaxlm.compare import table
+from task_fixtures import write_classification, write_treebank
+
+# The smoke grid's tasks on tests/task_fixtures.py's files (their names, not RuCoLA's and Taiga's).
+FIXTURE_FILES = {
+    "rucola": ("task.files.train=train.csv", "task.files.valid=dev.csv", "task.files.valid_out_of_domain=ood.csv",
+               "task.files.test=test.csv"),
+    "upos": ("task.files.train=train.conllu", "task.files.valid=dev.conllu", "task.files.test=test.conllu"),
+}
+
+
+def smoke_grid(tmp_path):
+  """configs/compare_ru.py:smoke (2 tasks x 2 bodies x scratch x 2 seeds) on fixture files."""
+  config = compare_ru.get_config("smoke")
+  folders = {"rucola": write_classification(str(tmp_path / "sentences")),
+             "upos": write_treebank(str(tmp_path / "treebank"))}
+  for task, folder in folders.items():
+    config.task[task].overrides = (f"task.path={folder}",) + FIXTURE_FILES[task]
+  return grid_lib.expand(config, str(tmp_path / "grid"))
+
+
+class CountingRunner:
+  """The in-process runner, counting which cells it ran."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, cell, cores):
+    self.calls.append(cell.name)
+    return grid_lib.run_in_process(cell, cores)
+
+
+def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
+  grid = smoke_grid(tmp_path)
+  names = [cell.name for cell in grid.cells]
+  assert len(names) == 8 and all(cell.kind == "finetune" for cell in grid.cells)
+
+  runner = CountingRunner()
+  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  assert sorted(runner.calls) == sorted(names) and sorted(report["ran"]) == sorted(names)
+
+  runner.calls.clear()
+  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  assert runner.calls == [] and sorted(report["finished_before"]) == sorted(names)
+
+  # A cell killed before its result was written: its workdir (checkpoints, metrics) stays, the
+  # result goes. It alone runs again, resuming its finished checkpoint, with the same numbers.
+  killed = grid.cell("upos/transformer/scratch/seed1")
+  before = grid_lib.read_result(killed)
+  os.remove(os.path.join(killed.workdir, grid_lib.RESULT_FILE))
+  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  assert runner.calls == [killed.name] and report["ran"] == [killed.name]
+  after = grid_lib.read_result(killed)
+  assert after["dev"] == pytest.approx(before["dev"]) and after["best_step"] == before["best_step"]
+  assert after["examples_seen"] == 6 * 8  # the smoke budget: 6 steps of 8 examples
+
+  paths = table.write_all(grid, str(tmp_path / "grid"))
+  with open(paths["csv"], encoding="utf-8") as handle:
+    rows = list(csv.DictReader(handle))
+  assert len(rows) == 4 and os.path.getsize(paths["svg"]) > 0
+  for row in rows:
+    seeds = [grid_lib.read_result(grid.cell(f"{row['task']}/{row['body']}/{row['start']}/seed{seed}"))
+             for seed in (0, 1)]
+    dev = [result["dev"] for result in seeds]
+    assert float(row["dev_mean"]) == pytest.approx(np.mean(dev))
+    assert float(row["dev_std"]) == pytest.approx(np.std(dev, ddof=1))
+    assert int(row["seeds"]) == 2
+    # Taiga's test split; RuCoLA's labelled out-of-domain dev (its test.csv has no labels).
+    test_split = "test" if row["task"] == "upos" else "valid_out_of_domain"
+    test = [result["splits"][test_split][row["metric"]] for result in seeds]
+    assert float(row["test_mean"]) == pytest.approx(np.mean(test))
+    assert float(row["test_std"]) == pytest.approx(np.std(test, ddof=1))
+  # The per-split numbers come from the best checkpoint's evaluation, the dev one included.
+  result = grid_lib.read_result(grid.cell("rucola/transformer/scratch/seed0"))
+  assert result["dev"] == result["splits"]["valid"]["mcc"] and "valid_out_of_domain" in result["splits"]
+
+
+def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch", "mlm"), (0,)
+  grid = grid_lib.expand(config, str(tmp_path))
+  assert [cell.name for cell in grid.cells] == ["pretrain/ru/fasttext", "pretrain/ru/mlm_lstm",
+                                                "rucola/lstm/scratch/seed0", "rucola/lstm/mlm/seed0"]
+  assert grid.cell("rucola/lstm/mlm/seed0").needs == ("pretrain/ru/mlm_lstm",)
+  assert f"init.checkpoint={tmp_path}/pretrain/ru/mlm_lstm:best" in grid.cell("rucola/lstm/mlm/seed0").overrides
+  calls = []
+
+  def failing(cell, cores):
+    calls.append(cell.name)
+    raise grid_lib.CellFailed(f"{cell.name}: simulated")
+
+  report = grid_lib.run_grid(grid, runner=failing, log=lambda line: None)
+  assert calls == ["pretrain/ru/fasttext", "rucola/lstm/scratch/seed0"]
+  assert report["blocked"] == ["pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]
+  # A cell another process is running (its workdir locked) is left alone.
+  calls.clear()
+  with grid_lib.cell_lock(grid.cell("rucola/lstm/scratch/seed0")) as locked:
+    assert locked
+    report = grid_lib.run_grid(grid, runner=failing, only=["*/scratch/*"], log=lambda line: None)
+  assert calls == [] and report["busy"] == ["rucola/lstm/scratch/seed0"]
+  # --only picks cells by name and brings what they need.
+  assert [cell.name for cell in grid_lib.select(grid, ["*/mlm/*"])] == [
+      "pretrain/ru/fasttext", "pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]
+  with pytest.raises(grid_lib.GridError, match="matches no cell"):
+    grid_lib.select(grid, ["sst3/*"])
+
+
+def test_every_cell_of_the_full_grid_is_a_config_that_builds():
+  """Each cell's config and overrides build (keys exist, values parse), data unread."""
+  for variant in (None, "small"):
+    grid = grid_lib.expand(compare_ru.get_config(variant), "runs/compare_ru")
+    for cell in grid.cells:
+      config = grid_lib.load_config(cell.config, cell.overrides)
+      if cell.kind == "finetune":
+        assert config.seed == cell.seed and config.train.steps == 400
+  grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
+  assert len([cell for cell in grid.cells if cell.kind == "finetune"]) == 4 * (3 + 4 + 4 + 5) * 3
+
+
+def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():
+  """Input layer and body shapes of each pre-training cell's model equal its fine-tuning cells' (traced only)."""
+  import jax
+  import jax.numpy as jnp
+  from jaxlm.models import build_model
+
+  def encoder_shapes(config):
+    model = build_model(config.model, 33_278, subword_width=8)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
+    return jax.tree.map(lambda leaf: leaf.shape, {scope: variables["params"][scope] for scope in ("input_layer", "body")})
+
+  grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
+  checked = set()
+  for cell in grid.cells:
+    if cell.kind != "finetune" or cell.start not in ("mlm", "clm") or cell.needs[0] in checked:
+      continue
+    pre_trained = grid.cell(cell.needs[0])
+    assert encoder_shapes(grid_lib.load_config(pre_trained.config, pre_trained.overrides)) == encoder_shapes(
+        grid_lib.load_config(cell.config, cell.overrides)), (pre_trained.name, cell.name)
+    checked.add(pre_trained.name)
+  assert len(checked) == 8  # ru and en: masked LMs of 3 bodies, a causal transformer
+
+
+def test_a_result_from_another_command_is_refused(tmp_path):
+  grid = smoke_grid(tmp_path)
+  cell = grid.cells[0]
+  os.makedirs(cell.workdir)
+  with open(os.path.join(cell.workdir, grid_lib.RESULT_FILE), "w", encoding="utf-8") as handle:
+    json.dump({"command": "python launch/train.py --config=configs/other.py"}, handle)
+  with pytest.raises(grid_lib.GridError, match="delete"):
+    grid_lib.read_result(cell)
+
+
+def test_differences_within_the_spread_are_marked():
+  results = [dict(task="t", body="b", start=start, metric="mcc", dev=dev, test=None, wall_seconds=1.0,
+                  cpu_seconds=1.0, examples_seen=10, best_step=5)
+             for start, devs in (("scratch", (0.10, 0.20, 0.30)), ("fasttext", (0.25, 0.26, 0.27)),
+                                 ("frozen", (0.60, 0.61, 0.62))) for dev in devs]
+  grid = grid_lib.Grid(cells=[grid_lib.Cell(name=f"t/b/{start}", kind="finetune", config="", overrides=(),
+                                            workdir="", task="t", body="b", start=start)
+                              for start in ("scratch", "fasttext", "frozen")], not_applicable=[])
+  rows = {row["start"]: row for row in table.rows(grid, results)}
+  assert rows["fasttext"]["dev_vs_scratch"] == pytest.approx(0.06)  # within scratch's sd 0.1
+  assert rows["fasttext"]["within_spread"] is True
+  assert rows["frozen"]["within_spread"] is False
+  text = table.markdown(list(rows.values()), [])
+  assert "+0.060 ~" in text and "**0.610 ± 0.010**" in text
+
+
+@pytest.mark.slow
+def test_the_subprocess_runner_trains_scores_and_skips(tmp_path):
+  """Production's path: launch/train.py then launch/evaluate.py as pinned subprocesses."""
+  grid = smoke_grid(tmp_path)
+  only = ["rucola/fasttext/scratch/seed0"]
+  cwd = os.getcwd()
+  os.chdir(grid_lib.ROOT)  # commands name launch/*.py relative to the repository root
+  try:
+    report = grid_lib.run_grid(grid, only=only, log=lambda line: None)
+    assert report["ran"] == only
+    result = grid_lib.read_result(grid.cell(only[0]))
+    assert np.isfinite(result["dev"]) and result["cpu_seconds"] > 0 and result["examples_seen"] == 48
+    assert result["command"].startswith("python launch/train.py --config=configs/finetune.py:task=rucola,")
+    report = grid_lib.run_grid(grid, only=only, log=lambda line: None)
+    assert report["finished_before"] == only and not report["ran"]
+  finally:
+    os.chdir(cwd)
+  shutil.rmtree(tmp_path / "grid")
