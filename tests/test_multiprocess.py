@@ -31,21 +31,32 @@ def free_port() -> int:
     return probe.getsockname()[1]
 
 
-def run_processes(args, *, processes: int, devices: int, environ_of=lambda index: {}, timeout: float = 300):
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+  """A persistent compilation cache shared by this module's subprocesses: a program of one device
+  layout is compiled once (~25% of a launch here), as jax_disable_most_optimizations halves each compile."""
+  return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("compilation_cache")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+          "JAX_DISABLE_MOST_OPTIMIZATIONS": "true"}
+
+
+def run_processes(args, *, processes: int, devices: int, environ: dict, environ_of=lambda index: {},
+                  timeout: float = 300):
   """launch/train.py on `processes` local processes of `devices` CPU devices each; [(returncode, output)].
 
-  A process still running at `timeout` (e.g. one left alone in a collective) is killed and fails the test.
+  environ: added to this process's environment (compilation_cache). A process still running at
+  `timeout` (e.g. one left alone in a collective) is killed and fails the test.
   """
   port = free_port()
   children, logs = [], []
   for index in range(processes):
-    environ = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-               "JAX_PLATFORMS": "cpu", "JAX_DISABLE_MOST_OPTIMIZATIONS": "true", **environ_of(index)}
+    child_environ = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                     "JAX_PLATFORMS": "cpu", **environ, **environ_of(index)}
     cluster = ([f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
                 f"--process_id={index}"] if processes > 1 else [])
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: nothing blocks on a full pipe
     children.append(subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "launch", "train.py"), *args,
-                                      *cluster], env=environ, stdout=log, stderr=subprocess.STDOUT, text=True))
+                                      *cluster], env=child_environ, stdout=log, stderr=subprocess.STDOUT, text=True))
     logs.append(log)
   deadline = time.time() + timeout
   try:
@@ -137,10 +148,11 @@ def test_every_task_gives_each_process_its_rows_of_the_one_global_batch(config_o
 
 
 @pytest.fixture(scope="module")
-def two_by_two(tiny_corpus, cache_dir, tmp_path_factory):
+def two_by_two(tiny_corpus, cache_dir, tmp_path_factory, compilation_cache):
   """A 6-step run by 2 processes x 2 devices (checkpoints 2, 4, 6): (workdir, losses, outputs)."""
   workdir = str(tmp_path_factory.mktemp("two_by_two"))
-  results = run_processes(train_args(workdir, tiny_corpus, cache_dir), processes=2, devices=2)
+  results = run_processes(train_args(workdir, tiny_corpus, cache_dir), processes=2, devices=2,
+                          environ=compilation_cache)
   assert_succeeded(results)
   return workdir, losses(workdir), [output for _, output in results]
 
@@ -160,30 +172,33 @@ def test_two_processes_log_the_losses_of_one_process_with_the_same_devices(two_b
 
 @pytest.mark.slow
 def test_a_checkpoint_of_two_processes_resumes_on_one_device_and_back(two_by_two, tiny_corpus, cache_dir,
-                                                                      tmp_path):
+                                                                      tmp_path, compilation_cache):
   workdir, two_process_losses, _ = two_by_two
   copy = str(tmp_path / "workdir")
   shutil.copytree(workdir, copy)
   # Written by 2 processes x 2 devices at step 2, restored by 1 process with 1 device: the same
   # global batches from step 3 on, so the same losses.
   keep_checkpoints_up_to(copy, 2)
-  assert_succeeded(run_processes(train_args(copy, tiny_corpus, cache_dir), processes=1, devices=1))
+  assert_succeeded(run_processes(train_args(copy, tiny_corpus, cache_dir), processes=1, devices=1,
+                                 environ=compilation_cache))
   assert_same_losses(losses(copy), two_process_losses, range(3, 7))
   # And back: step 4, written by the one device, restored by 2 processes x 2 devices.
   keep_checkpoints_up_to(copy, 4)
-  assert_succeeded(run_processes(train_args(copy, tiny_corpus, cache_dir), processes=2, devices=2))
+  assert_succeeded(run_processes(train_args(copy, tiny_corpus, cache_dir), processes=2, devices=2,
+                                 environ=compilation_cache))
   assert_same_losses(losses(copy), two_process_losses, range(5, 7))
   assert sorted(int(name) for name in os.listdir(os.path.join(copy, "checkpoints")) if name.isdigit()) == [2, 4, 6]
 
 
-def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_dir, tmp_path):
+def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_dir, tmp_path,
+                                                             compilation_cache):
   """train.max_minutes=30 is far off for process 0; process 1's clock is an hour ahead (the
   loop's test-only JAXLM_TEST_CLOCK_SKEW_SECONDS), so it is out of time after its first step.
   Without agreement process 0 would go on to step 2 and wait there alone: the test would time out."""
   workdir = str(tmp_path)
   skew = lambda index: {"JAXLM_TEST_CLOCK_SKEW_SECONDS": "3600" if index == 1 else "0"}
   results = run_processes(train_args(workdir, tiny_corpus, cache_dir, **{"train.max_minutes": 30.0}),
-                          processes=2, devices=1, environ_of=skew)
+                          processes=2, devices=2, environ=compilation_cache, environ_of=skew)
   assert_succeeded(results)
   assert "stopping at step 1: train.max_minutes=30.0 reached" in results[0][1]
   assert sorted(losses(workdir)) == [1]
