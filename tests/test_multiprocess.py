@@ -6,6 +6,7 @@ the smoke config (quickstart's transformer has none), so the same global batch g
 losses on any number of processes and devices, up to float summation order.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -41,8 +42,8 @@ def compilation_cache(tmp_path_factory):
 
 
 def run_processes(args, *, processes: int, devices: int, environ: dict, environ_of=lambda index: {},
-                  timeout: float = 300):
-  """launch/train.py on `processes` local processes of `devices` CPU devices each; [(returncode, output)].
+                  timeout: float = 300, script: str = "train.py"):
+  """launch/<script> on `processes` local processes of `devices` CPU devices each; [(returncode, output)].
 
   environ: added to this process's environment (compilation_cache). A process still running at
   `timeout` (e.g. one left alone in a collective) is killed and fails the test.
@@ -55,7 +56,7 @@ def run_processes(args, *, processes: int, devices: int, environ: dict, environ_
     cluster = ([f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
                 f"--process_id={index}"] if processes > 1 else [])
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: nothing blocks on a full pipe
-    children.append(subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "launch", "train.py"), *args,
+    children.append(subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "launch", script), *args,
                                       *cluster], env=child_environ, stdout=log, stderr=subprocess.STDOUT, text=True))
     logs.append(log)
   deadline = time.time() + timeout
@@ -171,8 +172,8 @@ def test_two_processes_log_the_losses_of_one_process_with_the_same_devices(two_b
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_two_processes_resumes_on_one_device_and_back(two_by_two, tiny_corpus, cache_dir,
-                                                                      tmp_path, compilation_cache):
+def test_checkpoints_move_between_two_processes_and_one_device_and_two_processes_score_them(
+    two_by_two, tiny_corpus, cache_dir, tmp_path, compilation_cache):
   workdir, two_process_losses, _ = two_by_two
   copy = str(tmp_path / "workdir")
   shutil.copytree(workdir, copy)
@@ -188,6 +189,15 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_device_and_back(two_by_two
                                  environ=compilation_cache))
   assert_same_losses(losses(copy), two_process_losses, range(5, 7))
   assert sorted(int(name) for name in os.listdir(os.path.join(copy, "checkpoints")) if name.isdigit()) == [2, 4, 6]
+  # launch/evaluate.py on 2 processes scores the whole validation split as the training loop did.
+  results = run_processes([f"--workdir={copy}", "--split=valid", "--step=6"], processes=2, devices=2,
+                          environ=compilation_cache, script="evaluate.py")
+  assert_succeeded(results)
+  scored = json.loads(results[0][1].strip().splitlines()[-1])
+  validated = [record for record in train._records(copy) if record["kind"] == "valid"][-1]
+  assert validated["step"] == 6 and scored["tokens"] == validated["tokens"]
+  np.testing.assert_allclose(scored["loss"], validated["loss"], rtol=2e-5)
+  assert "valid at step 6" not in results[1][1]  # scores are printed by process 0 alone
 
 
 def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_dir, tmp_path,
