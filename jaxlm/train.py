@@ -612,6 +612,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   A resume must be the same run (checkpoint.prepare_workdir: seed, data and its fingerprint,
   vocabulary, model, optimiser, schedule, batch); allow_change names intended differences
   (e.g. ("train.steps",)), which are then recorded in metrics.jsonl as kind "config_change".
+  With several processes (jaxlm.distributed) every process calls it: each reads its rows of
+  every batch, process 0 writes the logs and progress, all save and restore the checkpoints
+  together, and every decision to stop is agreed so all stop after the same step.
   """
   from tqdm import tqdm
   experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
