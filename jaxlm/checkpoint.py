@@ -11,7 +11,13 @@ Layout of a workdir:
                    task's validation metric (kept by Orbax's preservation policies)
   metrics.jsonl, events.out.tfevents.*   logs
 Checkpoints are restored against an abstract target carrying shardings, so a run
-saved on 4 devices restores on 1 (and vice versa).
+saved on 4 devices restores on 1 (and vice versa), and on any number of processes.
+
+Several processes (jax.distributed): the workdir must be on a file system they all see.
+Process 0 writes config.json, vocabulary.txt and the fingerprint, then every process
+passes a barrier; Orbax saves and restores with every process taking part (process 0
+finalises a save and applies the keep policy); whether a checkpoint is readable is
+agreed, so all processes fall back to the same one.
 """
 
 import json
@@ -23,6 +29,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+from jaxlm import distributed
 
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
@@ -144,6 +152,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=No
       save_words(workdir, words)
     if fingerprint:
       _write_atomically(os.path.join(workdir, DATA_FINGERPRINT_FILE), fingerprint + "\n")
+  distributed.barrier("workdir prepared")  # the others then find the workdir and its files
   return changes
 
 
@@ -316,9 +325,13 @@ def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, 
     cause = _missing_file(directory)
     if cause is None:
       try:
-        return step, restore(checkpoint_manager, step, abstract_state)
+        state = restore(checkpoint_manager, step, abstract_state)
       except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
         cause = _one_line(error)
+    # One process's failed read makes the step damaged for all: they must go on from one state.
+    if not distributed.agree_any([cause is not None])[0]:
+      return step, state
+    cause = cause or f"unreadable on another of the {jax.process_count()} processes"
     causes.append(f"step {step}: {cause}")
     following = f"; restoring step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
     print(f"warning: checkpoint step {step} in {checkpoint_manager.directory} is unreadable ({cause}){following}",

@@ -39,7 +39,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, encoder_start, optim, pretrained, target_vectors, tasks
+from jaxlm import checkpoint, distributed, encoder_start, optim, pretrained, target_vectors, tasks
+from jaxlm.data import lm_batches
 
 DATA_AXIS = "data"
 
@@ -356,6 +357,12 @@ def pad_rows(batch: dict, rows: int, zeroed=()) -> dict:
   return padded
 
 
+def host_part(batch: dict, rows: int) -> dict:
+  """This process's rows of a global batch of `rows` rows (every process reads the same batch)."""
+  own = lm_batches.host_rows(rows, jax.process_index(), jax.process_count())
+  return {key: value[own] for key, value in batch.items()}
+
+
 def _host_values(sums) -> dict:
   """Device sums -> floats (scalars) and numpy arrays (e.g. confusion counts)."""
   return {key: float(value) if np.ndim(value) == 0 else np.asarray(value)
@@ -368,12 +375,9 @@ def evaluate(eval_step, model, mesh, params, frozen, batches, *, rows: int) -> d
   rows must be a multiple of the device count (evaluation_rows).
   """
   carry = jax.device_put(_zero_carry(model.initial_carry(rows)), NamedSharding(mesh, P(DATA_AXIS)))
-  per_host = slice(jax.process_index() * rows // jax.process_count(),
-                   (jax.process_index() + 1) * rows // jax.process_count())
   totals, in_flight = None, InFlight()
   for batch in batches:
-    local = {key: value[per_host] for key, value in batch.items()}
-    sums, carry = eval_step(params, frozen, carry, global_batch(mesh, local))
+    sums, carry = eval_step(params, frozen, carry, global_batch(mesh, host_part(batch, rows)))
     in_flight.add(sums)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return _host_values(totals)
@@ -400,7 +404,9 @@ def predict_split(experiment, predict_step, state, split: str, *, batch_size: in
   zeroed = experiment.task.unweighted_counts
   for batch in experiment.task.predict_batches(split, batch_size=batch_size):
     batch = pad_rows(batch, rows, zeroed)
-    values = np.asarray(jax.device_get(predict_step(state.params, state.frozen, global_batch(mesh, batch))))
+    # [rows, ...]: every process's rows, gathered (each process predicted its own)
+    values = distributed.to_host(predict_step(state.params, state.frozen,
+                                              global_batch(mesh, host_part(batch, rows))))
     predictions.append(values[batch["example_index"] >= 0])
   return np.concatenate(predictions)
 
@@ -485,7 +491,9 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
   check_microbatches(config.train.batch_size // devices, config.train.get("microbatches", 1))
-  task = tasks.build_task(config)
+  # Process 0 reads the data first, writing any cache (token ids, vocabulary, TFDS,
+  # SentencePiece) once; the others then read that cache (on a file system they share).
+  task = distributed.primary_first("data caches built", lambda: tasks.build_task(config))
   return Experiment(config=config, task=task, model=task.build_model(config.model),
                     optimizer=optim.build_optimizer(config.optim, config.train.steps, config.model),
                     mesh=make_mesh())
@@ -562,7 +570,8 @@ class FiniteGuard:
 
   max_bad_steps 0: any step whose loss, gradient or new parameters are not finite stops the
   run. N > 0: the step skipped them (make_train_step's skip_nonfinite); more than N in the
-  run stops it. Skipped steps are counted from metrics.jsonl on a resume.
+  run stops it. Skipped steps are counted from metrics.jsonl on a resume. With several
+  processes the stop is agreed (the sums are global, but metrics.jsonl might be read apart).
   """
 
   def __init__(self, max_bad_steps: int, workdir: str, start_step: int, checkpoint_manager):
@@ -578,17 +587,22 @@ class FiniteGuard:
     total = self.skipped + bad
     if logged:
       self.skipped = total
+    what = None
     if bad and (self.max_bad_steps == 0 or total > self.max_bad_steps):
       what = (f"loss, gradient or parameters became NaN/Inf between steps {step_range[0]} and {step_range[1]} "
               f"(loss_sum={sums['loss_sum']}, grad_norm={sums['grad_norm']})")
       if self.max_bad_steps:
         what = (f"{total} steps had a NaN/Inf loss or gradient, more than train.max_bad_steps="
                 f"{self.max_bad_steps}; the last between steps {step_range[0]} and {step_range[1]}")
-      self.stop(what)
+    self.stop_if(what)
 
   def check_validation(self, step: int, metric: str, value: float) -> None:
-    if not math.isfinite(value):
-      self.stop(f"validation {metric} at step {step} is {value}")
+    self.stop_if(None if math.isfinite(value) else f"validation {metric} at step {step} is {value}")
+
+  def stop_if(self, what: str | None) -> None:
+    """Stops every process when any found a reason (`what`, None: none here)."""
+    if distributed.agree_any([what is not None])[0]:
+      self.stop(what or f"another process (of {jax.process_count()}) found a NaN/Inf at this step")
 
   def stop(self, what: str):
     kept = self.manager.latest_step()
@@ -599,17 +613,21 @@ class FiniteGuard:
 
 
 def keep_records_up_to(workdir: str, step: int) -> None:
-  """Drops metrics.jsonl records of steps after `step` (atomically: a copy, then a rename)."""
+  """Drops metrics.jsonl records of steps after `step` (atomically: a copy, then a rename).
+
+  Process 0 rewrites the file; every process returns once it has (a barrier), so all then
+  read the same records.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
-  if jax.process_index() != 0 or not os.path.exists(path):
-    return
-  with open(path) as handle:
-    lines = handle.readlines()
-  kept = [line for line in lines if line.strip() and line.endswith("\n") and json.loads(line)["step"] <= step]
-  if len(kept) != len(lines):
-    with open(path + ".tmp", "w") as handle:
-      handle.writelines(kept)
-    os.replace(path + ".tmp", path)
+  if jax.process_index() == 0 and os.path.exists(path):
+    with open(path) as handle:
+      lines = handle.readlines()
+    kept = [line for line in lines if line.strip() and line.endswith("\n") and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+      with open(path + ".tmp", "w") as handle:
+        handle.writelines(kept)
+      os.replace(path + ".tmp", path)
+  distributed.barrier("metrics.jsonl up to the restored step")
 
 
 def _records(workdir: str) -> list[dict]:
@@ -656,6 +674,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   A resume must be the same run (checkpoint.prepare_workdir: seed, data and its fingerprint,
   vocabulary, model, optimiser, schedule, batch); allow_change names intended differences
   (e.g. ("train.steps",)), which are then recorded in metrics.jsonl as kind "config_change".
+  With several processes (jaxlm.distributed) every process calls it: each reads its rows of
+  every batch, process 0 writes the logs and progress, all save and restore the checkpoints
+  together, and every decision to stop is agreed so all stop after the same step.
   """
   from tqdm import tqdm
   experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
@@ -677,11 +698,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         os.makedirs(aside, exist_ok=True)
         os.replace(os.path.join(str(manager.directory), str(step)),
                    os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
+      distributed.barrier(f"damaged checkpoint {step} moved aside")
     _, state = checkpoint.restore_readable(manager, experiment_target(experiment), on_damaged=move_aside)
     manager.reload()
   start_step = int(state.step)
   # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
-  keep_records_up_to(workdir, start_step)
+  keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
   max_bad_steps = train_config.get("max_bad_steps", 0)
@@ -703,9 +725,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
     return summary
 
-  bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or jax.process_index() != 0,
+  bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or not distributed.is_primary(),
              dynamic_ncols=True, desc="train")
+  say = bar.write if distributed.is_primary() else lambda line: None  # tqdm.write prints even when disabled
   started = time.time()
+  # Test-only: seconds added to this process's clock where the train.max_minutes budget is read, so a
+  # test can make one process run out of time first (tests/test_multiprocess.py). Unset in real runs.
+  clock_skew = float(os.environ.get("JAXLM_TEST_CLOCK_SKEW_SECONDS", "0"))
   interval_sums, interval_start, interval_time = None, start_step, time.time()
   interval_inputs = 0  # input positions (tokens) of the global batches since the last log
   paused_seconds = 0.0  # evaluation and saving inside the current log interval: not training time
@@ -726,10 +752,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       step += 1
       interval_inputs += local["inputs"].size * jax.process_count()
       interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
-      out_of_time = train_config.max_minutes > 0 and time.time() - started > 60 * train_config.max_minutes
+      out_of_time = train_config.max_minutes > 0 and time.time() + clock_skew - started > 60 * train_config.max_minutes
       # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (the checkpoint
-      # has its own metric, so it is ranked truly), then the run stops.
-      signalled = stop_signals.received is not None
+      # has its own metric, so it is ranked truly), then the run stops. Every process stops at the
+      # step any one of them ran out of time or got a signal (SIGTERM wins over SIGINT), or the
+      # others would wait alone in the next step's collectives: one small all-gather a step.
+      out_of_time, signal_number = distributed.agree_max([out_of_time, stop_signals.received or 0])
+      signalled = signal_number > 0
       at_end = step == train_config.steps or out_of_time or signalled
       if every(step, train_config.log_every) or at_end:
         sums, norms = _without_norms(_host_values(interval_sums))
@@ -759,19 +788,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         off_schedule = signalled and not every(step, train_config.eval_every) and step < train_config.steps
         last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds,
                               interrupted=off_schedule)
-        bar.write(f"step {step}: valid {task.describe(last_valid)}")
+        say(f"step {step}: valid {task.describe(last_valid)}")
         guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
         checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
         paused_seconds += time.time() - paused_from
-        if not off_schedule and early_stopping.update(last_valid[task.best_metric]):
-          bar.write(f"stopping at step {step}: no better valid {task.best_metric} in the last "
-                    f"train.patience={train_config.patience} validations")
+        # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
+        patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])
+        if distributed.agree_any([patience_over])[0]:
+          say(f"stopping at step {step}: no better valid {task.best_metric} in the last "
+              f"train.patience={train_config.patience} validations")
           break
       bar.update(1)
       if signalled and step < train_config.steps:
-        raise TrainingInterrupted(stop_signals.received, step, manager.directory)
+        raise TrainingInterrupted(signal_number, step, manager.directory)
       if out_of_time:
-        bar.write(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
+        say(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
         break
     if last_valid is None:  # nothing left to train (a finished run started again): report its state
       last_valid = validate(step, record=False)  # metrics.jsonl already holds this step's validation

@@ -4,15 +4,20 @@
   python launch/evaluate.py --workdir=runs/quickstart --best --split=valid,test
   python launch/evaluate.py --workdir=runs/quickstart --step=1500
   python launch/evaluate.py --workdir=runs/wt2_lstm --batch_size=1   # AWD-LSTM's test convention
+
+Several processes score one split together with the flags of launch/train.py
+(--coordinator_address, --num_processes, --process_id; srun is detected); each reads its
+rows of every batch and process 0 prints the scores.
 """
 
 import json
 import sys
 
+import _distributed
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 
-from jaxlm import checkpoint, evaluate
+from jaxlm import checkpoint, distributed, evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -34,12 +39,18 @@ def main(argv):
   if _BEST.value and _STEP.value is not None:
     raise app.UsageError("give --step or --best, not both")
   try:
+    _distributed.initialize()  # before anything touches a device
+  except ValueError as error:
+    sys.exit(f"launch/evaluate.py: {error}")
+  try:
     results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
                                         splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
                                         length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
                                         allow_data_change=_ALLOW_DATA_CHANGE.value)
   except (checkpoint.IncompatibleWorkdirError, evaluate.DataChangedError, FileNotFoundError) as error:
     sys.exit(f"launch/evaluate.py: {error}")  # messages that say what to do: one line, no traceback
+  if not distributed.is_primary():
+    return
   for result in results:
     numbers = " ".join(f"{key} {value:.4f}" for key, value in result.items()
                        if key not in ("step", "split") and isinstance(value, float))

@@ -5,20 +5,27 @@
 
 SIGTERM or SIGINT (Ctrl-C) finishes the current step, validates and checkpoints it, prints
 one line on stderr and exits with 128 + the signal number (143, 130); the same command
-resumes. A second signal stops at once. (Multi-host: each host acts on its own signal, so
-they must all get it before the same step, or the hosts wait on each other.)
+resumes. A second signal stops at once. With several processes, a signal to any of them
+stops all at the same step (as does one process's clock reaching train.max_minutes).
 
-Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
-cluster from the environment); each host loads its own rows of every batch.
+Several processes (hosts), one run: on every process
+
+  python launch/train.py --config=... --workdir=SHARED/run \
+      --coordinator_address=HOST0:PORT --num_processes=N --process_id=I
+
+or, under SLURM, `srun python launch/train.py --config=... --workdir=...` (detected). Each
+process loads its own rows of every global batch; process 0 writes the logs (README
+"Multi-process / multi-host").
 """
 
 import sys
 
+import _distributed
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import checkpoint, train
+from jaxlm import checkpoint, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)
@@ -26,16 +33,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, config.json 
 _ALLOW_CHANGE = flags.DEFINE_list("allow_change", [], "Config keys (or sections) a resume may change, e.g. "
                                    "train.steps,train.max_minutes; also vocabulary, data.fingerprint. Each "
                                    "change is logged in metrics.jsonl (kind config_change).")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
-  if _MULTIHOST.value:
-    import jax
-    jax.distributed.initialize()
+  try:
+    _distributed.initialize()  # before anything touches a device
+  except ValueError as error:
+    sys.exit(f"launch/train.py: {error}")
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_change=tuple(_ALLOW_CHANGE.value))
   except (checkpoint.IncompatibleWorkdirError, checkpoint.CheckpointWriteError, train.NonFiniteLossError) as error:
@@ -44,10 +51,12 @@ def main(argv):
     # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
     # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as
     # finished, while the checkpoint of the last step makes the restart lose nothing.
-    print(f"jaxlm: {interrupted}", file=sys.stderr)
+    if distributed.is_primary():
+      print(f"jaxlm: {interrupted}", file=sys.stderr)
     sys.exit(128 + interrupted.signal_number)
-  numbers = " ".join(f"{key} {value:.4f}" for key, value in summary.items() if isinstance(value, float))
-  print(f"final validation: {numbers}")
+  if distributed.is_primary():
+    numbers = " ".join(f"{key} {value:.4f}" for key, value in summary.items() if isinstance(value, float))
+    print(f"final validation: {numbers}")
 
 
 def unknown_key_message(argv, config) -> str | None:

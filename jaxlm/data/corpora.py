@@ -105,9 +105,10 @@ def _plain_train_file(data_config, cache_root: str, key: str, split_files: dict[
   plain = os.path.join(cache_root, "text", f"{data_config.corpus}-{key}", "train.txt")
   if not os.path.exists(plain):
     os.makedirs(os.path.dirname(plain), exist_ok=True)
-    with open(plain + ".tmp", "w", encoding="utf-8") as handle:
+    temporary = text_files.temporary_path(plain)
+    with open(temporary, "w", encoding="utf-8") as handle:
       handle.write("\n".join(text_files.read_lines(path)) + "\n")
-    os.replace(plain + ".tmp", plain)
+    os.replace(temporary, plain)
   return plain
 
 
@@ -168,8 +169,11 @@ def load_corpus(data_config) -> Corpus:
     os.makedirs(token_dir, exist_ok=True)
     for split in SPLITS:
       ids = np.asarray(encode(lines[split], split_files[split]), dtype=np.int32)
-      np.save(os.path.join(token_dir, f"{split}.npy.tmp.npy"), ids)
-      os.replace(os.path.join(token_dir, f"{split}.npy.tmp.npy"), os.path.join(token_dir, f"{split}.npy"))
+      path = os.path.join(token_dir, f"{split}.npy")
+      temporary = text_files.temporary_path(path)
+      with open(temporary, "wb") as handle:  # a file object: np.save adds no ".npy"
+        np.save(handle, ids)
+      os.replace(temporary, path)
     vocabulary.save(vocabulary_path)  # written last: its presence marks a complete cache
   vocabulary = Vocabulary.load(vocabulary_path)
   splits = {split: np.load(os.path.join(token_dir, f"{split}.npy")) for split in SPLITS}

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import socket
 
 
 class DataError(ValueError):
@@ -19,6 +20,13 @@ def find_file(folder: str, name: str, how_to_get: str) -> str:
         raise DataError(f"data file {path} is empty. {how_to_get}")
       return path
   raise DataError(f"data file {os.path.join(folder, name)} (or .xz/.gz) not found. {how_to_get}")
+
+
+def temporary_path(path: str) -> str:
+  """A name beside `path` no other process writes (host and process id): write it, then
+  os.replace it onto `path`, so a reader never sees half a file, even while several
+  processes (hosts that do not share the cache) build the same cache at once."""
+  return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
 
 
 def _open_binary(path: str):

@@ -3,6 +3,8 @@
 import collections
 import os
 
+from jaxlm.data import text_files
+
 END_OF_SENTENCE = "<eos>"
 UNKNOWN = "<unk>"
 
@@ -45,7 +47,7 @@ class Vocabulary:
     return cls([word for word, _ in ordered])
 
   def save(self, path: str) -> None:
-    temporary = path + ".tmp"
+    temporary = text_files.temporary_path(path)
     with open(temporary, "w", encoding="utf-8") as handle:
       handle.write("\n".join(self.words) + "\n")
     os.replace(temporary, path)

@@ -91,7 +91,7 @@ def write_split_files(works_path: str, folder: str) -> dict[str, str]:
                                f"splits are drawn by work, so a corpus needs enough works for all three")
   os.makedirs(folder, exist_ok=True)
   for split in ("valid", "test", "train"):
-    temporary = files[split] + ".tmp"
+    temporary = text_files.temporary_path(files[split])
     with open(temporary, "w", encoding="utf-8") as handle:
       handle.write("\n".join(lines[split]) + "\n")
     os.replace(temporary, files[split])
