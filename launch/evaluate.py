@@ -15,13 +15,11 @@ import sys
 
 import _distributed
 import _path  # noqa: F401  (repository root on sys.path)
+import _workdir_flags
 from absl import app, flags, logging
 
 from jaxlm import checkpoint, distributed, evaluate
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation metric of its task.")
 _SPLIT = flags.DEFINE_list("split", ["test"], "Split(s) of the run's task, e.g. --split=valid,test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Contiguous rows the split is cut into, state carried "
@@ -30,20 +28,18 @@ _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "Segment length (default: confi
                                 "gives stateless bodies (TCN) more context.")
 _ALLOW_DATA_CHANGE = flags.DEFINE_bool("allow_data_change", False, "Score data files whose content differs from "
                                        "the run's (a warning; the saved vocabulary is used).")
-flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  if _BEST.value and _STEP.value is not None:
-    raise app.UsageError("give --step or --best, not both")
+  choice = _workdir_flags.checkpoint_choice()
   try:
     _distributed.initialize()  # before anything touches a device
   except ValueError as error:
     sys.exit(f"launch/evaluate.py: {error}")
   try:
-    results = evaluate.evaluate_workdir(_WORKDIR.value, step=_STEP.value, best=_BEST.value,
+    results = evaluate.evaluate_workdir(_workdir_flags.WORKDIR.value, **choice,
                                         splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
                                         length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
                                         allow_data_change=_ALLOW_DATA_CHANGE.value)

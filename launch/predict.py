@@ -11,26 +11,23 @@ no half-written file.
 import json
 
 import _path  # noqa: F401  (repository root on sys.path)
+import _workdir_flags
 from absl import app, flags, logging
 
 from jaxlm import predict
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by launch/train.py.")
 _OUTPUT = flags.DEFINE_string("output", None, "Where the predictions go.")
 _SPLIT = flags.DEFINE_string("split", "test", "A split of the run's task (see its config's task.files).")
 _INPUT = flags.DEFINE_string("input", None, "A file with the task's columns to predict instead of --split.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation metric.")
-flags.mark_flags_as_required(["workdir", "output"])
+flags.mark_flag_as_required("output")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  if _BEST.value and _STEP.value is not None:
-    raise app.UsageError("give --step or --best, not both")
-  result = predict.predict_workdir(_WORKDIR.value, _OUTPUT.value, split=_SPLIT.value, input_path=_INPUT.value,
-                                   step=_STEP.value, best=_BEST.value)
+  choice = _workdir_flags.checkpoint_choice()
+  result = predict.predict_workdir(_workdir_flags.WORKDIR.value, _OUTPUT.value, split=_SPLIT.value,
+                                   input_path=_INPUT.value, **choice)
   print(f"wrote {result['examples']} predictions of {result['split']} (step {result['step']}) to {result['output']}")
   print(json.dumps(result))
 

@@ -14,11 +14,11 @@ import json
 import sys
 
 import _path  # noqa: F401  (repository root on sys.path)
+import _workdir_flags
 from absl import app, flags, logging
 
 from jaxlm import checkpoint, evaluate, generate
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A causal-LM workdir written by launch/train.py.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue; empty: start from the line-end token <eos>.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 50, "Tokens to generate per sample.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Divides the scores before sampling; 0 = greedy.")
@@ -29,21 +29,17 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed: the same seed gives the 
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Continuations of the prompt, drawn together.")
 _CACHE = flags.DEFINE_bool("cache", True, "Decode incrementally (one step per token); --nocache runs a "
                            "full forward pass over the text for every token (the same tokens, slower).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best validation perplexity.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
-flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  if _BEST.value and _STEP.value is not None:
-    raise app.UsageError("give --step or --best, not both")
+  choice = _workdir_flags.checkpoint_choice()
   sampling = generate.Sampling(temperature=0.0 if _GREEDY.value else _TEMPERATURE.value, top_k=_TOP_K.value,
                                top_p=_TOP_P.value)
   try:
-    result = generate.sample_workdir(_WORKDIR.value, _PROMPT.value, step=_STEP.value, best=_BEST.value,
+    result = generate.sample_workdir(_workdir_flags.WORKDIR.value, _PROMPT.value, **choice,
                                      max_tokens=_MAX_TOKENS.value, sampling=sampling, seed=_SEED.value,
                                      num_samples=_NUM_SAMPLES.value, cache=_CACHE.value,
                                      data_path=_DATA_PATH.value)
