@@ -33,7 +33,9 @@ case "${1:-}" in
   test)
     setup
     status=0
-    "$VENV/bin/python" -m pytest -q "${@:2}" || status=$?
+    # Two workers, each module's tests on one of them (module fixtures are built once);
+    # JAXLM_TEST_WORKERS=0 runs in this process alone (e.g. with --pdb).
+    "$VENV/bin/python" -m pytest -q -n "${JAXLM_TEST_WORKERS:-2}" --dist loadfile "${@:2}" || status=$?
     # pytest exits 5 when it collected no test: that is a failure here, not a pass.
     exit $status
     ;;
