@@ -87,22 +87,6 @@ def test_rotary_model_is_causal(body):
   assert_causal(model, params, token_ids, carry=carry)
 
 
-@pytest.mark.parametrize("memory_length", [5, 8])
-def test_rotary_memory_gives_the_outputs_of_one_unbroken_sequence(memory_length):
-  # With memory >= segment length, the second segment sees exactly what it sees in one call
-  # over both segments; positions differ (the second segment's queries are numbered after the
-  # memory slots, filled or not) but rotary scores depend only on distances.
-  segment = 5
-  model = build("transformer", **dict(ROTARY, memory_length=memory_length))
-  token_ids = tokens(length=2 * segment)
-  params = init(model, token_ids)
-  whole, _ = model.apply({"params": params}, token_ids, train=False)
-  first, carry = model.apply({"params": params}, token_ids[:, :segment], train=False)
-  second, _ = model.apply({"params": params}, token_ids[:, segment:], train=False, carry=carry)
-  np.testing.assert_allclose(first, whole[:, :segment], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(second, whole[:, segment:], rtol=1e-4, atol=1e-4)
-
-
 def test_an_empty_rotary_memory_is_no_memory():
   token_ids = tokens(length=6)
   no_memory = build("transformer", **ROTARY)
