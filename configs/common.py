@@ -6,6 +6,8 @@ fails at start-up. Variants are `--config=configs/x.py:smoke` or
 `--config=configs/x.py:model=lstm,smoke`, parsed by `parse_variants`.
 """
 
+import os
+
 import ml_collections
 
 
@@ -222,6 +224,18 @@ def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> Non
       config.model.transformer[key] = value
   else:
     use_body(config, family, **fields, causal=False)
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """The config a --config flag names: "<file>[:<variants>]" -> that file's get_config(variants)."""
+  import importlib.util
+  path, _, variant = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("jaxlm_config_file", path)
+  if module_spec is None or not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path} not found (from {spec!r}); name one under configs/")
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant or None)
 
 
 def parse_variants(arg: str | None) -> dict:

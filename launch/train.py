@@ -83,15 +83,11 @@ def unknown_key_message(argv, config) -> str | None:
 
 def _load_config_without_overrides(argv):
   """The --config file's get_config(variant), or None (only to name the keys a failed override missed)."""
-  import importlib.util
+  from configs import common
   for argument in argv[1:]:
     if argument.startswith("--config="):
-      path, _, variant = argument[len("--config="):].partition(":")
       try:
-        spec = importlib.util.spec_from_file_location("config_file", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.get_config(variant or None)
+        return common.load(argument[len("--config="):])
       except Exception:  # noqa: BLE001 (the override's own error is reported instead)
         return None
   return None

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import fcntl
 import fnmatch
-import importlib.util
 import json
 import os
 import queue
@@ -322,13 +321,8 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
 
 def load_config(spec: str, overrides=()):
   """A config from "<file>[:<variants>]" with "key=value" overrides, as --config / --config.key=value give it."""
-  path, _, variant = spec.partition(":")
-  if not os.path.exists(path):
-    path = os.path.join(ROOT, path)
-  module_spec = importlib.util.spec_from_file_location("grid_cell_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(variant or None)
+  from configs import common
+  config = common.load(spec if os.path.exists(spec.partition(":")[0]) else os.path.join(ROOT, spec))
   for override in overrides:
     dotted, _, text = override.partition("=")
     *parents, leaf = dotted.split(".")
