@@ -11,7 +11,6 @@ change to the global backend, so a headless machine writes them and a notebook s
 """
 
 import io
-import json
 import math
 import os
 
@@ -19,6 +18,8 @@ import matplotlib
 import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from jaxlm import metrics
 
 # Distinguishable on white, and in order of how often a plot needs them.
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -54,45 +55,6 @@ def parse_run(spec: str) -> tuple[str, str]:
   return label, workdir
 
 
-def read_records(metrics_path: str) -> list[dict]:
-  """metrics.jsonl's records, ordered by step (read_metrics without the clock restarts)."""
-  return read_metrics(metrics_path)[0]
-
-
-def read_metrics(metrics_path: str) -> tuple[list[dict], list[int]]:
-  """(records ordered by step, steps after which the training clock restarted).
-
-  A record of a (kind, step) written again after a resume replaces the earlier one.
-  `training_seconds` is made continuous over restarts: the loop counts it per process,
-  from 0 again after a resume, so where it falls the earlier total is added to the rest
-  (a restart whose first log comes later than the earlier total cannot be seen).
-  """
-  if not os.path.exists(metrics_path):
-    raise FileNotFoundError(f"{metrics_path} does not exist: give a workdir that has been trained "
-                            f"(it writes metrics.jsonl)")
-  records, restarts, offset, last = {}, [], 0.0, None  # last: (step, seconds) as written
-  with open(metrics_path, encoding="utf-8") as handle:
-    for line_number, line in enumerate(handle, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise ValueError(f"{metrics_path}:{line_number} is not a JSON line ({error})") from error
-      if not isinstance(record, dict) or "step" not in record or "kind" not in record:
-        raise ValueError(f"{metrics_path}:{line_number} is not a jaxlm metrics record (no step or kind)")
-      seconds = record.get("training_seconds")
-      if isinstance(seconds, (int, float)):
-        if last is not None and seconds < last[1]:  # a new process: its clock started at 0
-          offset += last[1]
-          restarts.append(last[0])
-        last = (record["step"], seconds)
-        record["training_seconds"] = seconds + offset
-      records.pop((record["kind"], record["step"]), None)  # re-inserted last: file order kept
-      records[(record["kind"], record["step"])] = record
-  return sorted(records.values(), key=lambda record: record["step"]), restarts
-
-
 def curve(records: list[dict], *, kind: str, x: str, y: str) -> list[tuple[float, float]]:
   """[(x, y), ...] of the records of this kind that have both keys, in step order."""
   return [(float(record[x]), float(record[y])) for record in records
@@ -101,7 +63,7 @@ def curve(records: list[dict], *, kind: str, x: str, y: str) -> list[tuple[float
 
 def read_curve(metrics_path: str, *, kind: str, x: str, y: str) -> list[tuple[float, float]]:
   """curve() of one metrics.jsonl; an error naming the keys when it has no such points."""
-  points = curve(read_records(metrics_path), kind=kind, x=x, y=y)
+  points = curve(metrics.read_records(metrics_path), kind=kind, x=x, y=y)
   if not points:
     raise ValueError(f"{metrics_path} has no {kind!r} records with both {x!r} and {y!r}; "
                      f"check the names against the file's keys")

@@ -17,7 +17,7 @@ import json
 import math
 import os
 
-from jaxlm import checkpoint, plot, tasks
+from jaxlm import checkpoint, metrics, plot, tasks
 
 # The wall-time axis: seconds in training steps (evaluation and saving excluded).
 TIME_KEY = "training_seconds"
@@ -33,11 +33,11 @@ class Run:
   name: str
   workdir: str
   config: dict  # config.json as saved
-  records: list  # metrics.jsonl's records in step order (jaxlm.plot.read_records)
+  records: list  # metrics.jsonl's records in step order (jaxlm.metrics.read_records)
   task: str
   best_metric: str  # a key of the task's "valid" records
   best_mode: str  # "min" or "max"
-  clock_restarts: list  # steps after which a resumed process's clock was joined on (plot.read_metrics)
+  clock_restarts: list  # steps after which a resumed process's clock was joined on (metrics.read_metrics)
 
   def of_kind(self, kind: str) -> list:
     return [record for record in self.records if record["kind"] == kind]
@@ -58,7 +58,7 @@ def load_run(name: str, workdir: str) -> Run:
     config = checkpoint.load_config(workdir)
   except FileNotFoundError as error:
     raise FileNotFoundError(f"run {name!r}: {error}") from error
-  records, clock_restarts = plot.read_metrics(metrics_path)
+  records, clock_restarts = metrics.read_metrics(metrics_path)
   records = [record for record in records if record["kind"] in ("train", "valid")]
   if not records:
     raise ValueError(f"run {name!r}: {metrics_path} has no train or valid records yet")

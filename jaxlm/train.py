@@ -39,7 +39,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, distributed, encoder_start, optim, pretrained, target_vectors, tasks
+from jaxlm import checkpoint, distributed, encoder_start, metrics, optim, pretrained, target_vectors, tasks
 from jaxlm.data import lm_batches
 
 DATA_AXIS = "data"
@@ -631,11 +631,9 @@ def keep_records_up_to(workdir: str, step: int) -> None:
 
 
 def _records(workdir: str) -> list[dict]:
+  """metrics.jsonl's records in step order (jaxlm.metrics.read_records); none before the first log."""
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as handle:
-    return [json.loads(line) for line in handle if line.strip()]
+  return metrics.read_records(path) if os.path.exists(path) else []
 
 
 def every(step: int, interval: int) -> bool:

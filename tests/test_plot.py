@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from jaxlm import plot
+from jaxlm import metrics, plot
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -34,7 +34,7 @@ def test_a_resumed_runs_clock_continues_from_the_total_before_it(tmp_path):
       {"step": 30, "kind": "train", "loss": 3.0, "training_seconds": 2.5},
       {"step": 30, "kind": "valid", "loss": 2.9, "training_seconds": 3.0},
   ])
-  records, restarts = plot.read_metrics(path)
+  records, restarts = metrics.read_metrics(path)
   assert restarts == [20]
   assert [record["training_seconds"] for record in records] == [3.0, 6.0, 8.5, 9.0]
   assert plot.curve(records, kind="valid", x="training_seconds", y="loss") == [(6.0, 4.0), (9.0, 2.9)]
@@ -52,7 +52,7 @@ def test_missing_files_keys_and_bad_lines_are_clear_errors(tmp_path):
     plot.read_curve(str(bad), kind="valid", x="step", y="loss")
   bad.write_text('{"loss": 1.0}\n', encoding="utf-8")
   with pytest.raises(ValueError, match="bad.jsonl:1 is not a jaxlm metrics record"):
-    plot.read_records(str(bad))
+    metrics.read_records(str(bad))
 
 
 def test_run_arguments_split_at_the_last_equals_sign():
