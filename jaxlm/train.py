@@ -6,16 +6,11 @@ rows of the batch and the gradients are averaged with `lax.pmean("data")`.
 Parameters are global, replicated arrays, so Orbax saves and restores them on
 any device count.
 
-Randomness and data are functions of the step (dropout rng = fold_in(fold_in(seed, step),
-device index), and fold_in(that, i) for micro-batch i when train.microbatches > 1;
-batch = task.train_batch(step)), so a resumed run repeats the uninterrupted
-one on the same device count. Known limitation: each device draws its dropout masks for its
-own [batch / devices, ...] rows, so on another device count the masks (not the data, the
-gradient mean or the evaluation) differ: such a resume is statistically the same run, not
-bitwise. With dropout 0 it repeats the run up to float summation order. Per-row keys
-(fold_in(step key, global row) with the model vmapped over rows) would fix it but change
-embedding dropout from one word-type mask per device batch to one per row, and every
-pinned loss; global masks drawn outside shard_map would need dropout layers that take masks.
+Randomness and data are functions of the step: batch = task.train_batch(step), and every
+dropout mask is drawn from (seed, step, global row) (jaxlm.models.layers.global_rows: a row's
+mask from fold_in(site key, its row of the global batch); weight and word-type masks once per
+step), so a resumed run repeats the uninterrupted one on any device count and with any
+train.microbatches, up to float summation order.
 The task (its data, model, loss, evaluation and best metric: jaxlm/tasks/base.py) and
 the optimiser are passed in; the loop never branches on the task or the model family.
 """
@@ -41,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxlm import checkpoint, distributed, encoder_start, metrics, optim, pretrained, target_vectors, tasks
 from jaxlm.data import lm_batches
+from jaxlm.models import layers
 
 DATA_AXIS = "data"
 
@@ -186,29 +182,30 @@ def _join_rows(tree):
   return jax.tree.map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), tree)
 
 
-def _accumulated_gradient(gradient, params, batch, carry, dropout_rng, microbatches: int, varying: bool):
-  """gradient(params, batch, carry, rng) -> (grads, (sums, new_carry)), summed over micro-batches.
+def _accumulated_gradient(gradient, params, batch, carry, rows, microbatches: int, varying: bool):
+  """gradient(params, batch, carry, rows) -> (grads, (sums, new_carry)), summed over micro-batches.
 
   The rows are split into `microbatches` consecutive groups (a stream's row keeps its own
   carry, so a row's state flows from step to step as without accumulation), run one after
-  another in a lax.scan: only one micro-batch's activations are alive at a time. Micro-batch
-  i draws its dropout from fold_in(dropout_rng, i). varying: under shard_map with several
+  another in a lax.scan: only one micro-batch's activations are alive at a time. rows: int32
+  [rows] global row indices, split with the rows, so each row draws the dropout masks it
+  draws without accumulation. varying: under shard_map with several
   devices the sums are device-varying, so the zero totals must be too (a scan's carry keeps its type).
   """
   micro_batches, micro_carries = _split_rows(batch, microbatches), _split_rows(carry, microbatches)
-  first = jax.tree.map(lambda leaf: leaf[0], (micro_batches, micro_carries))
-  grads_shape, (sums_shape, _) = jax.eval_shape(gradient, params, *first, dropout_rng)
+  micro_rows = _split_rows(rows, microbatches)
+  first = jax.tree.map(lambda leaf: leaf[0], (micro_batches, micro_carries, micro_rows))
+  grads_shape, (sums_shape, _) = jax.eval_shape(gradient, params, *first)
   totals = jax.tree.map(lambda shape: jnp.zeros(shape.shape, shape.dtype), (grads_shape, sums_shape))
   if varying:
     totals = jax.lax.pcast(totals, DATA_AXIS, to="varying")
 
   def accumulate(totals, inputs):
-    index, micro_batch, micro_carry = inputs
-    grads, (sums, new_carry) = gradient(params, micro_batch, micro_carry, jax.random.fold_in(dropout_rng, index))
+    micro_batch, micro_carry, rows = inputs
+    grads, (sums, new_carry) = gradient(params, micro_batch, micro_carry, rows)
     return jax.tree.map(jnp.add, totals, (grads, sums)), new_carry
 
-  (grads, sums), new_carries = jax.lax.scan(accumulate, totals,
-                                            (jnp.arange(microbatches), micro_batches, micro_carries))
+  (grads, sums), new_carries = jax.lax.scan(accumulate, totals, (micro_batches, micro_carries, micro_rows))
   return grads, (sums, _join_rows(new_carries))
 
 
@@ -228,24 +225,27 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
   microbatches (static; train.microbatches): k > 1 accumulates the gradient over k groups
   of this device's rows (_accumulated_gradient). Each group's loss is divided by the whole
   global batch's target count, so the summed gradient is the whole batch's: the same update
-  up to float summation order, carried state included. With dropout on, the masks are drawn
-  per micro-batch, so the update equals the whole batch's in distribution, not bitwise.
-  k = 1 is exactly the step without accumulation.
+  up to float summation order, carried state and dropout masks included (each row draws its
+  masks from its global row index). k = 1 is exactly the step without accumulation.
   """
   # Mark the replicated parameters as varying over the data axis, so that the
   # gradient below is this device's own gradient. Without it, shard_map's
   # transpose of the implicit broadcast would already sum gradients across
   # devices, and pmean would then return the sum instead of the mean.
   params = jax.lax.pcast(state.params, DATA_AXIS, to="varying") if num_devices > 1 else state.params
-  device_index = jax.lax.axis_index(DATA_AXIS)
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step), device_index)
+  # One dropout key per step, the same on every device; each row's masks fold in its global
+  # row index (layers.global_rows), so they do not depend on how rows are split over devices.
+  dropout_rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  local_rows = batch["inputs"].shape[0]
+  rows = jax.lax.axis_index(DATA_AXIS) * local_rows + jnp.arange(local_rows)  # int32 [local rows]
   carry = jax.lax.stop_gradient(_carry_for(state.carry, batch))
   global_count = jax.lax.psum(jnp.sum(batch["weights"]), DATA_AXIS)
 
-  def gradient(params, batch, carry, dropout_rng):
+  def gradient(params, batch, carry, rows):
     def objective(params):
-      outputs, new_carry = apply_model(model, {"params": params, **state.frozen}, batch, train=True,
-                                       carry=carry, rngs={"dropout": dropout_rng})
+      with layers.global_rows(rows):
+        outputs, new_carry = apply_model(model, {"params": params, **state.frozen}, batch, train=True,
+                                         carry=carry, rngs={"dropout": dropout_rng})
       sums = loss_fn(outputs, batch)
       # pmean of this over devices is sum_d loss_sum_d / global_count: the exact
       # mean over every real target of the global batch, padding or not.
@@ -253,10 +253,10 @@ def _per_device_train_step(state: TrainState, batch: dict, *, model, loss_fn, op
     return jax.grad(objective, has_aux=True)(params)
 
   if microbatches == 1:
-    grads, (sums, new_carry) = gradient(params, batch, carry, dropout_rng)
+    grads, (sums, new_carry) = gradient(params, batch, carry, rows)
   else:
     check_microbatches(batch["inputs"].shape[0], microbatches)
-    grads, (sums, new_carry) = _accumulated_gradient(gradient, params, batch, carry, dropout_rng, microbatches,
+    grads, (sums, new_carry) = _accumulated_gradient(gradient, params, batch, carry, rows, microbatches,
                                                      varying=num_devices > 1)
   if num_devices > 1:
     grads = jax.lax.pmean(grads, DATA_AXIS)

@@ -1,5 +1,6 @@
 """Memory switches: gradient accumulation (train.microbatches), rematerialisation (model.remat)
-and bfloat16 compute change what is kept in memory, not what is learned."""
+and bfloat16 compute change what is kept in memory, not what is learned; and neither they nor
+the device count change the dropout masks (drawn per global row)."""
 
 import functools
 
@@ -17,8 +18,7 @@ from model_helpers import VOCAB, model_config
 
 ROWS, LENGTH = 8, 6
 
-# Tiny bodies, dropout off (accumulation draws dropout per micro-batch: equal in distribution
-# only). Transformer-XL and the causal LSTM carry state between steps; the encoders read a
+# Tiny bodies, dropout off. Transformer-XL and the causal LSTM carry state between steps; the encoders read a
 # padding mask, as the masked LM and the fine-tuning tasks do.
 BODIES = {
     "transformer_xl": dict(family="transformer", num_layers=2, num_heads=2, dropout=0.0, positions="relative",
@@ -76,8 +76,9 @@ def _two_steps(config, devices, encoder: bool):
 
 # (body, devices, micro-batches): 2 devices x 4 rows in 2 micro-batches of 2 rows (the
 # shard_map path with device-varying sums), or one device's 8 rows in 4 micro-batches of 2.
-ACCUMULATION_CASES = [("transformer_xl", 2, 2), ("lstm", 1, 4), ("tcn", 2, 2), ("transformer_encoder", 2, 2),
-                      ("lstm_encoder", 1, 2)]
+# Dropout off here; the other bodies, with dropout on, are compared on 4 devices x 2
+# micro-batches by test_dropout_follows_the_global_row_not_the_device_count_or_micro_batch.
+ACCUMULATION_CASES = [("lstm", 1, 4), ("transformer_encoder", 2, 2)]
 
 
 @pytest.mark.parametrize("name,num_devices,microbatches", ACCUMULATION_CASES)
@@ -119,6 +120,59 @@ REMAT_BODIES = {
                          dropout_between=0.1, dropout_output=0.1, causal=False),
     "tcn": dict(family="tcn", num_layers=2, hidden_size=16, kernel_size=2, dropout=0.1, dropout_input=0.1),
 }
+
+
+# Dropout on in every body (and embedding dropout): masks are drawn per row of the global batch
+# from (seed, step, global row), and weight and word-type masks once per step, so neither the
+# device count nor the micro-batching changes them. Compared: one device, whole batch, against
+# 4 devices of 2 rows in 2 micro-batches of 1 row (one compile covers both changes).
+DROPOUT_LAYOUTS = [(4, 2)]
+
+
+def _dropout_config(name: str, microbatches: int = 1):
+  config = _config(REMAT_BODIES[name], microbatches=microbatches)
+  config.model.embedding_dropout = 0.1
+  return config
+
+
+@pytest.mark.parametrize("name", sorted(REMAT_BODIES))
+def test_dropout_follows_the_global_row_not_the_device_count_or_micro_batch(name):
+  encoder = REMAT_BODIES[name].get("causal") is False
+  whole, whole_metrics = _two_steps(_dropout_config(name), jax.devices()[:1], encoder)
+  for num_devices, microbatches in DROPOUT_LAYOUTS:
+    other, other_metrics = _two_steps(_dropout_config(name, microbatches), jax.devices()[:num_devices], encoder)
+    for one, many in zip(jax.tree.leaves(whole.params), jax.tree.leaves(other.params)):
+      np.testing.assert_allclose(one, many, atol=1e-5, rtol=1e-5)
+    for one, many in zip(jax.tree.leaves(whole.carry), jax.tree.leaves(other.carry)):
+      np.testing.assert_allclose(one, many, atol=1e-5, rtol=1e-5)
+    for one, many in zip(whole_metrics, other_metrics):
+      np.testing.assert_allclose(one["loss_sum"], many["loss_sum"], rtol=1e-5)
+  # Dropout is really on: without it the same two steps move the parameters elsewhere.
+  no_dropout = _config({key: 0.0 if "drop" in key else value for key, value in REMAT_BODIES[name].items()})
+  plain, _ = _two_steps(no_dropout, jax.devices()[:1], encoder)
+  assert max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(plain.params),
+                                                           jax.tree.leaves(whole.params))) > 1e-3
+
+
+def test_a_run_resumed_on_another_device_count_repeats_the_uninterrupted_one():
+  # Two steps on 4 devices; the same first step on 4 devices, then its state moved to 1 device
+  # for the second step (what a resume from its checkpoint does): the same parameters.
+  config, devices = _dropout_config("transformer_xl"), jax.devices()
+  model, optimizer = build_model(config.model, VOCAB), optim.build_optimizer(config.optim, 10)
+  batches = _batches(encoder=False)
+  uninterrupted, _ = _two_steps(config, devices, encoder=False)
+  mesh_four, mesh_one = train.make_mesh(devices), train.make_mesh(devices[:1])
+  state = train.init_state(model, optimizer, config, mesh_four)
+  step_four = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_four, state,
+                                    config.seed)
+  state, _ = step_four(state, train.global_batch(mesh_four, batches[0]))
+  host_state = jax.device_get(state)
+  moved = jax.device_put(host_state, train.state_shardings(mesh_one, host_state))
+  step_one = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_one, moved,
+                                   config.seed)
+  resumed, _ = step_one(moved, train.global_batch(mesh_one, batches[1]))
+  for one, many in zip(jax.tree.leaves(uninterrupted.params), jax.tree.leaves(jax.device_get(resumed.params))):
+    np.testing.assert_allclose(one, many, atol=1e-5, rtol=1e-5)
 
 
 def _gradients(body: dict, remat: str):

@@ -3,7 +3,10 @@
 The numbers were recorded on the loop as it was before tasks existed (commit 084db85),
 with the pinned jax on CPU: the quickstart smoke run (transformer, adaptive softmax,
 random windows) and the LSTM smoke run (stream batches, carried state, dropout). Any
-change to the data order, the randomness, the loss or the step moves them.
+change to the data order, the randomness, the loss or the step moves them. The LSTM's were
+re-recorded once, deliberately, when dropout masks became a function of the global row
+instead of the device (issue 12: a resume on another device count repeats the run); the
+quickstart smoke run has no dropout, and its numbers did not move.
 """
 
 import json
@@ -17,9 +20,9 @@ PINNED = {
     "quickstart": [("train", 2, 3.3120791912078857), ("valid", 3, 3.299696246397148),
                    ("train", 4, 3.2432618141174316), ("train", 6, 3.063506603240967),
                    ("valid", 6, 3.194892167273463)],
-    "wt2_lstm": [("train", 2, 4.105784893035889), ("valid", 3, 5.624183432569781),
-                 ("train", 4, 3.94936466217041), ("train", 6, 3.6639208793640137),
-                 ("valid", 6, 2.8228854577518203)],
+    "wt2_lstm": [("train", 2, 4.105945587158203), ("valid", 3, 5.006762853332322),
+                 ("train", 4, 3.646204948425293), ("train", 6, 3.4539856910705566),
+                 ("valid", 6, 2.797627371877528)],
 }
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxlm.models import layers
+
 
 class Identity(nn.Module):
   """Fields are exactly the keys of `config.model.none`. No parameters, carry ()."""
@@ -32,4 +34,4 @@ class Identity(nn.Module):
   def __call__(self, x, *, train: bool, carry=(), mask=None, decode: bool = False):
     """x [batch, length, width] -> (x, ()); position t depends on token t alone, so mask is not needed."""
     del carry, mask, decode
-    return nn.Dropout(self.dropout)(x, deterministic=not train).astype(self.dtype), ()
+    return layers.Dropout(self.dropout)(x, deterministic=not train).astype(self.dtype), ()

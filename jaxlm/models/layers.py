@@ -3,6 +3,8 @@
 Kept free of data-pipeline and tokenizer imports so importing a model is cheap.
 """
 
+import contextlib
+import contextvars
 import math
 
 import flax.linen as nn
@@ -23,10 +25,59 @@ def gpt2_residual_init(num_layers: int):
   return nn.initializers.normal(stddev=GPT2_STDDEV / math.sqrt(2 * num_layers))
 
 
+# Dropout masks are a function of (seed, step, global row), never of the device count or the
+# micro-batching: a mask over a row of activations is drawn from fold_in(site key, global row
+# index), where the site key (Flax's make_rng("dropout")) is the same on every device. The
+# training step says which global rows this call holds (`global_rows`); without it, as in a
+# plain model.apply, the rows are 0..batch-1. This is the one piece of implicit state the
+# model reads, beside Flax's own rng scope: threading an argument through every layer of
+# every family would put it in every signature for the sake of dropout alone. Masks over
+# weights or word types (the LSTM's DropConnect, embedding dropout) are one per step for the
+# whole global batch, drawn from the site key alone.
+_GLOBAL_ROWS = contextvars.ContextVar("jaxlm_global_rows", default=None)
+
+
+@contextlib.contextmanager
+def global_rows(rows):
+  """Within the block, the batch's row i is row rows[i] (int32 [batch]) of the global batch."""
+  token = _GLOBAL_ROWS.set(rows)
+  try:
+    yield
+  finally:
+    _GLOBAL_ROWS.reset(token)
+
+
+def row_bernoulli(key, keep: float, shape) -> jax.Array:
+  """bool [batch, ...] = shape, True with probability `keep`; row i from fold_in(key, global row i)."""
+  rows = _GLOBAL_ROWS.get()
+  if rows is None:
+    rows = jnp.arange(shape[0])
+  if rows.shape[0] != shape[0]:
+    raise ValueError(f"dropout on {shape[0]} rows, but the step named {rows.shape[0]} global rows")
+  row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
+  return jax.vmap(lambda row_key: jax.random.bernoulli(row_key, keep, tuple(shape[1:])))(row_keys)
+
+
+class Dropout(nn.Module):
+  """Elementwise dropout over [batch, ...] inputs with per-row masks (row_bernoulli).
+
+  flax.linen.Dropout's interface (rate; deterministic at call time), so a call site reads the same.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = row_bernoulli(self.make_rng("dropout"), keep, x.shape)
+    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
 class LockedDropout(nn.Module):
   """Variational dropout: one mask per sequence, shared across time.
 
-  Inputs are [batch, length, features]; the mask is [batch, 1, features].
+  Inputs are [batch, length, features]; the mask is [batch, 1, features], per row (row_bernoulli).
   """
   rate: float
 
@@ -35,7 +86,7 @@ class LockedDropout(nn.Module):
     if not train or self.rate == 0.0:
       return x
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, x.shape[-1]))
+    mask = row_bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, x.shape[-1]))
     return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
 
@@ -43,7 +94,8 @@ def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
   """Discrete embedding dropout (Gal & Ghahramani, 2016; AWD-LSTM's `dropoute`).
 
   Drops whole word types: one keep/drop draw per vocabulary entry, so every
-  occurrence of a dropped word anywhere in the batch is zeroed, and kept words are
+  occurrence of a dropped word anywhere in the global batch is zeroed (the key is the same
+  on every device, so the mask does not depend on the device count), and kept words are
   rescaled by 1/(1 - rate). Multiplying the input vectors by the returned scale is
   the same as dropping rows of the embedding table, but works for any input layer.
 

@@ -43,10 +43,10 @@ class _Classifier(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    x = layers.Dropout(self.dropout)(x, deterministic=not train)
     if self.hidden_size:
       x = nn.relu(nn.Dense(self.hidden_size, dtype=self.dtype, kernel_init=layers.gpt2_init(), name="hidden")(x))
-      x = nn.Dropout(self.dropout)(x, deterministic=not train)
+      x = layers.Dropout(self.dropout)(x, deterministic=not train)
     return nn.Dense(self.num_outputs, dtype=self.dtype, kernel_init=layers.gpt2_init(),
                     name="output")(x).astype(jnp.float32)
 

@@ -110,7 +110,7 @@ class TemporalBlock(nn.Module):
       else:
         hidden, history = convolution(hidden, cache[index])
         histories.append(history)
-      hidden = nn.Dropout(self.dropout)(nn.relu(hidden), deterministic=not train)
+      hidden = layers.Dropout(self.dropout)(nn.relu(hidden), deterministic=not train)
     # A 1x1 convolution: each position alone, so padding cannot reach a real position.
     residual = x if x.shape[-1] == self.features else DilatedConv(
         self.features, 1, dtype=self.dtype, name="residual")(x)
@@ -161,7 +161,7 @@ class TCN(nn.Module):
     """
     check_kernel_size(self.kernel_size, self.causal)
     width = x.shape[-1]
-    x = nn.Dropout(self.dropout_input)(x, deterministic=not train)
+    x = layers.Dropout(self.dropout_input)(x, deterministic=not train)
     histories = []
     for index in range(self.num_layers):
       features = width if index == self.num_layers - 1 else self.hidden_size

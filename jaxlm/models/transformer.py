@@ -280,7 +280,7 @@ class SelfAttention(nn.Module):
       # A row with no allowed key (a padded query, or a filler row of padding alone) has
       # equal scores everywhere: a uniform, finite softmax whose output nobody reads.
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
-      probabilities = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=not train)
+      probabilities = layers.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=not train)
       attended = jnp.einsum("bhqk,bkhd->bqhd", probabilities.astype(self.dtype), value)
     output = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
                              kernel_init=layers.gpt2_residual_init(self.num_layers), name="out")(attended)
@@ -326,12 +326,12 @@ class Block(nn.Module):
             relative_encodings=relative_encodings, cache=cache, position=position)
     if cache is not None:
       attended, cache = attended
-    x = x + nn.Dropout(self.dropout)(attended, deterministic=not train)
+    x = x + layers.Dropout(self.dropout)(attended, deterministic=not train)
     hidden = nn.Dense(self.mlp_width, dtype=self.dtype, kernel_init=layers.gpt2_init(), name="mlp_in")(
         nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x))
     hidden = nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=layers.gpt2_residual_init(self.num_layers),
                       name="mlp_out")(nn.gelu(hidden))
-    x = x + nn.Dropout(self.dropout)(hidden, deterministic=not train)
+    x = x + layers.Dropout(self.dropout)(hidden, deterministic=not train)
     return x if cache is None else (x, cache)
 
 
@@ -470,7 +470,7 @@ class Transformer(nn.Module):
     else:
       raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal', "
                        "'relative' or 'rotary'")
-    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    x = layers.Dropout(self.dropout)(x, deterministic=not train)
 
     memory_valid, new_memory = None, []
     if self.memory_length > 0:
