@@ -96,7 +96,7 @@ def sentencepiece_model(config, training_word_lists) -> str:
   model_path = _check_pre_trained_tokenizer(config, workdir) if workdir else ""
   if config.task.tokenizer != "bpe" or model_path:
     return model_path
-  from jaxlm.data import corpora, sentencepiece_tokenizer
+  from jaxlm.data import corpora, sentencepiece_tokenizer, text_files
   # The training words as a word-tokenised text file, named by its content: the cache key.
   text = "".join(" ".join(words) + "\n" for words in training_word_lists)
   cache_root = corpora.default_cache_dir()
@@ -104,9 +104,10 @@ def sentencepiece_model(config, training_word_lists) -> str:
   path = os.path.join(cache_root, "text", f"task-{digest}.txt")
   if not os.path.exists(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    temporary = text_files.temporary_path(path)
+    with open(temporary, "w", encoding="utf-8") as handle:
       handle.write(text)
-    os.replace(path + ".tmp", path)
+    os.replace(temporary, path)
   return sentencepiece_tokenizer.train_sentencepiece(path, model_type="bpe", vocab_size=config.task.bpe_vocab_size,
                                                      cache_dir=os.path.join(cache_root, "sentencepiece"))
 
