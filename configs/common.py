@@ -69,7 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   # (BENCHMARKS.md, issue 16).
   config.model.remat = "none"
   # Input start (jaxlm.pretrained): scratch | fasttext_words (word rows) | fasttext_bag (word rows
-  # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe").
+  # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe",
+  # or a fine-tuning task's task.tokenizer="bpe").
   config.model.init = "scratch"
   config.model.fasttext_path = ""  # a Facebook .bin (or words-only .vec) of dimension model.width
   # > 0: FastText rows scaled by one factor to this standard deviation (0.02 = the scratch init's),
@@ -128,6 +129,10 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
+# task.tokenizer="bpe" without init.checkpoint trains SentencePiece on the task's training texts:
+# a task corpus (RuCoLA's 7,900 sentences, Taiga's 3,100) is far smaller than an LM's, so fewer
+# pieces than data.bpe_vocab_size; a small text that cannot fill it gets what it supports.
+BPE_TASK_VOCAB_SIZE = 8000
 # Each fine-tuning task's keys (config.task), with defaults; a config passes its deltas to use_task.
 TASK_FIELDS = {
     # BERT's masking (Devlin et al., 2019): of each window, mask_rate of the tokens are chosen;
@@ -138,7 +143,10 @@ TASK_FIELDS = {
         files=dict(train="train.csv", valid="dev.csv"),  # split -> file name; "train" and "valid" required
         text_column="sentence", label_column="label",
         id_column="",  # "" = the row number
-        tokenizer="words",  # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace"
+        # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace" | "bpe"
+        # (SentencePiece pieces of the words: init.checkpoint's model, else one trained on the
+        # task's training texts with bpe_vocab_size pieces)
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
         max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
         max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
         pooling="mean",  # mean | first | last
@@ -148,7 +156,9 @@ TASK_FIELDS = {
     ),
     "tagging": dict(
         path="", files=dict(train="train.conllu", valid="dev.conllu"),
-        tokenizer="words", max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
+        # As classification's; with "bpe" each gold word's label and score sit on its first piece.
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
+        max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
     ),
     # Extractive QA on SQuAD v1.1 JSON (jaxlm.tasks.squad): train on the training articles of
     # `file`, validate on the dev articles of `eval_file` ("" = of `file`).
@@ -164,7 +174,9 @@ TASK_FIELDS = {
         # floor((i + 1) * f) > floor(i * f) (every 1/f-th article; jaxlm.data.squad.is_dev_article).
         dev_fraction=0.25,
         skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
-        tokenizer="words",  # jaxlm's word tokens with character spans; the only one (no BPE yet)
+        # "words": jaxlm's word tokens with character spans; "bpe": their SentencePiece pieces,
+        # each with its share of the word's span (jaxlm.data.spans.piece_spans)
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
         max_vocab=0,  # vocabulary from the train questions and contexts (no init.checkpoint); 0 = all
         # Positions per window: <eos> + question (at most half of it), <eos> separator, context.
         max_length=128,

@@ -6,6 +6,8 @@ Layout of a workdir:
   vocabulary.txt   the model's input vocabulary (words or pieces, one per line, in id
                    order), so a fine-tuning run tokenises exactly as this run did, and
                    evaluation scores with the ids the model was trained on
+  sentencepiece.model  a SentencePiece run's (data.tokenizer or task.tokenizer "bpe")
+                   model: how text becomes those pieces, for fine-tuning from this run
   data_fingerprint.txt  a sha256 prefix of the data files' content (Task.fingerprint)
   checkpoints/N/   Orbax checkpoints: the last `keep_checkpoints` plus the best by the
                    task's validation metric (kept by Orbax's preservation policies)
@@ -23,6 +25,7 @@ agreed, so all processes fall back to the same one.
 import json
 import math
 import os
+import shutil
 import sys
 
 import jax
@@ -34,6 +37,7 @@ from jaxlm import distributed
 
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
+SENTENCEPIECE_FILE = "sentencepiece.model"
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -120,8 +124,9 @@ def describe(differences) -> str:
 
 
 def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
-                    allow_change=()) -> list[str]:
-  """Writes config.json, vocabulary.txt and the data fingerprint for a new run or an accepted
+                    allow_change=(), sentencepiece_model: str = "") -> list[str]:
+  """Writes config.json, vocabulary.txt, the data fingerprint and (a SentencePiece run's)
+  sentencepiece.model, a copy of the file `sentencepiece_model`, for a new run or an accepted
   resume; refuses a workdir whose checkpoints were trained otherwise. Returns the allowed changes.
 
   A resume whose identity (signature(), the vocabulary, the data files' fingerprint) differs is
@@ -152,6 +157,10 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=No
       save_words(workdir, words)
     if fingerprint:
       _write_atomically(os.path.join(workdir, DATA_FINGERPRINT_FILE), fingerprint + "\n")
+    if sentencepiece_model:
+      target = os.path.join(workdir, SENTENCEPIECE_FILE)
+      shutil.copyfile(sentencepiece_model, target + ".tmp")
+      os.replace(target + ".tmp", target)
   distributed.barrier("workdir prepared")  # the others then find the workdir and its files
   return changes
 
@@ -196,6 +205,12 @@ def load_words(workdir: str) -> list[str] | None:
     return None
   with open(path, encoding="utf-8") as handle:
     return handle.read().split("\n")[:-1]
+
+
+def sentencepiece_path(workdir: str) -> str:
+  """The run's SentencePiece model file, or "" for a word-level run (or one saved before it was kept)."""
+  path = os.path.join(workdir, SENTENCEPIECE_FILE)
+  return path if os.path.isfile(path) else ""
 
 
 def check_writable(directory: str) -> None:

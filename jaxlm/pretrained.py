@@ -95,7 +95,8 @@ def install_from_config(state, model_config, words):
     return state
   if init == "fasttext_pieces" and not any(word.startswith(sentencepiece_tokenizer.WORD_START) for word in words):
     raise ValueError("config model.init='fasttext_pieces' needs a SentencePiece vocabulary: set "
-                     "data.tokenizer='bpe' (or use fasttext_words for a word vocabulary)")
+                     "data.tokenizer='bpe' (a language model) or task.tokenizer='bpe' (a fine-tuning task), "
+                     "or use fasttext_words for a word vocabulary")
   table = np.asarray(jax.device_get(state.params[_INPUT_SCOPE]["table"]))
   arrays = fasttext_vectors.initial_input_variables(
       words, table, input_kind=kind, init=init, fasttext_path=model_config.fasttext_path,

@@ -680,7 +680,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
   changes = checkpoint.prepare_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
-                                       allow_change=allow_change)
+                                       allow_change=allow_change, sentencepiece_model=task.sentencepiece_model)
   manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
                                best_mode=task.best_mode)
   checkpoint.check_writable(manager.directory)  # now, not at the first save after training

@@ -189,3 +189,108 @@ def test_the_bag_keeps_dev_only_words_and_the_word_table_maps_them_to_unk(tmp_pa
   word = train.build_experiment(finetune_config("task=upos,body=transformer", folder,
                                                 **{"model.input": "word"})).task
   assert "пароход" not in word.words
+
+
+# --------------------------------------------------------------------------
+# SentencePiece BPE inputs (task.tokenizer="bpe"; configs/finetune.py:input=bpe).
+
+
+def test_tagging_scores_each_word_on_its_first_piece(treebank, tmp_path, monkeypatch):
+  import jax.numpy as jnp
+  monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "cache"))
+  folder = write_treebank(str(tmp_path / "treebank"))
+  with open(os.path.join(folder, "dev.conllu"), "w", encoding="utf-8") as handle:  # one sentence
+    handle.write("# sent_id = split-words\n1\tКот\t_\tNOUN\t_\t_\t0\troot\t_\t_\n"
+                 "2\tпароходище\t_\tNOUN\t_\t_\t1\tdep\t_\t_\n3\tспит\t_\tVERB\t_\t_\t1\tdep\t_\t_\n\n")
+  task = train.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder)).task
+  assert task.sentencepiece_model and task.words[:3] == ["<unk>", "<s>", "</s>"]
+  batch = next(task.eval_batches("valid", batch_size=4))
+  inputs, tags, weights = batch["inputs"][0], batch["tags"][0], batch["weights"][0]
+  pieces = [task.words[token] for token in inputs[batch["mask"][0]]]
+  # "</s>", then "кот" and "спит" (training words) whole; the unseen word in several pieces.
+  assert pieces[0] == "</s>" and pieces[1] == "\u2581кот" and pieces[-1] == "\u2581спит"
+  unseen = pieces[2:-1]
+  from jaxlm.data import sentencepiece_tokenizer
+  processor = sentencepiece_tokenizer.load_sentencepiece(task.sentencepiece_model)
+  assert len(unseen) > 1 and processor.decode([task.words.index(piece) for piece in unseen]) == "пароходище"
+  first = [1, 2, 2 + len(unseen)]  # the positions that score the three words
+  expected_weights = np.zeros(task.length)
+  expected_weights[first] = 1
+  np.testing.assert_array_equal(weights, expected_weights)
+  noun, verb = task.tags.index("NOUN"), task.tags.index("VERB")
+  assert list(tags[first]) == [noun, noun, verb] and not tags[np.setdiff1d(np.arange(task.length), first)].any()
+
+  def accuracy(predicted):  # predicted tag per position -> UPOS accuracy over the gold words
+    logits = jnp.asarray(np.eye(len(task.tags))[predicted][None] * 10.0, jnp.float32)
+    return task.summarise(jax.device_get(task.eval_sums(logits, jax.tree.map(lambda x: x[:1], batch))))
+
+  # Gold on the first pieces; the split word's other pieces wrong (VERB): every word right (3/3).
+  predicted = np.full(task.length, verb)
+  predicted[first] = [noun, noun, verb]
+  summary = accuracy(predicted)
+  assert summary["accuracy"] == 1.0 and summary["words"] == 3
+  # The split word wrong on its first piece, right on all its others: 2/3.
+  predicted[:] = noun
+  predicted[first] = [noun, verb, verb]
+  assert accuracy(predicted)["accuracy"] == pytest.approx(2 / 3)
+  # A word whose first piece is cut off counts as wrong, as in word inputs.
+  short = train.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder,
+                                                 **{"task.max_length": first[2]})).task
+  cut = next(short.eval_batches("valid", batch_size=4))
+  assert cut["weights"][0].sum() == 2 and cut["gold_words"][0] == 3
+
+
+def test_a_bpe_language_model_gives_its_pieces_to_the_fine_tuning_run(cache_dir, sentences, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXLM_CACHE", cache_dir)
+  corpus = write_tiny_corpus(str(tmp_path / "corpus"))
+  pre_trained = smoke_config(corpus, cache_dir, **{"train.steps": 2, "model.transformer.max_length": 16,
+                                                   "data.tokenizer": "bpe", "data.bpe_vocab_size": 320})
+  pre_trained.model.width = 128  # configs/finetune.py's width
+  lm = str(tmp_path / "lm")
+  train.train_and_evaluate(pre_trained, lm, progress=False)
+  model_file = os.path.join(lm, checkpoint.SENTENCEPIECE_FILE)
+  assert checkpoint.sentencepiece_path(lm) == model_file  # the LM run keeps its .model
+  spec = {"init.checkpoint": lm, "model.width": 128, "model.transformer.causal": True,
+          "model.transformer.positions": "learned", "train.steps": 3, "train.eval_every": 3}
+  config = finetune_config("task=rucola,body=transformer,start=checkpoint,input=bpe", sentences, **spec)
+  workdir = str(tmp_path / "rucola")
+  summary = train.train_and_evaluate(config, workdir, progress=False)
+  # The task's texts became the LM's pieces (Russian through byte fallback), and the fine-tuned
+  # run keeps the same model for whoever starts from it next.
+  assert checkpoint.load_words(workdir) == checkpoint.load_words(lm)
+  assert open(os.path.join(workdir, checkpoint.SENTENCEPIECE_FILE), "rb").read() == open(model_file, "rb").read()
+  (valid,) = evaluate.evaluate_workdir(workdir, splits=("valid",))
+  assert valid["mcc"] == pytest.approx(summary["mcc"], abs=1e-6) and valid["examples"] == 30
+
+  # A fine-tuning run whose tokenizer is not the checkpoint's is refused, naming the fix.
+  with pytest.raises(ValueError, match="task.tokenizer='bpe'"):
+    train.build_experiment(finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
+                                           **{"init.checkpoint": lm}))
+  words_only = tmp_path / "words_lm"
+  words_only.mkdir()
+  saved = checkpoint.load_config(lm)
+  saved.data.tokenizer = "word"
+  (words_only / checkpoint.CONFIG_FILE).write_text(saved.to_json())
+  (words_only / checkpoint.VOCABULARY_FILE).write_text(open(os.path.join(lm, checkpoint.VOCABULARY_FILE)).read())
+  bpe_config = lambda workdir: finetune_config("task=rucola,body=transformer,start=checkpoint,input=bpe",
+                                               sentences, **{"init.checkpoint": str(workdir)})
+  with pytest.raises(ValueError, match="pre-trained on words"):
+    train.build_experiment(bpe_config(words_only))
+  saved.data.tokenizer = "bpe"  # a BPE run saved without its .model
+  (words_only / checkpoint.CONFIG_FILE).write_text(saved.to_json())
+  with pytest.raises(FileNotFoundError, match="no sentencepiece.model"):
+    train.build_experiment(bpe_config(words_only))
+  # Another run's .model (the task-trained one) does not fit the vocabulary.
+  other = train.build_experiment(finetune_config("task=rucola,body=transformer,input=bpe", sentences)).task
+  with open(other.sentencepiece_model, "rb") as source:
+    (words_only / checkpoint.SENTENCEPIECE_FILE).write_bytes(source.read())
+  with pytest.raises(ValueError, match="does not match"):
+    train.build_experiment(bpe_config(words_only))
+
+
+def test_bpe_tagging_fine_tunes_and_evaluates(treebank, tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "cache"))
+  config = finetune_config("task=upos,body=lstm,input=bpe", treebank, **{"train.steps": 3, "train.eval_every": 3})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  (valid,) = evaluate.evaluate_workdir(str(tmp_path / "run"), splits=("valid",))
+  assert valid["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-6) and 0 <= valid["accuracy"] <= 1

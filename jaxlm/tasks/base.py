@@ -33,6 +33,9 @@ class Task(abc.ABC):
   # The model's input vocabulary (words or pieces, in id order): saved in the workdir, so
   # a fine-tuning run tokenises its texts exactly as its pre-training did.
   words: list[str]
+  # The SentencePiece .model that turns text into those pieces ("" for words): copied into the
+  # workdir (sentencepiece.model) so a run fine-tuned from it splits text the same way.
+  sentencepiece_model: str = ""
   # The evaluation metric that picks the best checkpoint, as a key of summarise()'s output,
   # and whether lower ("min") or higher ("max") is better.
   best_metric: str

@@ -40,6 +40,7 @@ class CausalLM(base.Task):
     pretrained.check_config(config.model)  # before a long corpus preparation
     self.corpus = corpora.load_corpus(config.data)
     self.words = self.corpus.vocabulary.words
+    self.sentencepiece_model = self.corpus.sentencepiece_model
     self.length = config.train.seq_len
     self.batcher = lm_batches.get_batcher(config.data.batching)
     self.token_loss = build_loss(config.model)

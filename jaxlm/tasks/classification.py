@@ -1,8 +1,8 @@
 """Sentence classification from CSV / TSV files: RuCoLA, SST-2, or any file with a text
 column and a label column named in the config; binary or multi-class.
 
-Each sentence becomes <eos> + its words (jaxlm.tasks.text_inputs), right-padded to
-task.max_length; the body encodes it and the head pools it (task.pooling: mean over real
+Each sentence becomes <eos> + its words, or "</s>" + their SentencePiece pieces with
+task.tokenizer="bpe" (jaxlm.tasks.text_inputs), right-padded to task.max_length; the body encodes it and the head pools it (task.pooling: mean over real
 tokens, the first token, or the last real token's state) into class logits. Evaluation
 sums a confusion matrix, so accuracy, Matthews correlation and macro-F1 are exact over
 any number of batches, devices and padding rows. The best checkpoint is the one with
@@ -58,9 +58,11 @@ class Classification(example_task.ExampleTask):
       self.examples[split], words[split] = self._read(path)
     self.labels = labelled_text.LabelSet.from_examples(self.examples["train"], self.paths["train"])
     pretrained.check_config(config.model)
+    self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
     self.words = text_inputs.task_vocabulary(
-        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
-    self.encoder = text_inputs.Encoder(self.words, task.max_length)
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
+        piece_model=self.sentencepiece_model)
+    self.encoder = text_inputs.Encoder(self.words, task.max_length, self.sentencepiece_model)
     self.token_ids, self.label_ids = {}, {}
     for split in self.splits:
       self._encode(split, words[split])

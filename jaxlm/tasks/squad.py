@@ -10,10 +10,13 @@ of a validation paragraph is trained on, and file A's own dev articles are the e
 split "valid_source".
 
 Inputs. Question and context are jaxlm's word tokens with character spans
-(jaxlm.data.spans.word_spans; word and FastText-bag inputs both read words; BPE pieces
-are not supported yet). Each question becomes one or more WINDOWS of task.max_length
-positions (jaxlm.data.qa_windows): <eos> + question, the separator <eos>, then a window
-of context tokens, consecutive windows starting task.stride context tokens apart.
+(jaxlm.data.spans.word_spans; word and FastText-bag inputs both read words), or with
+task.tokenizer="bpe" those words' SentencePiece pieces, each with its share of its word's
+span (jaxlm.data.spans.piece_spans; the model as in jaxlm.tasks.text_inputs), so an answer
+is cut from the original context by character offsets whatever the input. Each question
+becomes one or more WINDOWS of task.max_length positions (jaxlm.data.qa_windows): the
+start token (<eos>, or "</s>" for pieces) + question, the same token as separator, then a
+window of context tokens, consecutive windows starting task.stride context tokens apart.
 Position 0 (the leading <eos>) is the start and end target of a window that does not
 hold the whole answer.
 
@@ -36,27 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import checkpoint, encoder_start, pretrained
+from jaxlm import pretrained
 from jaxlm.data import qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
 from jaxlm.tasks import base, example_task, squad_scores, text_inputs
 
 
-def check_word_inputs(config) -> None:
-  """Span QA reads word tokens; a config asking for SentencePiece pieces is an error, not a silent mismatch."""
-  why = ("span QA tokenises with jaxlm's word tokens (character spans from jaxlm.data.spans.word_spans); "
-         "SentencePiece/BPE inputs are not supported for it yet")
-  if config.task.tokenizer != "words":
-    raise ValueError(f"config task.tokenizer={config.task.tokenizer!r}: use 'words'; {why}")
-  if config.model.init == "fasttext_pieces":
-    raise ValueError(f"config model.init='fasttext_pieces' needs BPE pieces; {why}")
-  if "data" in config and config.data.get("tokenizer") == "bpe":
-    raise ValueError(f"config data.tokenizer='bpe'; {why}")
-  workdir = encoder_start.source_workdir(config)
-  if workdir:
-    saved = checkpoint.load_config(workdir)
-    if "data" in saved and saved.data.get("tokenizer") == "bpe":
-      raise ValueError(f"config init.checkpoint={config.init.checkpoint!r} was pre-trained on BPE pieces; {why}")
+SPAN_TOKENIZERS = ("words", "bpe")  # tokenisers whose tokens keep their character spans
 
 
 class SpanQA(example_task.ExampleTask):
@@ -69,7 +58,9 @@ class SpanQA(example_task.ExampleTask):
       raise ValueError("config task.path is empty: set it to the folder holding the SQuAD .json files")
     if not task.file:
       raise ValueError("config task.file is empty: name the SQuAD v1.1 .json file to train on")
-    check_word_inputs(config)
+    if task.tokenizer not in SPAN_TOKENIZERS:
+      raise ValueError(f"config task.tokenizer={task.tokenizer!r}: span QA needs tokens that keep their character "
+                       f"spans; choose one of {list(SPAN_TOKENIZERS)}")
     self.task_config = task
     self.length = task.max_length
     self.skipped_mismatched = 0  # questions dropped by task.skip_mismatched, over every file read
@@ -90,21 +81,25 @@ class SpanQA(example_task.ExampleTask):
       raise ValueError(f"config task.dev_fraction={task.dev_fraction}: the valid split has no questions")
     self.splits = tuple(self.questions)
 
-    self._context_spans = {}  # context text -> its word spans (a paragraph's questions share them)
-    training_words = [[span.token for span in spans.word_spans(question.question)]
-                      for question in train_questions]
-    training_words += [[span.token for span in self._spans(context)]
-                       for context in dict.fromkeys(question.context for question in train_questions)]
-    other_questions = [question for split, questions in self.questions.items() if split != "train"
-                       for question in questions]
-    other_words = [[span.token for span in spans.word_spans(question.question)] for question in other_questions]
-    other_words += [[span.token for span in self._spans(context)]
-                    for context in dict.fromkeys(question.context for question in other_questions)]
+    def word_lists(questions):  # the words of their questions and (once each) contexts
+      texts = [question.question for question in questions]
+      texts += list(dict.fromkeys(question.context for question in questions))
+      return [[span.token for span in spans.word_spans(text)] for text in texts]
+
+    training_words = word_lists(train_questions)
+    other_words = word_lists([question for split, questions in self.questions.items() if split != "train"
+                              for question in questions])
     pretrained.check_config(config.model)
-    self.words = text_inputs.task_vocabulary(config, training_words, other_words)
+    self.sentencepiece_model = text_inputs.sentencepiece_model(config, training_words)
+    self.words = text_inputs.task_vocabulary(config, training_words, other_words, piece_model=self.sentencepiece_model)
+    self.processor = None
+    if self.sentencepiece_model:
+      from jaxlm.data import sentencepiece_tokenizer
+      self.processor = sentencepiece_tokenizer.load_sentencepiece(self.sentencepiece_model)
+    self._context_spans = {}  # context text -> its token spans (a paragraph's questions share them)
     self.index = {word: position for position, word in enumerate(self.words)}
     self.unknown_id = self.index[text_inputs.UNKNOWN]
-    self.start_id = self.index[text_inputs.START]
+    self.start_id = self.index[text_inputs.start_token(task.tokenizer)]
     self.windows, self.arrays, self.labelled = {}, {}, {}
     for split in self.splits:
       self._make_windows(split)
@@ -127,9 +122,13 @@ class SpanQA(example_task.ExampleTask):
       raise text_files.DataError(f"{path} has no questions")
     return questions
 
+  def _token_spans(self, text: str) -> list:
+    """The model's tokens of `text` (words, or their pieces) with their character spans."""
+    return spans.word_spans(text) if self.processor is None else spans.piece_spans(text, self.processor)
+
   def _spans(self, context: str) -> list:
     if context not in self._context_spans:
-      self._context_spans[context] = spans.word_spans(context)
+      self._context_spans[context] = self._token_spans(context)
     return self._context_spans[context]
 
   def _ids(self, tokens) -> list[int]:
@@ -142,7 +141,7 @@ class SpanQA(example_task.ExampleTask):
     if with_answer:  # the first gold answer is the training target (SQuAD train has one per question)
       text, start = question.answers[0]
       answer = (start, start + len(text))
-    question_ids = [self.start_id] + self._ids(span.token for span in spans.word_spans(question.question))
+    question_ids = [self.start_id] + self._ids(span.token for span in self._token_spans(question.question))
     return qa_windows.make_windows(
         question_ids, [(token_id, span.start, span.end) for token_id, span in zip(context_ids, context_spans)],
         max_length=self.length, stride=self.task_config.stride, separator_id=self.start_id,

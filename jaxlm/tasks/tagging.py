@@ -1,11 +1,14 @@
 """Token tagging from CoNLL-U treebanks: universal POS tags (UPOS) of every gold word.
 
 Each sentence becomes <eos> + its words (the treebank's gold tokens, each normalised
-to the vocabulary's form, never split), right-padded to task.max_length; the head
-gives tag logits at every position and the loss reads the word positions. Scoring is
+to the vocabulary's form, never split), or with task.tokenizer="bpe" "</s>" + each
+word's SentencePiece pieces, right-padded to task.max_length; the head gives tag
+logits at every position and the loss reads each word's FIRST position (a word's other
+pieces have weight 0), so a word is one target whatever its pieces. Scoring is
 word-level accuracy over EVERY gold word of the split, as UD's evaluation scores UPOS
-with gold tokenisation: a word cut off by task.max_length counts as wrong (the count
-is reported when the data is read), so truncation never inflates the number.
+with gold tokenisation: a word whose first position is cut off by task.max_length
+counts as wrong (the count is reported when the data is read), so truncation never
+inflates the number.
 
 Splits are the keys of task.files (file names inside task.path); "train" and "valid"
 are required. The tag set is the training split's; a tag outside it is an error.
@@ -41,21 +44,28 @@ class Tagging(example_task.ExampleTask):
     words = {split: [[text_inputs.normalise_word(word, task.tokenizer) for word in sentence.words]
                      for sentence in sentences] for split, sentences in self.sentences.items()}
     pretrained.check_config(config.model)
+    self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
     self.words = text_inputs.task_vocabulary(
-        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
-    encoder = text_inputs.Encoder(self.words, task.max_length)
-    self.token_ids, self.tag_ids, self.gold_words = {}, {}, {}
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
+        piece_model=self.sentencepiece_model)
+    encoder = text_inputs.Encoder(self.words, task.max_length, self.sentencepiece_model)
+    # Per sentence, int32 [positions]: token ids; the gold tag at each word's first position
+    # (0 elsewhere); and 1.0 at those first positions (the loss's and the accuracy's weights).
+    self.token_ids, self.position_tags, self.first_positions, self.gold_words = {}, {}, {}, {}
     for split in self.splits:
-      self.token_ids[split] = [encoder.ids(sentence_words) for sentence_words in words[split]]
-      encoder.report(self.paths[split])
-      tag_ids = []
-      for sentence in self.sentences[split]:
+      self.token_ids[split], self.position_tags[split], self.first_positions[split] = [], [], []
+      for sentence, sentence_words in zip(self.sentences[split], words[split]):
         unknown = [tag for tag in sentence.upos if tag not in tag_index]
         if unknown:
           raise text_files.DataError(f"{self.paths[split]} line {sentence.first_line}: tag {unknown[0]!r} is not in "
                                      f"the training tag set {self.tags}")
-        tag_ids.append(np.asarray([tag_index[tag] for tag in sentence.upos], np.int32))
-      self.tag_ids[split] = tag_ids
+        ids, first = encoder.ids_and_first(sentence_words)
+        tags = np.zeros(len(ids), np.int32)
+        tags[first] = np.asarray([tag_index[tag] for tag in sentence.upos], np.int32)[:int(first.sum())]
+        self.token_ids[split].append(ids)
+        self.position_tags[split].append(tags)
+        self.first_positions[split].append(first.astype(np.float32))
+      encoder.report(self.paths[split])
       self.gold_words[split] = np.array([len(sentence.words) for sentence in self.sentences[split]], np.float32)
     self.length = task.max_length
 
@@ -68,17 +78,19 @@ class Tagging(example_task.ExampleTask):
     return len(self.token_ids[split])
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
-    """Rows of sentences `indices`; -1 is a padding row. Position 0 is <eos>, word i at i + 1."""
+    """Rows of sentences `indices`; -1 is a padding row. Position 0 is the start token; the
+    weights are 1 at each word's first position (every word's only one, for word inputs)."""
     real = indices >= 0
-    sequences = [self.token_ids[split][index] if keep else np.zeros(0, np.int32) for index, keep in zip(indices, real)]
-    tags = [np.concatenate([[0], self.tag_ids[split][index]])[:self.length] if keep else np.zeros(0, np.int32)
-            for index, keep in zip(indices, real)]
+    empty = np.zeros(0, np.int32)
+    pick = lambda arrays: [arrays[index] if keep else empty for index, keep in zip(indices, real)]
+    sequences = pick(self.token_ids[split])
     lengths = np.array([len(sequence) for sequence in sequences])
     mask = np.arange(self.length)[None, :] < lengths[:, None]
-    weights = (mask & (np.arange(self.length)[None, :] > 0)).astype(np.float32)  # words, not <eos> or padding
+    weights = example_batches.pad(pick(self.first_positions[split]), self.length, dtype=np.float32)
     gold_words = np.where(real, self.gold_words[split][np.maximum(indices, 0)], 0.0).astype(np.float32)
     return {"inputs": example_batches.pad(sequences, self.length), "mask": mask,
-            "tags": example_batches.pad(tags, self.length), "weights": weights, "gold_words": gold_words}
+            "tags": example_batches.pad(pick(self.position_tags[split]), self.length), "weights": weights,
+            "gold_words": gold_words}
 
   def loss(self, logits, batch):
     """logits float32 [batch, length, tags]; tags int [batch, length]; weights [batch, length]."""

@@ -14,11 +14,21 @@ this; a word seen only outside training keeps the row it started with.
 config.task.tokenizer says how raw text becomes words:
   words       jaxlm's word tokeniser (jaxlm.data.works: stress marks removed, lowercase,
               punctuation split off), as the RusLit corpus and its FastText vectors use;
-  whitespace  the text is already tokenised (SST-2, WikiText-2): split on spaces, as is.
-Every example starts with the sentence boundary token <eos>, which in a language model's
-stream precedes each line: a first-token pooling reads it, and a causal body sees the
-sentence from its start.
+  whitespace  the text is already tokenised (SST-2, WikiText-2): split on spaces, as is;
+  bpe         jaxlm's words, then each word's SentencePiece BPE pieces: the form of a
+              data.tokenizer="bpe" language model's text (a word-tokenised line encoded
+              with its model; pieces never cross a space, so word by word is the same).
+              The .model is init.checkpoint's (sentencepiece.model in its workdir, checked
+              against its vocabulary.txt), else trained on the task's training words
+              (task.bpe_vocab_size pieces, cached under $JAXLM_CACHE like the LM's); the
+              vocabulary is its pieces, with byte fallback, so no text is <unk>.
+Every example starts with the sentence boundary token, which in a language model's stream
+precedes each line (<eos> for words, SentencePiece's end-of-line "</s>" for pieces): a
+first-token pooling reads it, and a causal body sees the sentence from its start.
 """
+
+import hashlib
+import os
 
 from absl import logging
 import numpy as np
@@ -27,13 +37,14 @@ from jaxlm import checkpoint, encoder_start
 from jaxlm.data import vocabulary as vocabulary_lib
 from jaxlm.data import works
 
-TOKENIZERS = ("words", "whitespace")
+TOKENIZERS = ("words", "whitespace", "bpe")
 # The embedding bag gathers, for every token, as many rows as its vocabulary's longest word
 # has n-grams: UD Taiga's one 299-character hashtag chain (about 900 n-grams) made every
 # tagging step 2x slower. Longer words are left out of a bag's vocabulary (they read as <unk>).
 BAG_MAX_WORD_CHARS = 40
 START = vocabulary_lib.END_OF_SENTENCE
-UNKNOWN = vocabulary_lib.UNKNOWN
+PIECE_START = "</s>"  # a SentencePiece model's end-of-line piece (jaxlm.data.corpora's line end)
+UNKNOWN = vocabulary_lib.UNKNOWN  # SentencePiece's unknown piece has the same name
 
 
 def _check_tokenizer(name: str) -> None:
@@ -44,19 +55,80 @@ def _check_tokenizer(name: str) -> None:
 def split_text(text: str, tokenizer: str) -> list[str]:
   """A raw sentence -> its words."""
   _check_tokenizer(tokenizer)
-  return works.tokenise_line(text).split() if tokenizer == "words" else text.split()
+  return text.split() if tokenizer == "whitespace" else works.tokenise_line(text).split()
 
 
 def normalise_word(word: str, tokenizer: str) -> str:
   """One given word (a treebank's token) -> its vocabulary form, never split in two."""
   _check_tokenizer(tokenizer)
-  return works.normalise(word) if tokenizer == "words" else word
+  return word if tokenizer == "whitespace" else works.normalise(word)
 
 
-def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[str]:
-  """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>),
-  then, for the embedding bag, every task word (training split first) that they lack."""
+def start_token(tokenizer: str) -> str:
+  return PIECE_START if tokenizer == "bpe" else START
+
+
+def _check_pre_trained_tokenizer(config, workdir: str) -> str:
+  """init.checkpoint's SentencePiece model path ("" for a word-level run), refusing a run
+  whose tokenizer is not the task's: its ids would mean other tokens."""
+  model_path = checkpoint.sentencepiece_path(workdir)
+  saved = checkpoint.load_config(workdir)
+  saved_bpe = bool(model_path) or ("data" in saved and saved.data.get("tokenizer") == "bpe") or (
+      saved.task.get("tokenizer") == "bpe")
+  spec = f"config init.checkpoint={config.init.checkpoint!r}"
+  if config.task.tokenizer != "bpe" and saved_bpe:
+    raise ValueError(f"{spec} was pre-trained on SentencePiece pieces, but config task.tokenizer="
+                     f"{config.task.tokenizer!r} reads words; set task.tokenizer='bpe'")
+  if config.task.tokenizer == "bpe" and not model_path:
+    if saved_bpe:
+      raise FileNotFoundError(
+          f"{spec}: {workdir} has no {checkpoint.SENTENCEPIECE_FILE} (it was saved before runs kept "
+          f"it): copy that run's .model (under $JAXLM_CACHE/sentencepiece, named by its corpus and "
+          f"data.bpe_vocab_size) to {os.path.join(workdir, checkpoint.SENTENCEPIECE_FILE)}")
+    raise ValueError(f"{spec} was pre-trained on words, not SentencePiece pieces; set task.tokenizer='words' "
+                     f"(or start from a data.tokenizer='bpe' run)")
+  return model_path
+
+
+def sentencepiece_model(config, training_word_lists) -> str:
+  """task.tokenizer="bpe": the SentencePiece .model path (see the module docstring); else ""."""
   workdir = encoder_start.source_workdir(config)
+  model_path = _check_pre_trained_tokenizer(config, workdir) if workdir else ""
+  if config.task.tokenizer != "bpe" or model_path:
+    return model_path
+  from jaxlm.data import corpora, sentencepiece_tokenizer, text_files
+  # The training words as a word-tokenised text file, named by its content: the cache key.
+  text = "".join(" ".join(words) + "\n" for words in training_word_lists)
+  cache_root = corpora.default_cache_dir()
+  digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+  path = os.path.join(cache_root, "text", f"task-{digest}.txt")
+  if not os.path.exists(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = text_files.temporary_path(path)
+    with open(temporary, "w", encoding="utf-8") as handle:
+      handle.write(text)
+    os.replace(temporary, path)
+  return sentencepiece_tokenizer.train_sentencepiece(path, model_type="bpe", vocab_size=config.task.bpe_vocab_size,
+                                                     cache_dir=os.path.join(cache_root, "sentencepiece"))
+
+
+def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_model: str = "") -> list[str]:
+  """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>),
+  then, for the embedding bag, every task word (training split first) that they lack.
+  With a SentencePiece `piece_model`: its pieces (the pre-trained run's vocabulary, which
+  must begin with them: a masked LM's adds <mask> after them)."""
+  workdir = encoder_start.source_workdir(config)
+  if piece_model:
+    from jaxlm.data import sentencepiece_tokenizer
+    pieces = sentencepiece_tokenizer.pieces_of(sentencepiece_tokenizer.load_sentencepiece(piece_model))
+    if not workdir:
+      return pieces
+    words = checkpoint.load_words(workdir)
+    if words is None or words[:len(pieces)] != pieces:
+      raise ValueError(f"config init.checkpoint={config.init.checkpoint!r}: {piece_model} does not match "
+                       f"{workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the vocabulary's first "
+                       f"{len(pieces)} entries); the workdir's files come from different runs")
+    return words
   if workdir:
     words = checkpoint.load_words(workdir)
     if words is None:
@@ -83,23 +155,44 @@ def task_vocabulary(config, training_word_lists, other_word_lists=()) -> list[st
 
 
 class Encoder:
-  """Words -> ids of a vocabulary, <unk> for unknown words; counts what it truncates."""
+  """Words -> ids of a vocabulary (<unk> for unknown words), or of a SentencePiece model's
+  pieces (several per word); counts what it truncates."""
 
-  def __init__(self, words: list[str], max_length: int):
+  def __init__(self, words: list[str], max_length: int, piece_model: str = ""):
     self.index = {word: position for position, word in enumerate(words)}
     self.unknown_id = self.index[UNKNOWN]
-    self.start_id = self.index[START]
+    self.processor = None
+    if piece_model:
+      from jaxlm.data import sentencepiece_tokenizer
+      self.processor = sentencepiece_tokenizer.load_sentencepiece(piece_model)
+    self.start_id = self.index[PIECE_START if piece_model else START]
     self.max_length = max_length
     self.truncated_examples = 0
     self.truncated_tokens = 0
 
-  def ids(self, words: list[str]) -> np.ndarray:
-    """int32 [<= max_length]: <eos> then the words' ids, cut to max_length."""
-    ids = [self.start_id] + [self.index.get(word, self.unknown_id) for word in words]
+  def word_ids(self, words: list[str]) -> list[list[int]]:
+    """Each word's ids: one for a word vocabulary; its pieces (at least one) for SentencePiece,
+    the pieces it has inside the line (a word never shares a piece with its neighbours)."""
+    if self.processor is None:
+      return [[self.index.get(word, self.unknown_id)] for word in words]
+    # An empty word (a treebank token of removed characters only) still needs a position.
+    return [pieces or [self.unknown_id] for pieces in self.processor.encode(list(words))]
+
+  def ids_and_first(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 ids, bool first) [<= max_length]: the start token then the words' ids, cut to
+    max_length; `first` is True at each word's first id (the position that scores the word)."""
+    ids, first = [self.start_id], [False]
+    for word_ids in self.word_ids(words):
+      ids.extend(word_ids)
+      first.extend([True] + [False] * (len(word_ids) - 1))
     if len(ids) > self.max_length:
       self.truncated_examples += 1
       self.truncated_tokens += len(ids) - self.max_length
-    return np.asarray(ids[:self.max_length], np.int32)
+    return np.asarray(ids[:self.max_length], np.int32), np.asarray(first[:self.max_length], bool)
+
+  def ids(self, words: list[str]) -> np.ndarray:
+    """int32 [<= max_length]: the start token then the words' ids, cut to max_length."""
+    return self.ids_and_first(words)[0]
 
   def report(self, source: str) -> None:
     if self.truncated_examples:
