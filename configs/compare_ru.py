@@ -16,12 +16,14 @@ Keys:
   finetune           the config every fine-tuning cell is a variant of
   finetune_variants  variants added to every cell's ("smoke" in the smoke grid)
   tasks, bodies, starts, seeds   the grid (starts: jaxlm.compare.grid.STARTS: scratch |
-                     fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one))
+                     fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one) |
+                     bpe_fasttext (BPE pieces, each row from FastText))
   overrides          "key=value" for every fine-tuning cell: the equal budget
   task.<name>        language (which pre-training), metric (its summary key in the table),
                      splits (scored at the best checkpoint, "valid" first), test_split
                      (a labelled split that picks no checkpoint, the table's "test"; "" = none),
-                     overrides (its data path)
+                     overrides (its data path), extra_starts (starts for this task
+                     only, after `starts`)
   pretrain.<lang>    fasttext (launch/fasttext.py), mlm and clm (launch/train.py): config,
                      overrides ({fasttext} = the FastText cell's .bin, {body} the body),
                      bodies (which bodies get that pre-training; other bodies' cells with
@@ -39,8 +41,8 @@ Left out by design: the causal-LM start for the BiLSTM and TCN (configs/ru_lm.py
 a transformer only, and a forward-only LSTM has other parameters than a bidirectional
 one), and every checkpoint start for the FastText baseline (it has no body to start).
 
-Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells
-+ 10 pre-training cells. Not run whole yet (BENCHMARKS.md, issue 15, has the `small`
+Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
++ RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run whole yet (BENCHMARKS.md, issue 15, has the `small`
 slice and its measured cost).
 
 Variants:
@@ -62,9 +64,9 @@ ENGLISH_SHAPE = ("model.width=128", "model.input=bag", "model.bucket=100000", "m
                  "model.init=fasttext_bag", "model.fasttext_path={fasttext}", "model.fasttext_std=0.02")
 
 
-def _task(language, metric, splits, test_split, path, *extra):
+def _task(language, metric, splits, test_split, path, *extra, extra_starts=()):
   return dict(language=language, metric=metric, splits=splits, test_split=test_split,
-              overrides=(f"task.path={path}",) + extra)
+              overrides=(f"task.path={path}",) + extra, extra_starts=extra_starts)
 
 
 def get_config(arg: str | None = None):
@@ -80,7 +82,10 @@ def get_config(arg: str | None = None):
   config.overrides = ("train.steps=400", "train.eval_every=50", "train.patience=0")
   config.task = ml_collections.ConfigDict(dict(
       # RuCoLA's test.csv has no labels; its out-of-domain dev set does and never picks a checkpoint.
-      rucola=_task("ru", "mcc", ("valid", "valid_out_of_domain"), "valid_out_of_domain", "../shared/data/rucola"),
+      # One more row for RuCoLA: BPE pieces started from FastText (the report's "BPE models
+      # initialised from FastText plateaued").
+      rucola=_task("ru", "mcc", ("valid", "valid_out_of_domain"), "valid_out_of_domain", "../shared/data/rucola",
+                   extra_starts=("bpe_fasttext",)),
       upos=_task("ru", "accuracy", ("valid", "test"), "test", "../shared/data/ud_russian_taiga"),
       xquad_ru=_task("ru", "f1", ("valid",), "", "../shared/data/xquad"),
       sst2=_task("en", "accuracy", ("valid",), "", "../shared/data/sst2"),
@@ -111,6 +116,7 @@ def get_config(arg: str | None = None):
     config.tasks = ("rucola",)
     config.bodies = ("fasttext", "transformer")
     config.starts = ("scratch", "fasttext")
+    config.task.rucola.extra_starts = ()
   if "smoke" in variants:
     config.finetune_variants = "smoke"
     config.tasks = ("rucola", "upos")
@@ -119,5 +125,5 @@ def get_config(arg: str | None = None):
     config.seeds = (0, 1)
     config.overrides = ("train.steps=6", "train.eval_every=3")
     for task in config.task.values():
-      task.overrides = ("task.path=",)
+      task.overrides, task.extra_starts = ("task.path=",), ()
   return common.finish(config)

@@ -91,6 +91,7 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
 def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   config = compare_ru.get_config()
   config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch", "mlm"), (0,)
+  config.task.rucola.extra_starts = ()
   grid = grid_lib.expand(config, str(tmp_path))
   assert [cell.name for cell in grid.cells] == ["pretrain/ru/fasttext", "pretrain/ru/mlm_lstm",
                                                 "rucola/lstm/scratch/seed0", "rucola/lstm/mlm/seed0"]
@@ -127,7 +128,12 @@ def test_every_cell_of_the_full_grid_is_a_config_that_builds():
       if cell.kind == "finetune":
         assert config.seed == cell.seed and config.train.steps == 400
   grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
-  assert len([cell for cell in grid.cells if cell.kind == "finetune"]) == 4 * (3 + 4 + 4 + 5) * 3
+  assert len([cell for cell in grid.cells if cell.kind == "finetune"]) == 4 * (3 + 4 + 4 + 5) * 3 + 4 * 3
+  # RuCoLA's extra row: each body's BPE pieces from the FastText vectors, and no other task's.
+  bpe_cells = [cell for cell in grid.cells if cell.start == "bpe_fasttext"]
+  assert {cell.task for cell in bpe_cells} == {"rucola"} and len(bpe_cells) == 4 * 3
+  assert all(",input=bpe,start=fasttext" in cell.config and cell.needs == ("pretrain/ru/fasttext",)
+             for cell in bpe_cells)
 
 
 def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():

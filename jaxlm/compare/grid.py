@@ -45,6 +45,8 @@ STARTS = {
     "frozen": ("start=frozen", "fasttext"),
     "mlm": ("start=checkpoint", "mlm"),
     "clm": ("start=checkpoint", "clm"),
+    # SentencePiece pieces of the task's words, each piece's row from FastText (fasttext_pieces).
+    "bpe_fasttext": ("input=bpe,start=fasttext", "fasttext"),
 }
 # Run order: every cell of a level finishes (or fails) before the next level starts.
 LEVELS = {"fasttext": 0, "pretrain": 1, "finetune": 2}
@@ -170,7 +172,7 @@ def expand(grid_config, workdir: str) -> Grid:
                       f"overrides) is missing; known: {sorted(grid_config.task)}")
     spec = grid_config.task[task]
     for body in grid_config.bodies:
-      for start in grid_config.starts:
+      for start in (*grid_config.starts, *spec.extra_starts):
         if start not in STARTS:
           raise GridError(f"grid config starts: {start!r} is not one of {list(STARTS)}")
         variant, source = STARTS[start]
