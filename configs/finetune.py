@@ -26,9 +26,13 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                "unicode" normalisation (every validation, and launch/evaluate.py)
   task=xquad_en_to_ru  zero-shot transfer: train on the English file's training articles,
                validate on the Russian file's dev articles (the same 12 articles, translated;
-               task.eval_file). Word inputs share no vocabulary across languages, so this
-               only means something with start=checkpoint from a run whose vocabulary and
-               input layer cover both languages
+               task.eval_file; the English dev articles are "valid_source"). The bag input
+               gives every dev word a row of its own (from the texts, no label), but with
+               start=scratch training never updates the Russian words' rows, and their
+               n-gram buckets only where an English n-gram hashes to the same bucket: only
+               what needs no word meaning can transfer (matching question words in the
+               context, punctuation, numbers, positions). Rows that mean the same in both
+               languages need a bilingual pre-trained start, which no config here makes
   body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size,
                the shapes configs/ru_mlm.py pre-trains (common.use_small_encoder)
   body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
