@@ -57,7 +57,8 @@ MCC 0.21 from scratch, 0.25 from FastText, 0.16 from a 1,000-step RusLit masked 
 0.25 for the FastText baseline (accuracy 73-76% against the majority class's 74.6%).
 UPOS test accuracy is 90.6 / 90.9 / 86.0 / 90.5 for the same four. XQuAD-ru learns
 nothing in this budget with any body or start (0-2.4% EM, 3.7-7.3% F1; uniformly random
-spans of 1-30 words score 5.6 F1), nor does the en->ru zero-shot run (0 EM, 6.9 F1).
+spans of 1-30 words score 5.6 F1), nor does the en->ru zero-shot run (0-0.3% EM, 6.9 F1
+from scratch or FastText).
 """
 
 from configs import common
