@@ -26,9 +26,13 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                "unicode" normalisation (every validation, and launch/evaluate.py)
   task=xquad_en_to_ru  zero-shot transfer: train on the English file's training articles,
                validate on the Russian file's dev articles (the same 12 articles, translated;
-               task.eval_file). Word inputs share no vocabulary across languages, so this
-               only means something with start=checkpoint from a run whose vocabulary and
-               input layer cover both languages
+               task.eval_file; the English dev articles are "valid_source"). The bag input
+               gives every dev word a row of its own (from the texts, no label), but with
+               start=scratch training never updates the Russian words' rows, and their
+               n-gram buckets only where an English n-gram hashes to the same bucket: only
+               what needs no word meaning can transfer (matching question words in the
+               context, punctuation, numbers, positions). Rows that mean the same in both
+               languages need a bilingual pre-trained start, which no config here makes
   body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size,
                the shapes configs/ru_mlm.py pre-trains (common.use_small_encoder)
   body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
@@ -58,10 +62,12 @@ Measured (BENCHMARKS.md, 2026-11-30, 2-core CPU, one seed): a RuCoLA run takes 1
 MCC 0.21 from scratch, 0.25 from FastText, 0.16 from a 1,000-step RusLit masked LM,
 0.25 for the FastText baseline (accuracy 73-76% against the majority class's 74.6%).
 UPOS test accuracy is 90.6 / 90.9 / 86.0 / 90.5 for the same four. XQuAD-ru learns
-nothing in this budget (1-2% EM, 5-7% F1). With input=bpe (pieces trained on the task's
-texts): RuCoLA dev MCC 0.22 from scratch, 0.27 from FastText pieces; UPOS test 78.6 / 79.9
-(11-12 points below the bag: a word is tagged from its first piece, and 3% of test words
-fall beyond 64 pieces); XQuAD-ru F1 6.1.
+nothing in this budget with any body or start (0-2.4% EM, 3.7-7.3% F1; uniformly random
+spans of 1-30 words score 5.6 F1), nor does the en->ru zero-shot run (0-0.3% EM, 6.9 F1
+from scratch or FastText). With input=bpe (pieces trained on the task's texts): RuCoLA dev
+MCC 0.22 from scratch, 0.27 from FastText pieces; UPOS test 78.6 / 79.9 (11-12 points below
+the bag: a word is tagged from its first piece, and 3% of test words fall beyond 64
+pieces); XQuAD-ru F1 6.1.
 """
 
 from configs import common

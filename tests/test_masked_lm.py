@@ -169,3 +169,14 @@ def test_smoke_training_lowers_the_masked_loss(tiny_corpus, cache_dir, tmp_path)
   assert valid[-1]["loss"] < uniform - 0.3
   assert {"loss", "perplexity", "accuracy", "accuracy_top5", "tokens"} <= set(summary)
   assert checkpoint.load_words(str(tmp_path))[-1] == masked_lm.MASK_TOKEN
+
+
+def test_the_benchmark_reports_the_masked_lm_steps_time_and_compiled_memory(tiny_corpus, cache_dir):
+  # BENCHMARKS.md's masked-LM cost-by-head table reads tokens/s and the compiled step's
+  # memory (jaxlm.benchmark._memory_analysis) from this one result.
+  from jaxlm import benchmark
+  config = _config(tiny_corpus, cache_dir, **{"model.head": "softmax"})
+  result = benchmark.benchmark(config, warmup_steps=1, timed_steps=1, trials=1)
+  assert result["tokens_per_second"] > 0
+  assert result["compiled_peak_bytes"] >= result["compiled_temp_bytes"] > 0
+  assert result["compiled_argument_bytes"] > 0 and result["compiled_output_bytes"] > 0

@@ -68,12 +68,18 @@ def test_eval_file_gives_zero_shot_splits(qa_folder, tmp_path):
   for article in document["data"]:
     for qa in article["paragraphs"][0]["qas"]:
       qa["id"] = "ru-" + qa["id"]
+      qa["question"] += " Кошка?"  # a target-language word no training text holds
   write_squad(folder, document, name="target.json")
   task = _task(folder, **{"task.eval_file": "target.json"})
   assert task.splits == ("train", "valid", "valid_source")
   assert [question.id for question in task.questions["valid"]] == ["ru-q4", "ru-q5"]
   assert [question.id for question in task.questions["valid_source"]] == ["q4", "q5"]
   assert len(task.questions["train"]) == 4
+  # The bag input (from scratch) gives the target file's words rows of their own, read from its
+  # text (no label), so a zero-shot run feeds them, not <unk>; training never sees those rows.
+  word_id = task.index["кошка"]
+  assert (task.arrays["valid"]["inputs"] == word_id).any()
+  assert not (task.arrays["train"]["inputs"] == word_id).any()
 
 
 def test_bad_inputs_are_clear_errors(qa_folder, tmp_path):
