@@ -144,9 +144,10 @@ TASK_FIELDS = {
         text_column="sentence", label_column="label",
         id_column="",  # "" = the row number
         # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace" | "bpe"
-        # (SentencePiece pieces of the words: init.checkpoint's model, else one trained on the
-        # task's training texts with bpe_vocab_size pieces)
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
+        # (SentencePiece pieces of the words: init.checkpoint's model, else sentencepiece_model
+        # if given, else one trained on the task's training texts with bpe_vocab_size pieces;
+        # launch/evaluate.py and predict.py give the workdir's own copy, so they never retrain)
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
         max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
         max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
         pooling="mean",  # mean | first | last
@@ -157,7 +158,7 @@ TASK_FIELDS = {
     "tagging": dict(
         path="", files=dict(train="train.conllu", valid="dev.conllu"),
         # As classification's; with "bpe" each gold word's label and score sit on its first piece.
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
         max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
     ),
     # Extractive QA on SQuAD v1.1 JSON (jaxlm.tasks.squad): train on the training articles of
@@ -176,7 +177,7 @@ TASK_FIELDS = {
         skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
         # "words": jaxlm's word tokens with character spans; "bpe": their SentencePiece pieces,
         # each with its share of the word's span (jaxlm.data.spans.piece_spans)
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE,
+        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
         max_vocab=0,  # vocabulary from the train questions and contexts (no init.checkpoint); 0 = all
         # Positions per window: <eos> + question (at most half of it), <eos> separator, context.
         max_length=128,

@@ -47,6 +47,11 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   The saved vocabulary and data fingerprint apply (use_saved_data_identity).
   """
   config = checkpoint.load_config(workdir)
+  own_pieces = checkpoint.sentencepiece_path(workdir)
+  if own_pieces and config.get("task", {}).get("tokenizer") == "bpe":
+    # A task-trained SentencePiece model is read from the workdir, not retrained from the
+    # task's texts (a moved workdir, an emptied cache or another sentencepiece version).
+    config.task.sentencepiece_model = own_pieces
   if data_path is not None:
     config.data.path = data_path
   if cache_dir is not None:

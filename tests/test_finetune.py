@@ -292,5 +292,16 @@ def test_bpe_tagging_fine_tunes_and_evaluates(treebank, tmp_path, monkeypatch):
   monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "cache"))
   config = finetune_config("task=upos,body=lstm,input=bpe", treebank, **{"train.steps": 3, "train.eval_every": 3})
   summary = train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  # Evaluation reads the workdir's own sentencepiece.model: with the cache emptied, nothing is retrained.
+  monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "empty_cache"))
+  from jaxlm.data import sentencepiece_tokenizer
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("evaluation retrained SentencePiece instead of reading the workdir's model")
+
+  monkeypatch.setattr(sentencepiece_tokenizer, "train_sentencepiece", no_training)
   (valid,) = evaluate.evaluate_workdir(str(tmp_path / "run"), splits=("valid",))
   assert valid["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-6) and 0 <= valid["accuracy"] <= 1
+  config.task.sentencepiece_model = str(tmp_path / "missing.model")
+  with pytest.raises(FileNotFoundError, match=r"task\.sentencepiece_model=.*missing\.model"):
+    train.build_experiment(config)

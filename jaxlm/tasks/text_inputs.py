@@ -96,6 +96,12 @@ def sentencepiece_model(config, training_word_lists) -> str:
   model_path = _check_pre_trained_tokenizer(config, workdir) if workdir else ""
   if config.task.tokenizer != "bpe" or model_path:
     return model_path
+  given = config.task.get("sentencepiece_model", "")
+  if given:
+    if not os.path.isfile(given):
+      raise FileNotFoundError(f"config task.sentencepiece_model={given!r} is not a file: give a SentencePiece "
+                              f".model, or '' to train one on the task's training texts")
+    return given
   from jaxlm.data import corpora, sentencepiece_tokenizer, text_files
   # The training words as a word-tokenised text file, named by its content: the cache key.
   text = "".join(" ".join(words) + "\n" for words in training_word_lists)
