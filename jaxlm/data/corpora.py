@@ -105,10 +105,7 @@ def _plain_train_file(data_config, cache_root: str, key: str, split_files: dict[
   plain = os.path.join(cache_root, "text", f"{data_config.corpus}-{key}", "train.txt")
   if not os.path.exists(plain):
     os.makedirs(os.path.dirname(plain), exist_ok=True)
-    temporary = text_files.temporary_path(plain)
-    with open(temporary, "w", encoding="utf-8") as handle:
-      handle.write("\n".join(text_files.read_lines(path)) + "\n")
-    os.replace(temporary, plain)
+    text_files.write_text(plain, "\n".join(text_files.read_lines(path)) + "\n")
   return plain
 
 

@@ -29,6 +29,14 @@ def temporary_path(path: str) -> str:
   return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` through temporary_path: readers see the whole file or none."""
+  temporary = temporary_path(path)
+  with open(temporary, "w", encoding="utf-8") as handle:
+    handle.write(text)
+  os.replace(temporary, path)
+
+
 def _open_binary(path: str):
   if path.endswith(".xz"):
     return lzma.open(path, "rb")

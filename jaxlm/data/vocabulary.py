@@ -1,7 +1,6 @@
 """Word vocabularies: built from the training split, saved as one word per line."""
 
 import collections
-import os
 
 from jaxlm.data import text_files
 
@@ -47,10 +46,7 @@ class Vocabulary:
     return cls([word for word, _ in ordered])
 
   def save(self, path: str) -> None:
-    temporary = text_files.temporary_path(path)
-    with open(temporary, "w", encoding="utf-8") as handle:
-      handle.write("\n".join(self.words) + "\n")
-    os.replace(temporary, path)
+    text_files.write_text(path, "\n".join(self.words) + "\n")
 
   @classmethod
   def load(cls, path: str) -> "Vocabulary":

@@ -91,8 +91,5 @@ def write_split_files(works_path: str, folder: str) -> dict[str, str]:
                                f"splits are drawn by work, so a corpus needs enough works for all three")
   os.makedirs(folder, exist_ok=True)
   for split in ("valid", "test", "train"):
-    temporary = text_files.temporary_path(files[split])
-    with open(temporary, "w", encoding="utf-8") as handle:
-      handle.write("\n".join(lines[split]) + "\n")
-    os.replace(temporary, files[split])
+    text_files.write_text(files[split], "\n".join(lines[split]) + "\n")
   return files

@@ -110,10 +110,7 @@ def sentencepiece_model(config, training_word_lists) -> str:
   path = os.path.join(cache_root, "text", f"task-{digest}.txt")
   if not os.path.exists(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = text_files.temporary_path(path)
-    with open(temporary, "w", encoding="utf-8") as handle:
-      handle.write(text)
-    os.replace(temporary, path)
+    text_files.write_text(path, text)
   return sentencepiece_tokenizer.train_sentencepiece(path, model_type="bpe", vocab_size=config.task.bpe_vocab_size,
                                                      cache_dir=os.path.join(cache_root, "sentencepiece"))
 
