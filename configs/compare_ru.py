@@ -42,8 +42,9 @@ a transformer only, and a forward-only LSTM has other parameters than a bidirect
 one), and every checkpoint start for the FastText baseline (it has no body to start).
 
 Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
-+ RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run whole yet (BENCHMARKS.md, issue 15, has the `small`
-slice and its measured cost).
++ RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run
+whole yet: BENCHMARKS.md, issue 15, has the `small` slice, its measured cost, and the full
+grid's first sitting (the pre-training cells and 13 RuCoLA seed-0 cells).
 
 Variants:
   small   RuCoLA x {FastText baseline, transformer} x {scratch, fasttext} x 3 seeds (12 cells
