@@ -196,7 +196,10 @@ def _gradients(body: dict, remat: str):
 @pytest.mark.parametrize("name", sorted(REMAT_BODIES))
 def test_remat_changes_neither_the_parameters_nor_the_gradients(name):
   params, gradients = _gradients(REMAT_BODIES[name], "none")
-  for policy in ("full", "dots_with_no_batch_dims_saveable"):
+  # Every policy goes through the same nn.remat wrapper of each layer; the policy that keeps
+  # matrix products is checked where attention's products are (the suite's time, not coverage).
+  policies = ("full", "dots_with_no_batch_dims_saveable") if name == "transformer_xl" else ("full",)
+  for policy in policies:
     remat_params, remat_gradients = _gradients(REMAT_BODIES[name], policy)
     # The same tree, paths and initial values: checkpoints are interchangeable.
     assert jax.tree.structure(params) == jax.tree.structure(remat_params)
