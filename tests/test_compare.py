@@ -86,6 +86,11 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   # The per-split numbers come from the best checkpoint's evaluation, the dev one included.
   result = grid_lib.read_result(grid.cell("rucola/transformer/scratch/seed0"))
   assert result["dev"] == result["splits"]["valid"]["mcc"] and "valid_out_of_domain" in result["splits"]
+  # Each result names the code it ran on, and the table counts the cells per version: a grid run
+  # over several sittings says which cells ran on which commit.
+  assert result["code"] == grid_lib.code_version()
+  with open(paths["md"], encoding="utf-8") as handle:
+    assert f"Code: {result['code'] or 'not recorded'} (8 cells)." in handle.read()
 
 
 def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
@@ -183,6 +188,9 @@ def test_differences_within_the_spread_are_marked():
   assert rows["frozen"]["within_spread"] is False
   text = table.markdown(list(rows.values()), [])
   assert "+0.060 ~" in text and "**0.610 ± 0.010**" in text
+  for result, code in zip(results, ["2c31993"] * 2 + ["5ab12cd-dirty"] * 6 + [None]):
+    result["code"] = code
+  assert table.code_versions(results) == "Code: 2c31993 (2 cells), 5ab12cd-dirty (6 cells), not recorded (1 cell)."
 
 
 @pytest.mark.slow

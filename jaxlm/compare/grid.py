@@ -370,9 +370,24 @@ def _steps_and_batch(cell: Cell) -> tuple[int | None, dict]:
   return int(curve[-1][0]), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}
 
 
+def code_version() -> str | None:
+  """The commit of the code that runs the cells (`git describe --always --dirty`: "-dirty" when the
+  checkout has uncommitted changes), or None outside a git checkout. A grid run over several
+  sittings can run its cells on different code; each result says which."""
+  try:
+    described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=7"],
+                               capture_output=True, text=True, check=False)
+  except OSError:  # no git on this machine
+    return None
+  if described.returncode != 0:  # not a git checkout (an unpacked archive)
+    return None
+  return described.stdout.strip() or None
+
+
 def _result(cell: Cell, outcome: dict, wall_seconds: float) -> dict:
-  result = {"name": cell.name, "kind": cell.kind, "command": cell.command_line(), "wall_seconds": wall_seconds,
-            "cpu_seconds": outcome.get("cpu_seconds"), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  result = {"name": cell.name, "kind": cell.kind, "command": cell.command_line(), "code": code_version(),
+            "wall_seconds": wall_seconds, "cpu_seconds": outcome.get("cpu_seconds"),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
   if cell.kind == "fasttext":
     return result
   steps, shape = _steps_and_batch(cell)

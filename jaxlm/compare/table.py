@@ -100,7 +100,17 @@ def pretraining_cost(pretrain: list[dict]) -> str:
           f"(CPU-minutes each: {', '.join(parts)}).")
 
 
-def markdown(table: list[dict], pretrain: list[dict]) -> str:
+def code_versions(results: list[dict]) -> str:
+  """"Code: 2c31993 (13 cells), 5ab12cd (40 cells)": which commit ran how many finished cells."""
+  counts = {}
+  for result in results:
+    version = result.get("code") or "not recorded"
+    counts[version] = counts.get(version, 0) + 1
+  return "Code: " + ", ".join(f"{version} ({count} cell{'s' if count > 1 else ''})"
+                              for version, count in counts.items()) + "."
+
+
+def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = ()) -> str:
   lines = [pretraining_cost(pretrain), "",
            "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | dev vs scratch | "
            "wall / CPU s per cell | examples seen |",
@@ -125,6 +135,8 @@ def markdown(table: list[dict], pretrain: list[dict]) -> str:
             f"({'; '.join(test_splits) or 'none'}).", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
             "and body is within the larger of the two rows' sd (not separable from seed noise). Bold: the best dev "
             "mean of the task (higher is better for every metric here)."]
+  if results:
+    lines.append(code_versions(results))
   return "\n".join(lines) + "\n"
 
 
@@ -172,7 +184,7 @@ def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
   with open(paths["md"], "w", encoding="utf-8") as handle:
-    handle.write(markdown(table, pretrain))
+    handle.write(markdown(table, pretrain, pretrain + finetune))
   write_csv(table, paths["csv"])
   if table:
     plot(table, paths["svg"])
