@@ -92,6 +92,19 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   with open(paths["md"], encoding="utf-8") as handle:
     assert f"Code: {result['code'] or 'not recorded'} (8 cells)." in handle.read()
 
+  # The same command, but the config file's default changed since the cell trained (here: its saved
+  # learning rate is not today's): its result is refused, never reused, and nothing is deleted.
+  stale = grid.cell("rucola/fasttext/scratch/seed1")
+  config_path = os.path.join(stale.workdir, "config.json")
+  with open(config_path, encoding="utf-8") as handle:
+    saved = json.load(handle)
+  saved["optim"]["lr"] *= 10
+  with open(config_path, "w", encoding="utf-8") as handle:
+    json.dump(saved, handle)
+  with pytest.raises(grid_lib.GridError, match=r"optim\.lr.*Move .*seed1 aside"):
+    grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  assert os.path.exists(os.path.join(stale.workdir, grid_lib.RESULT_FILE))
+
 
 def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   config = compare_ru.get_config()

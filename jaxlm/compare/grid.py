@@ -10,7 +10,8 @@ only after the command exited 0 and the best checkpoint was scored on the task's
 A killed cell has no result.json and runs again; launch/train.py resumes it from its
 latest checkpoint (the same losses as an uninterrupted run), so nothing is trained twice
 but the steps after that checkpoint. A result.json made by another command (the grid
-config changed) is an error naming the workdir, never silently reused.
+config changed), or by the same command when it now builds another config (a default in
+the config file changed), is an error naming the workdir, never silently reused.
 
 Cells run as subprocesses, `parallel` at once, each pinned to its own share of the
 cores (taskset, or sched_setaffinity) with XLA's and BLAS's thread pools sized to it;
@@ -229,7 +230,23 @@ def read_result(cell: Cell) -> dict | None:
   if result.get("command") != cell.command_line():
     raise GridError(f"{path} was made by `{result.get('command')}` but the grid now runs `{cell.command_line()}`: "
                     f"delete {cell.workdir} to run the cell again, or put the grid config back")
+  _check_config_unchanged(cell, path)
   return result
+
+
+def _check_config_unchanged(cell: Cell, result_path: str) -> None:
+  """The same command can build another config when a default in the config file changed (say, a
+  body's learning rate): a result trained otherwise is refused, as launch/train.py refuses to
+  resume such a workdir (checkpoint.signature: seed, model, task, data, optim, batch and steps)."""
+  from jaxlm import checkpoint
+  if cell.kind == "fasttext" or not os.path.exists(os.path.join(cell.workdir, checkpoint.CONFIG_FILE)):
+    return
+  differences = checkpoint.workdir_differences(cell.workdir, load_config(cell.config, cell.overrides))
+  if differences:
+    raise GridError(f"{result_path}: the cell's command is unchanged, but it now builds another config than the one "
+                    f"its result was trained with ({checkpoint.describe(differences)}; a default in "
+                    f"{cell.config.partition(':')[0]} changed). Move {cell.workdir} aside to run the cell again "
+                    f"with today's config, or put the config back.")
 
 
 def _write_result(cell: Cell, result: dict) -> None:
