@@ -669,6 +669,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                        allow_change=()) -> dict:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation summary.
 
+  progress: a tqdm bar with the latest loss (for a terminal); without it, one line a log
+  interval ("step 50: train loss 0.6215, 3638 tokens/s"), which a log file keeps readable.
   A resume must be the same run (checkpoint.prepare_workdir: seed, data and its fingerprint,
   vocabulary, model, optimiser, schedule, batch); allow_change names intended differences
   (e.g. ("train.steps",)), which are then recorded in metrics.jsonl as kind "config_change".
@@ -775,6 +777,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                        learning_rate=float(schedule(step)), training_seconds=training_seconds)
         writer.write(step, "train", summary)
         bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_second']:.0f}")
+        if not progress:
+          say(f"step {step}: train loss {summary['loss']:.4f}, {summary['tokens_per_second']:.0f} tokens/s")
         interval_sums, interval_start, interval_time, paused_seconds = None, step, time.time(), 0.0
         interval_inputs = 0
       if every(step, train_config.eval_every) or at_end:

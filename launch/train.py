@@ -44,7 +44,10 @@ def main(argv):
   except ValueError as error:
     sys.exit(f"launch/train.py: {error}")
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, allow_change=tuple(_ALLOW_CHANGE.value))
+    # A progress bar on a terminal; a plain line a log interval into a file or pipe (a log
+    # stays readable: no carriage-return redraws).
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=sys.stderr.isatty(),
+                                       allow_change=tuple(_ALLOW_CHANGE.value))
   except (checkpoint.IncompatibleWorkdirError, checkpoint.CheckpointWriteError, train.NonFiniteLossError) as error:
     sys.exit(f"launch/train.py: {error}")  # messages that say what to do: one line, no traceback
   except train.TrainingInterrupted as interrupted:

@@ -55,12 +55,16 @@ def test_four_devices_match_one_device_for_the_same_global_batch(tiny_corpus, ca
   np.testing.assert_allclose(metrics_one["grad_norm"], metrics_four["grad_norm"], rtol=1e-5)
 
 
-def test_training_lowers_the_loss_and_writes_metrics(tiny_corpus, cache_dir, tmp_path):
+def test_training_lowers_the_loss_and_writes_metrics(tiny_corpus, cache_dir, tmp_path, capsys):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 30, "train.eval_every": 30,
                                                    "train.log_every": 10})
   summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train_losses = [record["loss"] for record in records if record["kind"] == "train"]
+  # Without a progress bar (a log file), each log interval is one plain line with its loss.
+  printed = re.findall(r"step (\d+): train loss ([\d.]+)", capsys.readouterr().out)
+  assert [int(step) for step, _ in printed] == [10, 20, 30]
+  np.testing.assert_allclose([float(loss) for _, loss in printed], train_losses, atol=1e-4)
   assert train_losses[-1] < train_losses[0] - 0.25
   assert train_losses[-1] < np.log(60) - 1.0  # well below a uniform guess over the 60 words
   # Wall time in training steps (the x axis of quality-against-time plots) only grows, and
