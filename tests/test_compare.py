@@ -206,6 +206,28 @@ def test_differences_within_the_spread_are_marked():
   assert table.code_versions(results) == "Code: 2c31993 (2 cells), 5ab12cd-dirty (6 cells), not recorded (1 cell)."
 
 
+def test_each_pre_trained_start_says_what_its_pre_training_cost_and_bought():
+  cells = [grid_lib.Cell(name="pretrain/ru/fasttext", kind="fasttext", config="", overrides=(), workdir=""),
+           grid_lib.Cell(name="pretrain/ru/mlm_b", kind="pretrain", config="", overrides=(), workdir="",
+                         needs=("pretrain/ru/fasttext",)),
+           grid_lib.Cell(name="t/b/scratch", kind="finetune", config="", overrides=(), workdir="", task="t", body="b",
+                         start="scratch"),
+           grid_lib.Cell(name="t/b/mlm", kind="finetune", config="", overrides=(), workdir="", task="t", body="b",
+                         start="mlm", needs=("pretrain/ru/mlm_b",))]
+  grid = grid_lib.Grid(cells=cells, not_applicable=[])
+  results = [dict(task="t", body="b", start=start, metric="mcc", dev=dev, test=None, wall_seconds=1.0,
+                  cpu_seconds=1.0, examples_seen=10, best_step=5)
+             for start, devs in (("scratch", (0.1, 0.2, 0.3)), ("mlm", (0.5, 0.5, 0.5))) for dev in devs]
+  pretrain = [dict(name="pretrain/ru/fasttext", wall_seconds=1.0, cpu_seconds=60.0),
+              dict(name="pretrain/ru/mlm_b", wall_seconds=1.0, cpu_seconds=120.0)]
+  rows = table.rows(grid, results)
+  # The masked LM's own cost and the FastText vectors it started from: 3 CPU-minutes.
+  assert table.bought(grid, rows, pretrain) == [
+      "- t, b, mlm: pre-training took 3.0 CPU-minutes (ru/mlm_b + ru/fasttext) and bought +0.300 dev mcc over scratch."]
+  # An unfinished pre-training cell: no line rather than a cost that leaves it out.
+  assert table.bought(grid, rows, pretrain[1:]) == []
+
+
 @pytest.mark.slow
 def test_the_subprocess_runner_trains_scores_and_skips(tmp_path):
   """Production's path: launch/train.py then launch/evaluate.py as pinned subprocesses."""

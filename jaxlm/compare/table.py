@@ -5,7 +5,8 @@ one seed). Each row's difference from the scratch row of the same task and body
 (`vs scratch`) is marked "~" when it is smaller than the spread: |mean - scratch mean|
 <= the larger of the two rows' standard deviations. That is a warning, not a test: a
 difference outside it can still be noise with 3 seeds, one inside it is not evidence of
-a difference. The best mean of each task is in bold.
+a difference. The best mean of each task is in bold. Under the table, each row that reads
+pre-training gets one line: what its pre-training cells cost and what they bought over scratch.
 """
 
 import csv
@@ -100,6 +101,39 @@ def pretraining_cost(pretrain: list[dict]) -> str:
           f"(CPU-minutes each: {', '.join(parts)}).")
 
 
+def _pretraining_chain(grid: grid_lib.Grid, name: str) -> list[str]:
+  """The pre-training cells a cell reads, directly or through another (a masked LM's FastText start)."""
+  chain, pending = [], list(grid.cell(name).needs)
+  while pending:
+    need = pending.pop(0)
+    if need not in chain:
+      chain.append(need)
+      pending += grid.cell(need).needs
+  return chain
+
+
+def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list[str]:
+  """Per row that reads pre-training: "pre-training took X CPU-minutes and bought Y" over the scratch
+  row of its task and body (the cost of every pre-training cell it reads, its FastText start included)."""
+  cpu_minutes = {result["name"]: (result.get("cpu_seconds") or 0.0) / 60 for result in pretrain}
+  first_cell = {}
+  for cell in grid.cells:
+    first_cell.setdefault((cell.task, cell.body, cell.start), cell.name)
+  lines = []
+  for row in table:
+    if math.isnan(row["dev_vs_scratch"]):
+      continue
+    chain = _pretraining_chain(grid, first_cell[(row["task"], row["body"], row["start"])])
+    if not chain or any(name not in cpu_minutes for name in chain):
+      continue
+    spread = " (within the spread: not separable from seed noise)" if row["within_spread"] else ""
+    lines.append(f"- {row['task']}, {row['body']}, {row['start']}: pre-training took "
+                 f"{sum(cpu_minutes[name] for name in chain):.1f} CPU-minutes "
+                 f"({' + '.join(name.split('/', 1)[1] for name in chain)}) and bought "
+                 f"{row['dev_vs_scratch']:+.3f} dev {row['metric']} over scratch{spread}.")
+  return lines
+
+
 def code_versions(results: list[dict]) -> str:
   """"Code: 2c31993 (13 cells), 5ab12cd (40 cells)": which commit ran how many finished cells."""
   counts = {}
@@ -110,7 +144,7 @@ def code_versions(results: list[dict]) -> str:
                               for version, count in counts.items()) + "."
 
 
-def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = ()) -> str:
+def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=()) -> str:
   lines = [pretraining_cost(pretrain), "",
            "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | dev vs scratch | "
            "wall / CPU s per cell | examples seen |",
@@ -135,8 +169,10 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = ()) 
             f"({'; '.join(test_splits) or 'none'}).", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
             "and body is within the larger of the two rows' sd (not separable from seed noise). Bold: the best dev "
             "mean of the task (higher is better for every metric here)."]
+  if bought_lines:
+    lines += ["", "What the pre-training bought, per row that reads it:", *bought_lines]
   if results:
-    lines.append(code_versions(results))
+    lines += ["", code_versions(results)]
   return "\n".join(lines) + "\n"
 
 
@@ -184,7 +220,7 @@ def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
   with open(paths["md"], "w", encoding="utf-8") as handle:
-    handle.write(markdown(table, pretrain, pretrain + finetune))
+    handle.write(markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain)))
   write_csv(table, paths["csv"])
   if table:
     plot(table, paths["svg"])
