@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from jaxlm import distributed
+from jaxlm.data import text_files
 
 CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
@@ -152,23 +153,17 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=No
         "Choose a new --workdir.")
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    _write_atomically(config_path, config.to_json(indent=2))
+    text_files.write_text(config_path, config.to_json(indent=2))
     if words is not None:
       save_words(workdir, words)
     if fingerprint:
-      _write_atomically(os.path.join(workdir, DATA_FINGERPRINT_FILE), fingerprint + "\n")
+      text_files.write_text(os.path.join(workdir, DATA_FINGERPRINT_FILE), fingerprint + "\n")
     if sentencepiece_model:
       target = os.path.join(workdir, SENTENCEPIECE_FILE)
       shutil.copyfile(sentencepiece_model, target + ".tmp")
       os.replace(target + ".tmp", target)
   distributed.barrier("workdir prepared")  # the others then find the workdir and its files
   return changes
-
-
-def _write_atomically(path: str, text: str) -> None:
-  with open(path + ".tmp", "w", encoding="utf-8") as handle:
-    handle.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def load_fingerprint(workdir: str) -> str:
@@ -192,10 +187,7 @@ def save_words(workdir: str, words: list[str]) -> None:
   """Writes the model's vocabulary beside the checkpoints (process 0, atomically)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, VOCABULARY_FILE)
-  with open(path + ".tmp", "w", encoding="utf-8") as handle:
-    handle.write("".join(word + "\n" for word in words))
-  os.replace(path + ".tmp", path)
+  text_files.write_text(os.path.join(workdir, VOCABULARY_FILE), "".join(word + "\n" for word in words))
 
 
 def load_words(workdir: str) -> list[str] | None:

@@ -35,7 +35,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxlm import checkpoint, distributed, encoder_start, metrics, optim, pretrained, target_vectors, tasks
-from jaxlm.data import lm_batches
+from jaxlm.data import lm_batches, text_files
 from jaxlm.models import layers
 
 DATA_AXIS = "data"
@@ -624,9 +624,7 @@ def keep_records_up_to(workdir: str, step: int) -> None:
       lines = handle.readlines()
     kept = [line for line in lines if line.strip() and line.endswith("\n") and json.loads(line)["step"] <= step]
     if len(kept) != len(lines):
-      with open(path + ".tmp", "w") as handle:
-        handle.writelines(kept)
-      os.replace(path + ".tmp", path)
+      text_files.write_text(path, "".join(kept))
   distributed.barrier("metrics.jsonl up to the restored step")
 
 

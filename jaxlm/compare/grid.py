@@ -250,10 +250,8 @@ def _check_config_unchanged(cell: Cell, result_path: str) -> None:
 
 
 def _write_result(cell: Cell, result: dict) -> None:
-  path = os.path.join(cell.workdir, RESULT_FILE)
-  with open(path + ".tmp", "w", encoding="utf-8") as handle:
-    json.dump(result, handle, indent=1)
-  os.replace(path + ".tmp", path)  # a reader sees the whole file or none
+  from jaxlm.data import text_files
+  text_files.write_text(os.path.join(cell.workdir, RESULT_FILE), json.dumps(result, indent=1))  # whole or none
 
 
 @contextlib.contextmanager

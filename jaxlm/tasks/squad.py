@@ -32,7 +32,6 @@ The best checkpoint is the one with the best valid F1 (official normalisation).
 """
 
 import json
-import os
 
 from absl import logging
 import jax
@@ -269,9 +268,7 @@ class SpanQA(example_task.ExampleTask):
   def write_predictions(self, split, predictions, path) -> int:
     """Writes SQuAD's prediction file, {question id: answer text}, for every question of `split`."""
     answers = self.answers(split, predictions)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-      json.dump(answers, handle, ensure_ascii=False, indent=1)
-    os.replace(path + ".tmp", path)
+    text_files.write_text(path, json.dumps(answers, ensure_ascii=False, indent=1))
     return len(answers)
 
   def score_predictions(self, split: str, predictions: np.ndarray) -> dict:
