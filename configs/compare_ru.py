@@ -29,13 +29,13 @@ Keys:
                      bodies (which bodies get that pre-training; other bodies' cells with
                      that start are left out, listed by --dry_run), body_overrides
 
-The budget: every fine-tuning cell gets configs/finetune.py's 400 steps of 32 examples
-(RuCoLA: about 2 CPU-minutes on 2 cores, BENCHMARKS.md issue 11), validated every 50
-steps; its best checkpoint by the dev metric is the early-stopped model (train.patience
-stays 0: dev MCC moves by +-0.1 between validations). Its dev number is therefore the
-maximum over 8 validations (optimistic); test numbers are not. Pre-training: configs/
-ru_mlm.py and ru_lm.py's 1,000 steps of 16 x 64 tokens (4-6 CPU-minutes a body), FastText
-5 epochs over RusLit (about 5 CPU-minutes); WikiText-2 for SST-2 likewise.
+The budget: every fine-tuning cell gets configs/finetune.py's 400 steps of 32 examples at
+its body's learning rate (RuCoLA: 25-204 CPU-seconds a cell, BENCHMARKS.md issue 15),
+validated every 50 steps; its best checkpoint by the dev metric is the early-stopped model
+(train.patience stays 0: dev MCC moves by +-0.1 between validations). Its dev number is
+therefore the maximum over 8 validations (optimistic); test numbers are not. Pre-training:
+configs/ru_mlm.py and ru_lm.py's 1,000 steps of 16 x 64 tokens (7.6-11 CPU-minutes a body),
+FastText 5 epochs over RusLit (5.7 CPU-minutes); WikiText-2 for SST-2 likewise.
 
 Left out by design: the causal-LM start for the BiLSTM and TCN (configs/ru_lm.py pre-trains
 a transformer only, and a forward-only LSTM has other parameters than a bidirectional
@@ -43,8 +43,8 @@ one), and every checkpoint start for the FastText baseline (it has no body to st
 
 Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
 + RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run
-whole yet: BENCHMARKS.md, issue 15, has the `small` slice, its measured cost, and the full
-grid's first sitting (the pre-training cells and 13 RuCoLA seed-0 cells).
+whole yet: BENCHMARKS.md, issue 15, has the `small` slice and the full grid so far (every
+pre-training cell, RuCoLA's 60 cells over 3 seeds, the first SST-2 cells).
 
 Variants:
   small   RuCoLA x {FastText baseline, transformer} x {scratch, fasttext} x 3 seeds (12 cells
