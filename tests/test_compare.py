@@ -206,6 +206,13 @@ def test_differences_within_the_spread_are_marked():
   assert table.code_versions(results) == "Code: 2c31993 (2 cells), 5ab12cd-dirty (6 cells), not recorded (1 cell)."
 
 
+def test_a_cell_stopped_by_a_signal_stops_the_grid_even_before_its_handler_was_set():
+  # 143 / 130: launch/train.py's own exit after saving; -15 / -2: the signal killed it while it still
+  # read its data (seen: a SIGTERM'd SST-2 cell counted as failed and the grid went on to the next).
+  assert all(grid_lib.CellFailed("stopped", code).interrupted for code in (143, 130, -15, -2))
+  assert not any(grid_lib.CellFailed("failed", code).interrupted for code in (1, 2, -9))
+
+
 def test_each_pre_trained_start_says_what_its_pre_training_cost_and_bought():
   cells = [grid_lib.Cell(name="pretrain/ru/fasttext", kind="fasttext", config="", overrides=(), workdir=""),
            grid_lib.Cell(name="pretrain/ru/mlm_b", kind="pretrain", config="", overrides=(), workdir="",

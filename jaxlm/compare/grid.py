@@ -28,6 +28,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -66,9 +67,10 @@ class CellFailed(RuntimeError):
 
   @property
   def interrupted(self) -> bool:
-    """launch/train.py stopped by SIGINT / SIGTERM (exit 130 / 143, its checkpoint saved): Ctrl-C
-    reaches every process of the terminal's group, so the grid stops too, not only this cell."""
-    return self.exit_code in (130, 143)
+    """launch/train.py stopped by SIGINT / SIGTERM: exit 130 / 143 with its checkpoint saved, or
+    killed by the signal itself (exit -2 / -15) before it set its handlers (while reading data).
+    Ctrl-C reaches every process of the terminal's group, so the grid stops too, not only this cell."""
+    return self.exit_code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 
 @dataclasses.dataclass(frozen=True)
