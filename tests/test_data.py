@@ -1,6 +1,7 @@
 """Corpora, vocabulary and batching: exact counts, purity in the step, clear errors."""
 
 import os
+import threading
 
 import ml_collections
 import numpy as np
@@ -38,6 +39,34 @@ def test_load_corpus_counts_tokens_and_caches(tiny_corpus, tmp_path):
   again = corpora.load_corpus(data_config(tiny_corpus, str(tmp_path)))
   np.testing.assert_array_equal(again.splits["train"], corpus.splits["train"])
   assert os.path.isdir(os.path.join(str(tmp_path), "tfds"))  # built through TFDS array_record
+
+
+def test_cells_that_build_the_same_corpus_at_once_take_turns(tiny_corpus, tmp_path, monkeypatch):
+  """Two grid cells started together both build the same TFDS cache. TFDS renames its own
+  temporary folder onto the version folder, which fails for the second once the first's is
+  there (seen on a GPU machine, 2026-11-30: FileExistsError). Builders take turns instead: the
+  second waits, then reads the first's dataset. (flock: a thread's own open() is another
+  holder, as another process would be.)"""
+  from jaxlm.data import word_corpus
+  split_files = {split: os.path.join(tiny_corpus, f"{split}.txt") for split in corpora.SPLITS}
+  tfds_dir = str(tmp_path / "tfds")
+  generate = word_corpus.WordLevelCorpus._split_generators
+  other = {}
+
+  def another_cell_starts_meanwhile(self, download_manager):
+    if not other:
+      other["thread"] = threading.Thread(
+          target=lambda: other.setdefault("lines", corpora._read_split_lines(split_files, tfds_dir)))
+      other["thread"].start()
+      other["thread"].join(timeout=3)  # without turns it builds and renames first
+    return generate(self, download_manager)
+
+  monkeypatch.setattr(word_corpus.WordLevelCorpus, "_split_generators", another_cell_starts_meanwhile)
+  lines = corpora._read_split_lines(split_files, tfds_dir)
+  other["thread"].join()
+  assert lines["valid"] == text_files.read_lines(split_files["valid"])
+  assert other["lines"] == lines
+  assert [name for name in os.listdir(os.path.join(tfds_dir, "word_level_corpus")) if "incomplete" in name] == []
 
 
 def test_missing_corpus_file_names_the_path_and_the_fix(tmp_path):

@@ -16,7 +16,9 @@ on, every corpus takes the same path. `data.tokenizer`:
 training FastText on exactly the words the language model sees.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import os
 
 import numpy as np
@@ -109,11 +111,28 @@ def _plain_train_file(data_config, cache_root: str, key: str, split_files: dict[
   return plain
 
 
+@contextlib.contextmanager
+def _one_builder_at_a_time(folder: str):
+  """An exclusive flock on `folder`.lock while a cache is built there. Processes on one machine
+  that build the same cache at once (grid cells started together) take turns, and the later ones
+  find it built. Needed for TFDS, which cannot share a build: it renames its own temporary
+  folder onto the version folder, and that fails once another process's is there. (Hosts of one
+  multi-process job do not race: distributed.primary_first builds on the primary first.)"""
+  os.makedirs(os.path.dirname(folder), exist_ok=True)
+  with open(folder + ".lock", "a", encoding="utf-8") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _read_split_lines(split_files: dict[str, str], tfds_dir: str) -> dict[str, list[str]]:
   """Builds (once) the TFDS array_record dataset and reads every split back in order."""
   from jaxlm.data import word_corpus  # TFDS is imported only when a corpus is first built
-  builder = word_corpus.WordLevelCorpus(split_files=split_files, data_dir=tfds_dir, file_format="array_record")
-  builder.download_and_prepare()
+  with _one_builder_at_a_time(tfds_dir):
+    builder = word_corpus.WordLevelCorpus(split_files=split_files, data_dir=tfds_dir, file_format="array_record")
+    builder.download_and_prepare()  # a no-op once built
   sources = builder.as_data_source()
   lines = {}
   for split in split_files:
