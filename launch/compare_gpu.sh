@@ -14,9 +14,14 @@
 #      machine trains, checkpoints and restores, or the script stops before spending more time;
 #   2. beside it, RusLit's FastText cell (launch/fasttext.py; config fasttext.workers=10: the
 #      grid's 2 workers are a 2-core setting, and gensim's threads race anyway);
-#   3. the scratch cells (they need no pre-training) beside the pre-training cells, then the
-#      masked-LM cells: all through launch/compare.py on one workdir, so the result.json files
-#      and the table are the grid's own (scratch rows say whether the device changes the numbers).
+#   3. RuCoLA's scratch cells of all four bodies (they need no pre-training) beside the
+#      pre-training cells, then the masked-LM cells: all through launch/compare.py on one
+#      workdir, so the result.json files and the table are the grid's own (the scratch rows say
+#      whether the device changes the numbers).
+#
+# Measured on one H200 (2026-11-30, BENCHMARKS.md issue 15): smoke 38 s, FastText done at 72 s,
+# the BiLSTM's 10,000 steps 268 s, its 3 fine-tuning cells ~66 s: ~410 s of the 470. The
+# transformer's pre-training cell failed then (a TFDS cache race, fixed since) and was not rerun.
 #
 # Every cell's command is the grid's plus the overrides above (--dry_run on the same command
 # lists them). A deadline (DEADLINE_SECONDS, default 470) stops the cells with SIGTERM
