@@ -123,6 +123,16 @@ class Grid:
   def cell(self, name: str) -> Cell:
     return self._by_name()[name]
 
+  def needs_of(self, name: str) -> list[str]:
+    """Every cell `name` reads, directly or through another (a masked LM's FastText start), nearest first."""
+    chain, pending = [], list(self.cell(name).needs)
+    while pending:
+      need = pending.pop(0)
+      if need not in chain:
+        chain.append(need)
+        pending += self.cell(need).needs
+    return chain
+
   def _by_name(self) -> dict:
     return {cell.name: cell for cell in self.cells}
 
@@ -213,12 +223,7 @@ def select(grid: Grid, patterns) -> list[Cell]:
   if not chosen:
     raise GridError(f"--only={','.join(patterns)} matches no cell; names look like "
                     f"{grid.cells[-1].name!r} (--dry_run lists them)")
-  pending = list(chosen)
-  while pending:
-    for need in grid.cell(pending.pop()).needs:
-      if need not in chosen:
-        chosen.add(need)
-        pending.append(need)
+  chosen |= {need for name in list(chosen) for need in grid.needs_of(name)}
   return [cell for cell in grid.cells if cell.name in chosen]
 
 

@@ -14,6 +14,7 @@ import math
 import os
 
 from jaxlm.compare import grid as grid_lib
+from jaxlm.data import text_files
 
 CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
                "dev_vs_scratch", "within_spread", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
@@ -101,17 +102,6 @@ def pretraining_cost(pretrain: list[dict]) -> str:
           f"(CPU-minutes each: {', '.join(parts)}).")
 
 
-def _pretraining_chain(grid: grid_lib.Grid, name: str) -> list[str]:
-  """The pre-training cells a cell reads, directly or through another (a masked LM's FastText start)."""
-  chain, pending = [], list(grid.cell(name).needs)
-  while pending:
-    need = pending.pop(0)
-    if need not in chain:
-      chain.append(need)
-      pending += grid.cell(need).needs
-  return chain
-
-
 def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list[str]:
   """Per row that reads pre-training: "pre-training took X CPU-minutes and bought Y" over the scratch
   row of its task and body (the cost of every pre-training cell it reads, its FastText start included)."""
@@ -123,7 +113,7 @@ def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list
   for row in table:
     if math.isnan(row["dev_vs_scratch"]):
       continue
-    chain = _pretraining_chain(grid, first_cell[(row["task"], row["body"], row["start"])])
+    chain = grid.needs_of(first_cell[(row["task"], row["body"], row["start"])])
     if not chain or any(name not in cpu_minutes for name in chain):
       continue
     spread = " (within the spread: not separable from seed noise)" if row["within_spread"] else ""
@@ -219,8 +209,7 @@ def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   table = rows(grid, finetune)
   os.makedirs(workdir, exist_ok=True)
   paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
-  with open(paths["md"], "w", encoding="utf-8") as handle:
-    handle.write(markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain)))
+  text_files.write_text(paths["md"], markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain)))
   write_csv(table, paths["csv"])
   if table:
     plot(table, paths["svg"])
