@@ -253,3 +253,26 @@ def test_the_subprocess_runner_trains_scores_and_skips(tmp_path):
   finally:
     os.chdir(cwd)
   shutil.rmtree(tmp_path / "grid")
+
+
+def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_runs(tmp_path):
+  """Grid keys change on the command line (--grid.pretrain.ru.mlm.overrides=...); a mistyped key or
+  value is an error naming the cell, the override and the config, before anything runs, and
+  --dry_run shows it too, instead of a cell that fails when the grid reaches it."""
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch", "mlm"), (0,)
+  config.task.rucola.extra_starts = ()
+  config.pretrain.ru.mlm.overrides = config.pretrain.ru.mlm.overrides + ("train.stepz=10000",)
+  grid = grid_lib.expand(config, str(tmp_path))
+  calls = []
+  with pytest.raises(grid_lib.GridError, match=r"pretrain/ru/mlm_lstm: override 'train.stepz=10000'.*ru_mlm\.py"):
+    grid_lib.run_grid(grid, runner=lambda cell, cores: calls.append(cell.name), log=lambda line: None)
+  assert calls == [] and not os.path.exists(os.path.join(str(tmp_path), "pretrain"))
+  with pytest.raises(grid_lib.GridError, match="train.stepz"):
+    grid_lib.status_lines(grid)
+  # A value that is not of the key's type: the same kind of error.
+  config.pretrain.ru.mlm.overrides = config.pretrain.ru.mlm.overrides[:-1] + ("train.steps=ten",)
+  with pytest.raises(grid_lib.GridError, match=r"override 'train.steps=ten'.*int"):
+    grid_lib.run_grid(grid_lib.expand(config, str(tmp_path)), runner=lambda cell, cores: calls.append(cell.name),
+                      only=["*/mlm/*"], log=lambda line: None)
+  assert calls == []

@@ -351,10 +351,28 @@ def load_config(spec: str, overrides=()):
     dotted, _, text = override.partition("=")
     *parents, leaf = dotted.split(".")
     node = config
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = _parse_value(text, node[leaf], dotted)
+    try:
+      for parent in parents:
+        node = node[parent]
+      node[leaf] = _parse_value(text, node[leaf], dotted)
+    except (KeyError, AttributeError, TypeError) as error:
+      reason = " ".join(str(error.args[0] if error.args else error).split())  # ConfigDict's "did you mean"
+      raise GridError(f"override {override!r}: {spec} has no key {dotted} ({reason}); fix the grid config's "
+                      "overrides or the --grid.* flag that sets them") from None
+    except (ValueError, SyntaxError) as error:
+      raise GridError(f"override {override!r}: {text!r} is not a value of {spec}'s {dotted} "
+                      f"({type(node[leaf]).__name__}: {error})") from None
   return config
+
+
+def check_configs(cells) -> None:
+  """Builds every cell's config (no data, no model) so that a mistyped key or value in the grid's
+  overrides stops the grid before any cell runs, naming the cell, not when the grid reaches it."""
+  for cell in cells:
+    try:
+      load_config(cell.config, cell.overrides)
+    except GridError as error:
+      raise GridError(f"{cell.name}: {error}") from None
 
 
 def _parse_value(text: str, current, dotted: str):
@@ -433,6 +451,7 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
   {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names]}.
   """
   cells = select(grid, only)
+  check_configs(cells)
   slots = queue.Queue()
   for slot in core_slots(parallel):
     slots.put(slot)
@@ -498,7 +517,9 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
 def status_lines(grid: Grid, only=()) -> list[str]:
   """One line per selected cell: [done] / [todo], its name and its exact command (--dry_run)."""
   lines = []
-  for cell in select(grid, only):
+  cells = select(grid, only)
+  check_configs(cells)
+  for cell in cells:
     state = "done" if read_result(cell) is not None else "todo"
     lines.append(f"[{state}] {cell.name}\n    {cell.command_line()}")
   lines += [f"[n/a] {reason}" for reason in grid.not_applicable]
