@@ -9,7 +9,6 @@ a difference. The best mean of each task is in bold. Under the table, each row t
 pre-training gets one line: what its pre-training cells cost and what they bought over scratch.
 """
 
-import csv
 import math
 import os
 
@@ -167,11 +166,7 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
 
 
 def write_csv(table: list[dict], path: str) -> None:
-  with open(path, "w", encoding="utf-8", newline="") as handle:
-    writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    for row in table:
-      writer.writerow({key: row[key] for key in CSV_COLUMNS})
+  text_files.write_csv(path, list(CSV_COLUMNS), ([row[key] for key in CSV_COLUMNS] for row in table))
 
 
 def plot(table: list[dict], path: str) -> None:

@@ -1,7 +1,9 @@
 """Reading local text files (plain, .gz or .xz) with errors that say what to do."""
 
+import csv
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import socket
@@ -35,6 +37,15 @@ def write_text(path: str, text: str) -> None:
   with open(temporary, "w", encoding="utf-8") as handle:
     handle.write(text)
   os.replace(temporary, path)
+
+
+def write_csv(path: str, header: list[str], rows) -> None:
+  """Writes a CSV file (the header, then each row: a list of cells) through write_text: whole or none."""
+  text = io.StringIO(newline="")
+  writer = csv.writer(text)
+  writer.writerow(header)
+  writer.writerows(rows)
+  write_text(path, text.getvalue())
 
 
 def _open_binary(path: str):

@@ -13,8 +13,6 @@ are required; any other labelled file (RuCoLA's out-of-domain dev) evaluates too
 an unlabelled one (a hidden test set) can only be predicted (launch/predict.py).
 """
 
-import csv
-import os
 
 import jax
 import jax.numpy as jnp
@@ -147,12 +145,8 @@ class Classification(example_task.ExampleTask):
     """Writes `id,<label column>` rows (RuCoLA's leaderboard format) for every example of
     `split` in file order; returns the number of rows."""
     examples = self.examples[split]
-    with open(path + ".tmp", "w", encoding="utf-8", newline="") as handle:
-      writer = csv.writer(handle)
-      writer.writerow([self.task_config.id_column or "id", self.task_config.label_column])
-      for example, label in zip(examples, predictions):
-        writer.writerow([example.id, self.labels.labels[int(label)]])
-    os.replace(path + ".tmp", path)
+    text_files.write_csv(path, [self.task_config.id_column or "id", self.task_config.label_column],
+                         ([example.id, self.labels.labels[int(label)]] for example, label in zip(examples, predictions)))
     return len(examples)
 
   def summarise(self, sums):
