@@ -71,6 +71,17 @@ def test_only_the_chosen_body_has_keys(name):
   assert [family for family in BODIES if family in model] == [model.family]
 
 
+def test_a_family_without_its_section_is_an_error_not_the_body_class_defaults():
+  """config.model.family = "lstm" on a config with no model.lstm section used to build
+  LSTMBody's own defaults, AWD-LSTM's 3 x 1150, whatever the config's size (colab/compare_runs.ipynb's
+  "smoke" LSTM was one: 1.7 s a step). The section names the body's size, so it must exist."""
+  config = get_config("quickstart", "smoke")
+  config.unlock()
+  config.model.family = "lstm"
+  with pytest.raises(ValueError, match=r"model\.family='lstm'.*no model\.lstm section.*use_body"):
+    build_model(config.model, VOCAB)
+
+
 @pytest.mark.parametrize("name,extra", list(all_variants()))
 def test_full_size_model_traces_at_the_training_length(name, extra):
   """The real sizes fit the body (fields, heads, max_length >= seq_len), traced without compute."""

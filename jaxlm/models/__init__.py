@@ -119,7 +119,13 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
   family = model_config.family
   body_class = _lookup(BODIES, family, "model.family")
-  body_fields = dict(model_config[family]) if family in model_config else {}
+  if family not in model_config:
+    # The section is the body's size: without it the body class's own defaults (AWD-LSTM's 3 x 1150
+    # for "lstm") would be built whatever the rest of the config says.
+    raise ValueError(f"config model.family={family!r} has no model.{family} section, so nothing says the "
+                     f"body's size: set the body with configs/common.py use_body(config, {family!r}, <fields>), "
+                     f"or start from a config that has it (configs/wt2_families.py:family={family})")
+  body_fields = dict(model_config[family])
   # A config saved before model.remat existed trained without it.
   remat = model_config.get("remat", "none")
   layers.check_remat(remat)
