@@ -276,3 +276,28 @@ def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_run
     grid_lib.run_grid(grid_lib.expand(config, str(tmp_path)), runner=lambda cell, cores: calls.append(cell.name),
                       only=["*/mlm/*"], log=lambda line: None)
   assert calls == []
+
+
+def test_a_resumed_cell_counts_the_cost_of_its_stopped_attempts(tmp_path):
+  """A grid stopped between sittings resumes its running cells from their checkpoints; the cost a
+  result reports must include the attempt that was stopped (seen: an SST-2 cell resumed at step
+  368 of 400 reported 30 CPU-seconds, the resumed part only)."""
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("fasttext",), (0,)
+  config.task.rucola.extra_starts = ()
+  grid = grid_lib.expand(config, str(tmp_path))
+  attempts = []
+
+  def stopped_then_finished(cell, cores):
+    attempts.append(cell.name)
+    if len(attempts) == 1:
+      raise grid_lib.CellFailed(f"{cell.name}: stopped", -15, cpu_seconds=30.0)
+    return {"cpu_seconds": 12.0}
+
+  only = ["pretrain/ru/fasttext"]
+  report = grid_lib.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
+  assert report["interrupted"] == only and grid_lib.read_result(grid.cell(only[0])) is None
+  report = grid_lib.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
+  result = grid_lib.read_result(grid.cell(only[0]))
+  assert report["ran"] == only and attempts == only * 2
+  assert result["cpu_seconds"] == 42.0 and result["attempts"] == 2

@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"  # the cell's commands' stdout and stderr, appended per attempt
 LOCK_FILE = ".running"  # flock'ed while a runner works in the cell's workdir
+ATTEMPTS_FILE = "attempts.jsonl"  # one line per stopped or failed attempt: its wall and CPU seconds
 
 # A grid start -> (configs/finetune.py's start variant, the pre-training it reads: None |
 # "fasttext" (the .bin) | "mlm" / "clm" (a pre-trained workdir's best checkpoint)).
@@ -61,9 +62,10 @@ class GridError(ValueError):
 class CellFailed(RuntimeError):
   """A cell's command exited non-zero; the message names its log."""
 
-  def __init__(self, message: str, exit_code: int = 1):
+  def __init__(self, message: str, exit_code: int = 1, cpu_seconds: float = 0.0):
     super().__init__(message)
     self.exit_code = exit_code
+    self.cpu_seconds = cpu_seconds  # spent before it stopped: a resumed cell's result counts it
 
   @property
   def interrupted(self) -> bool:
@@ -329,7 +331,7 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
     log.flush()
     code, cpu_seconds, _ = _run_pinned(cell.command(), cores, log)
     if code != 0:
-      raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code)
+      raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code, cpu_seconds)
     evaluations = []
     if cell.kind == "finetune":
       log.write(f"$ {shlex.join(cell.evaluate_command())}\n")
@@ -337,7 +339,7 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
       code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, capture=True)
       if code != 0:
         raise CellFailed(f"{cell.name}: `{shlex.join(cell.evaluate_command())}` exited {code}; see {log_path}",
-                         code)
+                         code, cpu_seconds + evaluate_seconds)
       cpu_seconds += evaluate_seconds
       evaluations = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
   return {"evaluations": evaluations, "cpu_seconds": cpu_seconds}
@@ -424,9 +426,31 @@ def code_version() -> str | None:
   return described.stdout.strip() or None
 
 
+def _record_attempt(cell: Cell, error: CellFailed, wall_seconds: float) -> None:
+  """Appends a stopped or failed attempt's cost to the cell's attempts file (its result adds them)."""
+  with open(os.path.join(cell.workdir, ATTEMPTS_FILE), "a", encoding="utf-8") as handle:
+    handle.write(json.dumps({"exit_code": error.exit_code, "wall_seconds": wall_seconds,
+                             "cpu_seconds": error.cpu_seconds, "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+
+def _earlier_attempts(cell: Cell) -> list[dict]:
+  path = os.path.join(cell.workdir, ATTEMPTS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as handle:
+    return [json.loads(line) for line in handle if line.strip()]
+
+
 def _result(cell: Cell, outcome: dict, wall_seconds: float) -> dict:
+  # A cell resumed after a stop (a grid run over several sittings) continued its earlier attempts'
+  # training from their checkpoint: its cost is theirs plus this one's.
+  earlier = _earlier_attempts(cell)
+  cpu_seconds = outcome.get("cpu_seconds")
+  if cpu_seconds is not None:
+    cpu_seconds += sum(attempt["cpu_seconds"] for attempt in earlier)
   result = {"name": cell.name, "kind": cell.kind, "command": cell.command_line(), "code": code_version(),
-            "wall_seconds": wall_seconds, "cpu_seconds": outcome.get("cpu_seconds"),
+            "wall_seconds": wall_seconds + sum(attempt["wall_seconds"] for attempt in earlier),
+            "cpu_seconds": cpu_seconds, "attempts": len(earlier) + 1,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
   if cell.kind == "fasttext":
     return result
@@ -490,6 +514,7 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
       log(f"[done] {cell.name} in {result['wall_seconds']:.0f} s"
           + (f": {cell.metric} dev {result['dev']:.4f}" if cell.kind == "finetune" else ""))
     except CellFailed as error:
+      _record_attempt(cell, error, time.time() - started)
       with lock:
         report["interrupted" if error.interrupted else "failed"].append(cell.name)
       if error.interrupted:
