@@ -44,7 +44,7 @@ one), and every checkpoint start for the FastText baseline (it has no body to st
 Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
 + RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run
 whole yet: BENCHMARKS.md, issue 15, has the `small` slice and the full grid so far (every
-pre-training cell, RuCoLA's 60 cells over 3 seeds, the first SST-2 cells), and a GPU sitting
+pre-training cell; RuCoLA, SST-2 and UPOS over 3 seeds: 156 cells; XQuAD-ru to come), and a GPU sitting
 of RuCoLA cells with 10x the masked-LM pre-training (launch/compare_gpu.sh: the grid with
 --grid.pretrain.ru.mlm.overrides=... on the command line).
 
