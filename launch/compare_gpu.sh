@@ -51,9 +51,11 @@ GRID=(--grid=configs/compare_ru.py --workdir="$WORKDIR"
       "--grid.pretrain.ru.mlm.overrides=('data.path=../shared/data/ruslit','model.fasttext_path={fasttext}','train.steps=$STEPS','train.eval_every=$((STEPS / 8))','train.max_minutes=4')")
 CELLS='rucola/transformer/scratch/*,rucola/lstm/scratch/*,rucola/transformer/mlm/*,rucola/lstm/mlm/*'
 
+# The split below (FastText on cores 0-9, scratch cells on 10-15) is for a 16-core machine like the
+# H200's; with fewer cores nothing is pinned and the cells share them.
 pinned() {  # pinned FIRST-LAST command...: the command on those cores (launch/compare.py deals them out)
   local first=$1 last=$2; shift 2
-  if [ "$cores" -gt "$last" ] && command -v taskset > /dev/null; then
+  if [ "$cores" -ge 16 ] && command -v taskset > /dev/null; then
     taskset -c "$first-$last" "$@"
   else
     "$@"
@@ -76,13 +78,13 @@ phases() {
     return 1
   fi
   echo "smoke cell passed at $(( $(date +%s) - started )) s"
-  pinned 10 $((cores - 1)) "$PYTHON" launch/compare.py "${GRID[@]}" --only='rucola/*/scratch/*' --parallel=6 &
+  pinned 10 $((cores - 1)) "$PYTHON" launch/compare.py "${GRID[@]}" --only='rucola/*/scratch/*' --parallel=$((cores < 6 ? cores : 6)) &
   local scratch=$!
   wait "$fasttext" || return 1
   echo "FastText done at $(( $(date +%s) - started )) s"
-  "$PYTHON" launch/compare.py "${GRID[@]}" --only="$CELLS" --parallel=10
+  "$PYTHON" launch/compare.py "${GRID[@]}" --only="$CELLS" --parallel=$((cores < 10 ? cores : 10))
   wait "$scratch"
-  "$PYTHON" launch/compare.py "${GRID[@]}" --only="$CELLS" --parallel=10  # any scratch cell left busy above
+  "$PYTHON" launch/compare.py "${GRID[@]}" --only="$CELLS" --parallel=$((cores < 10 ? cores : 10))  # any scratch cell left busy above
 }
 
 export -f phases pinned

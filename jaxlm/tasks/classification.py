@@ -13,7 +13,6 @@ are required; any other labelled file (RuCoLA's out-of-domain dev) evaluates too
 an unlabelled one (a hidden test set) can only be predicted (launch/predict.py).
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
