@@ -6,7 +6,9 @@
   python launch/compare.py --grid=configs/compare_ru.py --workdir=runs/compare_ru --only='rucola/*'
 
 Finished cells (a result.json in their workdir) are skipped, so the same command resumes a
-killed grid; an interrupted cell resumes from its checkpoint. The table (table.md, table.csv,
+stopped grid; an interrupted cell resumes from its checkpoint. SIGTERM or Ctrl-C stops the grid
+cleanly: each running cell gets the signal once, saves its checkpoint and records what its
+attempt cost, and the table is written (exit status 1). The table (table.md, table.csv,
 table.svg in --workdir) is rewritten from every finished cell after each call;
 --table_only writes it without running anything. Cells are listed with their exact
 commands in --workdir/commands.sh.

@@ -25,7 +25,8 @@
 #
 # Every cell's command is the grid's plus the overrides above (--dry_run on the same command
 # lists them). A deadline (DEADLINE_SECONDS, default 470) stops the cells with SIGTERM
-# (launch/train.py checkpoints and exits; a rerun resumes). Then RESULTS (default $OUT if set,
+# (launch/compare.py passes it on to its running cells, which checkpoint and exit, and records
+# their attempts; a rerun resumes). Then RESULTS (default $OUT if set,
 # else WORKDIR) receives table.md/.csv/.svg, cells.tar.gz (each cell's result.json, config.json,
 # metrics.jsonl and log.txt) and run.log.
 #

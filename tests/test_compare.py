@@ -5,6 +5,9 @@ import csv
 import json
 import os
 import shutil
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -301,3 +304,63 @@ def test_a_resumed_cell_counts_the_cost_of_its_stopped_attempts(tmp_path):
   result = grid_lib.read_result(grid.cell(only[0]))
   assert report["ran"] == only and attempts == only * 2
   assert result["cpu_seconds"] == 42.0 and result["attempts"] == 2
+
+
+# A cell's command as far as stopping goes: says it is ready, then on each SIGTERM notes it (and its
+# process group) and exits 143 after a moment, as launch/train.py does once its checkpoint is saved.
+STOPPABLE_COMMAND = """
+import os, pathlib, signal, sys, time
+workdir = pathlib.Path(sys.argv[1])
+def stop(number, frame):
+  with open(workdir / "signals.txt", "a") as handle:
+    handle.write(f"{number} {os.getpgrp()}\\n")
+  time.sleep(0.5)  # a second signal passed on would be noted too
+  sys.exit(128 + number)
+signal.signal(signal.SIGTERM, stop)
+(workdir / "ready").touch()
+time.sleep(60)
+"""
+
+
+def test_a_sigterm_to_the_grid_reaches_each_running_cell_once_and_nothing_starts_after(tmp_path):
+  """Seen: a SIGTERM'd launch/compare.py died at once; its cells ran on orphaned, unlocked (a rerun
+  could train the same workdir twice), and their attempts' cost went unrecorded. Now the grid passes
+  the signal on once to each running command (each in its own process group, so a signal to the
+  grid's group is not received twice, which launch/train.py takes as "stop unsaved"), records the
+  stopped attempts, starts nothing more and returns."""
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch",), (0, 1, 2)
+  config.task.rucola.extra_starts = ()
+  grid = grid_lib.expand(config, str(tmp_path))
+  seeds = [cell for cell in grid.cells if cell.kind == "finetune"]
+  parallel = min(2, len(os.sched_getaffinity(0)))
+  running, queued = seeds[:parallel], seeds[parallel:]
+
+  def stoppable(cell, cores):
+    os.makedirs(cell.workdir, exist_ok=True)
+    with open(os.path.join(cell.workdir, "log.txt"), "a", encoding="utf-8") as log:
+      code, cpu_seconds, _ = grid_lib._run_pinned(["python", "-c", STOPPABLE_COMMAND, cell.workdir], cores, log)
+    raise grid_lib.CellFailed(f"{cell.name}: exited {code}", code, cpu_seconds)
+
+  def signal_the_grid_once_its_cells_run():
+    deadline = time.time() + 60
+    while not all(os.path.exists(os.path.join(cell.workdir, "ready")) for cell in running):
+      assert time.time() < deadline
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  handler_before = signal.getsignal(signal.SIGTERM)
+  sender = threading.Thread(target=signal_the_grid_once_its_cells_run)
+  sender.start()
+  report = grid_lib.run_grid(grid, parallel=parallel, only=["rucola/*"], runner=stoppable, log=lambda line: None)
+  sender.join()
+  assert signal.getsignal(signal.SIGTERM) is handler_before  # this process's own handling is back
+  assert sorted(report["interrupted"]) == sorted(cell.name for cell in running)
+  assert not report["ran"] and not report["failed"]
+  for cell in running:
+    with open(os.path.join(cell.workdir, "signals.txt"), encoding="utf-8") as handle:
+      received = handle.read().split()
+    assert received[0] == str(int(signal.SIGTERM)) and len(received) == 2  # once, not twice
+    assert int(received[1]) != os.getpgrp()  # in its own process group
+    assert [attempt["exit_code"] for attempt in grid_lib._earlier_attempts(cell)] == [143]
+  assert queued and not any(os.path.exists(os.path.join(cell.workdir, "log.txt")) for cell in queued)

@@ -14,8 +14,10 @@ config changed), or by the same command when it now builds another config (a def
 the config file changed), is an error naming the workdir, never silently reused.
 
 Cells run as subprocesses, `parallel` at once, each pinned to its own share of the
-cores (taskset, or sched_setaffinity) with XLA's and BLAS's thread pools sized to it;
-tests inject an in-process runner (`run_in_process`), which runs the same library code.
+cores (taskset, or sched_setaffinity) with XLA's and BLAS's thread pools sized to it, and in
+its own process group: a SIGTERM or Ctrl-C to the grid is passed on to each once, so every
+running cell saves its checkpoint and records its attempt before the grid exits. Tests inject
+an in-process runner (`run_in_process`), which runs the same library code.
 """
 
 import concurrent.futures
@@ -70,8 +72,9 @@ class CellFailed(RuntimeError):
   @property
   def interrupted(self) -> bool:
     """launch/train.py stopped by SIGINT / SIGTERM: exit 130 / 143 with its checkpoint saved, or
-    killed by the signal itself (exit -2 / -15) before it set its handlers (while reading data).
-    Ctrl-C reaches every process of the terminal's group, so the grid stops too, not only this cell."""
+    killed by the signal itself (exit -2 / -15) before it set its handlers (while reading data),
+    or never started because the grid had been stopped. The cell's command gets the signal from
+    run_grid, which stops too (_Children), or from someone else: then the grid stops as well."""
     return self.exit_code in (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 
@@ -301,19 +304,92 @@ def cell_environment(cores: int) -> dict:
   return environment
 
 
+class _Children:
+  """The cells' running commands, each in its own process group, and the stop signals sent them.
+
+  A SIGTERM or SIGINT to launch/compare.py is passed on once to every running command (which
+  saves its checkpoint and exits 143 / 130), so the grid records the stopped attempts, writes its
+  table and exits; no command outlives it or starts after it. Own process groups, so that a
+  signal sent to compare.py's group (Ctrl-C in a terminal, `kill -- -PGID`, a scheduler's stop)
+  reaches each command once, through compare.py: launch/train.py takes a second signal as "stop
+  at once, unsaved". Commands run in pool threads; the handler runs in the main thread.
+  """
+
+  def __init__(self):
+    self._lock = threading.RLock()  # re-entrant: the handler may interrupt the main thread anywhere
+    self._running: set[subprocess.Popen] = set()
+    self.stop_signal = 0  # the signal that stopped the grid; no command starts after it
+
+  def start(self, argv: list[str], **popen_arguments) -> subprocess.Popen | None:
+    """The started command, or None if the grid was stopped."""
+    with self._lock:
+      if self.stop_signal:
+        return None
+      process = subprocess.Popen(argv, process_group=0, **popen_arguments)
+      self._running.add(process)
+      return process
+
+  def finished(self, process: subprocess.Popen) -> None:
+    with self._lock:
+      self._running.discard(process)
+
+  def pass_on(self, signal_number: int, frame=None) -> None:
+    with self._lock:
+      self.stop_signal = signal_number
+      for process in self._running:
+        # os.kill, not send_signal: that polls, and could reap the exit its thread's wait4 waits for.
+        with contextlib.suppress(ProcessLookupError):
+          os.kill(process.pid, signal_number)
+
+
+_CHILDREN = _Children()
+
+
+@contextlib.contextmanager
+def _passing_on_stop_signals(stop: threading.Event):
+  """While the grid runs: SIGTERM and SIGINT stop it (no cell starts) and reach the running commands.
+
+  Signal handlers can only be set from the main thread; elsewhere (a grid run from a worker
+  thread) the defaults stay.
+  """
+  _CHILDREN.stop_signal = 0
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handle(signal_number, frame):
+    stop.set()
+    _CHILDREN.pass_on(signal_number)
+
+  previous = {number: signal.signal(number, handle) for number in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for number, handler in previous.items():
+      signal.signal(number, handler)
+
+
 def _run_pinned(argv: list[str], cores: list[int], log, *, capture: bool = False) -> tuple[int, float, str]:
-  """(exit code, CPU seconds (user + system, from wait4), stdout if captured) of argv run on `cores`."""
+  """(exit code, CPU seconds (user + system, from wait4), stdout if captured) of argv run on `cores`.
+
+  A grid already stopped by a signal starts nothing: (minus that signal, 0.0, "").
+  """
   argv = [sys.executable] + argv[1:]  # "python" -> this interpreter (the venv's)
   taskset = shutil.which("taskset")
   if taskset:
     argv = [taskset, "-c", ",".join(map(str, cores))] + argv
-  process = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else log, stderr=log,
-                             env=cell_environment(len(cores)), text=True)
-  if not taskset:
-    os.sched_setaffinity(process.pid, cores)
-  output = process.stdout.read() if capture else ""
-  _, status, usage = os.wait4(process.pid, 0)  # wait4: the child's own CPU time, not all children's
-  process.returncode = os.waitstatus_to_exitcode(status)
+  process = _CHILDREN.start(argv, stdout=subprocess.PIPE if capture else log, stderr=log,
+                            env=cell_environment(len(cores)), text=True)
+  if process is None:
+    return -_CHILDREN.stop_signal, 0.0, ""
+  try:
+    if not taskset:
+      os.sched_setaffinity(process.pid, cores)
+    output = process.stdout.read() if capture else ""
+    _, status, usage = os.wait4(process.pid, 0)  # wait4: the child's own CPU time, not all children's
+    process.returncode = os.waitstatus_to_exitcode(status)
+  finally:
+    _CHILDREN.finished(process)
   if capture:
     log.write(output)
   return process.returncode, usage.ru_utime + usage.ru_stime, output
@@ -471,7 +547,9 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
   """Runs every selected cell that has no result, `parallel` at a time, level by level.
 
   A cell whose needed cell has no result (it failed) is skipped as blocked; a cell stopped by
-  a signal stops the grid; a cell another process is running is skipped as busy. Returns
+  a signal stops the grid, and so does a SIGTERM or SIGINT to this process, which the running
+  cells' commands are sent (see _Children); a cell another process is running is skipped as
+  busy. Returns
   {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names]}.
   """
   cells = select(grid, only)
@@ -498,6 +576,8 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
       return
     cores = slots.get()
     try:
+      if stop.is_set():  # stopped while this cell waited for cores
+        return
       with cell_lock(cell) as locked:
         if not locked or read_result(cell) is not None:  # another call runs it, or just finished it
           with lock:
@@ -525,17 +605,18 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
     finally:
       slots.put(cores)
 
-  for level in sorted(set(LEVELS.values())):
-    todo = [cell for cell in cells if LEVELS[cell.kind] == level]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
-      try:
-        for future in [pool.submit(run_one, cell) for cell in todo]:
-          future.result()  # a GridError or a bug in a runner stops the grid, naming it
-      except BaseException:  # Ctrl-C here too: queued cells must not start while running ones stop
-        stop.set()
-        raise
-    if stop.is_set():
-      break
+  with _passing_on_stop_signals(stop):
+    for level in sorted(set(LEVELS.values())):
+      todo = [cell for cell in cells if LEVELS[cell.kind] == level]
+      with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        try:
+          for future in [pool.submit(run_one, cell) for cell in todo]:
+            future.result()  # a GridError or a bug in a runner stops the grid, naming it
+        except BaseException:  # queued cells must not start while running ones stop
+          stop.set()
+          raise
+      if stop.is_set():
+        break
   return report
 
 
