@@ -220,6 +220,9 @@ class CheckpointWriteError(OSError):
   """A checkpoint could not be written (permissions, a full disk)."""
 
 
+OFF_SCHEDULE_KEY = "off_schedule"  # in a checkpoint's Orbax metrics: saved on a stop, not ranked (see save)
+
+
 def metric_key(best_metric: str) -> str:
   """The name a validation metric is saved under beside each checkpoint."""
   return f"valid_{best_metric}"
@@ -235,9 +238,10 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
   worst = math.inf if best_mode == "min" else -math.inf
 
   def ranked(metrics) -> float:
-    """The step's metric, a NaN/Inf one (never saved since issue 12; older workdirs) ranked worst."""
+    """The step's metric; ranked worst: a NaN/Inf one (never saved since issue 12; older workdirs)
+    and an off-schedule one (see save)."""
     value = float(metrics[key])
-    return value if math.isfinite(value) else worst
+    return value if math.isfinite(value) and not metrics.get(OFF_SCHEDULE_KEY) else worst
 
   policy = preservation_policy.AnyPreservationPolicy([
       preservation_policy.LatestN(n=keep),
@@ -270,14 +274,21 @@ def _write_cause(error: BaseException) -> str | None:
   return None
 
 
-def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_metrics: dict) -> None:
+def save(checkpoint_manager: ocp.CheckpointManager, step: int, state, valid_metrics: dict, *,
+         off_schedule: bool = False) -> None:
   """valid_metrics: {metric name: value} of this step's validation (see metric_key).
+
+  off_schedule: a step saved because the run was stopped (SIGTERM) between train.eval_every
+  steps. The run resumes from it, but it is never the best checkpoint (while another is kept):
+  the uninterrupted run has no such step, and a stopped-and-resumed run must pick the same
+  best checkpoint, or its scores would depend on when it was stopped.
 
   A write that fails for an OS reason (a full disk, permissions) is one CheckpointWriteError line.
   """
   try:
     checkpoint_manager.save(step, args=ocp.args.StandardSave(state),
-                            metrics={metric_key(name): float(value) for name, value in valid_metrics.items()})
+                            metrics={**{metric_key(name): float(value) for name, value in valid_metrics.items()},
+                                     **({OFF_SCHEDULE_KEY: 1.0} if off_schedule else {})})
     checkpoint_manager.wait_until_finished()
   except Exception as error:  # noqa: BLE001 (re-raised unchanged unless an OS cause is found)
     cause = _write_cause(error)

@@ -87,10 +87,13 @@ def load_runs(specs: list[str]) -> list[Run]:
 
 
 def best_record(run: Run) -> dict | None:
-  """The valid record with the best finite task metric (the earliest of equals)."""
+  """The valid record with the best finite task metric (the earliest of equals), as the best
+  checkpoint is chosen: a validation made off schedule on a stop ("interrupted") only when
+  there is no other."""
   sign = 1.0 if run.best_mode == "min" else -1.0
   scored = [record for record in run.of_kind("valid")
             if isinstance(record.get(run.best_metric), (int, float)) and math.isfinite(record[run.best_metric])]
+  scored = [record for record in scored if not record.get("interrupted")] or scored
   return min(scored, key=lambda record: sign * record[run.best_metric]) if scored else None
 
 

@@ -751,8 +751,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       interval_inputs += local["inputs"].size * jax.process_count()
       interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
       out_of_time = train_config.max_minutes > 0 and time.time() + clock_skew - started > 60 * train_config.max_minutes
-      # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (the checkpoint
-      # has its own metric, so it is ranked truly), then the run stops. Every process stops at the
+      # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (but not ranked
+      # for best: the uninterrupted run never validated it), then the run stops. Every process stops at the
       # step any one of them ran out of time or got a signal (SIGTERM wins over SIGINT), or the
       # others would wait alone in the next step's collectives: one small all-gather a step.
       out_of_time, signal_number = distributed.agree_max([out_of_time, stop_signals.received or 0])
@@ -790,7 +790,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                               interrupted=off_schedule)
         say(f"step {step}: valid {task.describe(last_valid)}")
         guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
-        checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]})
+        checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]},
+                        off_schedule=off_schedule)
         paused_seconds += time.time() - paused_from
         # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
         patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import REPO_ROOT
+from jaxlm import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -97,12 +98,17 @@ def test_sigterm_saves_the_step_it_finished_and_the_restart_repeats_the_run(tiny
   assert 6 <= stopped_at < 24 and f"saved checkpoint {stopped_at}" in lines[0]
   steps = [int(name) for name in os.listdir(os.path.join(interrupted, "checkpoints")) if name.isdigit()]
   assert max(steps) == stopped_at  # the step it finished, not the last evaluation's
+  if stopped_at % 3:  # off schedule (eval_every=3): saved to resume from, never ranked best
+    assert checkpoint.best_step(checkpoint.manager(interrupted, 10, read_only=True)) < stopped_at
 
   result = launch("train.py", *train_args(interrupted, tiny_corpus, cache_dir))
   assert result.returncode == 0, result.stdout + result.stderr
   expected, resumed = train_losses(uninterrupted), train_losses(interrupted)
   assert sorted(resumed) == sorted(expected) == list(range(1, 25))
   assert all(resumed[step] == expected[step] for step in range(1, 25)), (resumed, expected)
+  best = [checkpoint.best_step(checkpoint.manager(workdir, 10, read_only=True)) for workdir in (interrupted,
+                                                                                                uninterrupted)]
+  assert best[0] == best[1]
 
 
 def test_misspelled_config_key_fails_at_start_up(tmp_path):

@@ -50,6 +50,21 @@ def test_a_nan_validation_metric_is_never_ranked_best(tmp_path):
   assert kept_steps(tmp_path) == [1, 4]  # the best by a finite metric, and the latest
 
 
+def test_a_step_saved_off_schedule_on_a_stop_is_never_ranked_best(tmp_path):
+  """Seen: an SST-2 grid cell SIGTERM'd between validations kept that step as its best, one the
+  uninterrupted run never validated, so its score depended on when the grid was stopped."""
+  manager = checkpoint.manager(str(tmp_path), 1, best_metric="accuracy", best_mode="max")
+  state = {"w": np.zeros(3, np.float32)}
+  for step, value, off_schedule in [(3, 0.5, False), (4, 0.9, True), (6, 0.6, False), (7, 0.95, True)]:
+    checkpoint.save(manager, step, state, {"accuracy": value}, off_schedule=off_schedule)
+  assert checkpoint.best_step(manager) == 6
+  assert kept_steps(tmp_path) == [6, 7]  # the best scheduled step, and the latest to resume from
+  # Alone (a run stopped before its first validation), it is still the one there is.
+  alone = checkpoint.manager(str(tmp_path / "alone"), 1)
+  checkpoint.save(alone, 2, state, {"perplexity": 9.0}, off_schedule=True)
+  assert checkpoint.best_step(alone) == 2
+
+
 def poison_train_steps(monkeypatch, bad_steps):
   """Makes CausalLM's training batches of `bad_steps` (0-based batch indices) give a NaN loss."""
   original = causal_lm.CausalLM.train_batch

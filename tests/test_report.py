@@ -147,3 +147,14 @@ def test_the_launcher_writes_the_page_and_its_figures(two_runs, tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and f"run 'a': workdir {tmp_path}/nowhere does not exist" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+def test_the_best_validation_is_chosen_as_the_best_checkpoint_is():
+  """A validation made off schedule on a stop ("interrupted") is not the best while a scheduled one exists."""
+  valid = [{"kind": "valid", "step": 3, "mcc": 0.2}, {"kind": "valid", "step": 4, "mcc": 0.5, "interrupted": True},
+           {"kind": "valid", "step": 6, "mcc": 0.3}]
+  run = report.Run(name="r", workdir="", config={}, records=valid, task="classification", best_metric="mcc",
+                   best_mode="max", clock_restarts=[])
+  assert report.best_record(run)["step"] == 6
+  run.records = valid[1:2]
+  assert report.best_record(run)["step"] == 4
