@@ -2,6 +2,7 @@
 reruns alone, pre-training first, and the table's numbers are the cells' own."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ def smoke_grid(tmp_path):
              "upos": write_treebank(str(tmp_path / "treebank"))}
   for task, folder in folders.items():
     config.task[task].overrides = (f"task.path={folder}",) + FIXTURE_FILES[task]
+  config.task.rucola.also_metrics = ("accuracy",)  # shown beside MCC; UPOS has none
   return grid_lib.expand(config, str(tmp_path / "grid"))
 
 
@@ -86,6 +88,13 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
     test = [result["splits"][test_split][row["metric"]] for result in seeds]
     assert float(row["test_mean"]) == pytest.approx(np.mean(test))
     assert float(row["test_std"]) == pytest.approx(np.std(test, ddof=1))
+    # A task's also_metrics: dev at the same checkpoints (RuCoLA's accuracy here); empty for UPOS.
+    if row["task"] == "rucola":
+      accuracy = [result["splits"]["valid"]["accuracy"] for result in seeds]
+      assert float(row["dev_accuracy_mean"]) == pytest.approx(np.mean(accuracy))
+      assert float(row["dev_accuracy_std"]) == pytest.approx(np.std(accuracy, ddof=1))
+    else:
+      assert row["dev_accuracy_mean"] == row["dev_accuracy_std"] == ""
   # The per-split numbers come from the best checkpoint's evaluation, the dev one included.
   result = grid_lib.read_result(grid.cell("rucola/transformer/scratch/seed0"))
   assert result["dev"] == result["splits"]["valid"]["mcc"] and "valid_out_of_domain" in result["splits"]
@@ -93,7 +102,14 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   # over several sittings says which cells ran on which commit.
   assert result["code"] == grid_lib.code_version()
   with open(paths["md"], encoding="utf-8") as handle:
-    assert f"Code: {result['code'] or 'not recorded'} (8 cells)." in handle.read()
+    text = handle.read()
+  assert f"Code: {result['code'] or 'not recorded'} (8 cells)." in text
+  assert "other dev metrics, mean ± sd" in text and "| accuracy " in text
+  # A metric the task's summaries do not have: an error naming the key and what there is.
+  mistyped = grid_lib.Grid(cells=[dataclasses.replace(cell, also_metrics=("acuracy",)) for cell in grid.cells],
+                           not_applicable=[])
+  with pytest.raises(grid_lib.GridError, match=r"also_metrics names \['acuracy'\].*'accuracy'"):
+    table.write_all(mistyped, str(tmp_path / "grid"))
 
   # The same command, but the config file's default changed since the cell trained (here: its saved
   # learning rate is not today's): its result is refused, never reused, and nothing is deleted.

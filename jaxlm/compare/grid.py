@@ -93,6 +93,7 @@ class Cell:
   metric: str = ""  # the task's number in the table (a key of its summary)
   splits: tuple[str, ...] = ()  # scored at the best checkpoint; the first is dev ("valid")
   test_split: str = ""  # one of splits with labels to report as test; "" = none
+  also_metrics: tuple[str, ...] = ()  # more dev summary keys for the table (QA's exact_match beside f1)
 
   @property
   def output(self) -> str:
@@ -211,7 +212,8 @@ def expand(grid_config, workdir: str) -> Grid:
               name=name, kind="finetune", config=f"{grid_config.finetune}:task={task},body={body},{variant}{extra}",
               overrides=(*grid_config.overrides, *spec.overrides, *start_overrides, f"seed={seed}"),
               workdir=os.path.join(workdir, "finetune", name), needs=needs, task=task, body=body, start=start,
-              seed=seed, metric=spec.metric, splits=tuple(spec.splits), test_split=spec.test_split))
+              seed=seed, metric=spec.metric, splits=tuple(spec.splits), test_split=spec.test_split,
+              also_metrics=tuple(spec.get("also_metrics", ()))))
   # Seed-major: every (task, body, start) gets its seed 0 before any gets seed 1, so a grid stopped
   # early has every row at fewer seeds rather than some rows missing.
   for cell in sorted(finetune, key=lambda cell: grid_config.seeds.index(cell.seed)):

@@ -7,6 +7,8 @@ one seed). Each row's difference from the scratch row of the same task and body
 difference outside it can still be noise with 3 seeds, one inside it is not evidence of
 a difference. The best mean of each task is in bold. Under the table, each row that reads
 pre-training gets one line: what its pre-training cells cost and what they bought over scratch.
+A task's also_metrics (QA's exact match beside its F1) get a column of their own: their dev
+mean ± sd at the checkpoints the task's metric picked.
 """
 
 import math
@@ -41,6 +43,12 @@ def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
       # can name another labelled split for the table without rerunning anything.
       result["test"] = result["splits"][cell.test_split][cell.metric] if cell.test_split else None
       result["test_split"] = cell.test_split
+      dev = result["splits"][cell.splits[0]]
+      missing = [metric for metric in cell.also_metrics if metric not in dev]
+      if missing:
+        raise grid_lib.GridError(f"{cell.name}: grid config task.{cell.task}.also_metrics names {missing}, which "
+                                 f"its {cell.splits[0]} summary lacks; it has {sorted(dev)}")
+      result["also"] = {metric: dev[metric] for metric in cell.also_metrics}
       finetune.append(result)
     else:
       pretrain.append(result)
@@ -70,7 +78,10 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
         wall_seconds_mean=mean_and_std([result["wall_seconds"] for result in group])[0],
         cpu_seconds_mean=mean_and_std([result.get("cpu_seconds") or math.nan for result in group])[0],
         examples_seen_mean=mean_and_std([result["examples_seen"] for result in group])[0],
-        best_step_mean=mean_and_std([result["best_step"] for result in group])[0]))
+        best_step_mean=mean_and_std([result["best_step"] for result in group])[0],
+        # {metric: (mean, sd)} of the task's also_metrics, on dev at the same checkpoints
+        also={metric: mean_and_std([result["also"][metric] for result in group])
+              for metric in group[0].get("also", {})}))
   scratch = {(row["task"], row["body"]): row for row in table if row["start"] == "scratch"}
   for row in table:
     reference = scratch.get((row["task"], row["body"]))
@@ -133,11 +144,17 @@ def code_versions(results: list[dict]) -> str:
                               for version, count in counts.items()) + "."
 
 
+def _also(row: dict) -> str:
+  return "; ".join(f"{metric} {_number(mean, std)}" for metric, (mean, std) in row["also"].items())
+
+
 def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=()) -> str:
+  also = any(row["also"] for row in table)  # a column only for grids with also_metrics
   lines = [pretraining_cost(pretrain), "",
-           "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | dev vs scratch | "
-           "wall / CPU s per cell | examples seen |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | "
+           + ("other dev metrics, mean ± sd | " if also else "") + "dev vs scratch | wall / CPU s per cell | "
+           "examples seen |",
+           "|---|---|---|---|---|---|---|---|---|" + ("---|" if also else "")]
   best = {}
   for row in table:
     if row["task"] not in best or row["dev_mean"] > best[row["task"]]:
@@ -150,7 +167,8 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
     if row["within_spread"]:
       versus += " ~"
     lines.append(f"| {row['task']} ({row['metric']}) | {row['body']} | {row['start']} | {row['seeds']} | {dev} | "
-                 f"{_number(row['test_mean'], row['test_std'])} | {versus} | {row['wall_seconds_mean']:.0f} / "
+                 f"{_number(row['test_mean'], row['test_std'])} | " + (f"{_also(row)} | " if also else "")
+                 + f"{versus} | {row['wall_seconds_mean']:.0f} / "
                  f"{row['cpu_seconds_mean']:.0f} | "
                  f"{row['examples_seen_mean']:.0f} |")
   test_splits = dict.fromkeys(f"{row['task']}: {row['test_split']}" for row in table if row["test_split"])
@@ -166,7 +184,12 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
 
 
 def write_csv(table: list[dict], path: str) -> None:
-  text_files.write_csv(path, list(CSV_COLUMNS), ([row[key] for key in CSV_COLUMNS] for row in table))
+  """CSV_COLUMNS, then dev_<metric>_mean and _std per also_metrics key of any row (empty where a task has none)."""
+  also = list(dict.fromkeys(metric for row in table for metric in row["also"]))
+  header = list(CSV_COLUMNS) + [f"dev_{metric}_{stat}" for metric in also for stat in ("mean", "std")]
+  text_files.write_csv(path, header, ([row[key] for key in CSV_COLUMNS]
+                                      + [row["also"].get(metric, ("", ""))[index] for metric in also for index in (0, 1)]
+                                      for row in table))
 
 
 def plot(table: list[dict], path: str) -> None:
