@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULT_FILE = "result.json"
@@ -424,25 +425,40 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
 
 
 def load_config(spec: str, overrides=()):
-  """A config from "<file>[:<variants>]" with "key=value" overrides, as --config / --config.key=value give it."""
-  from configs import common
-  config = common.load(spec if os.path.exists(spec.partition(":")[0]) else os.path.join(ROOT, spec))
-  for override in overrides:
-    dotted, _, text = override.partition("=")
-    *parents, leaf = dotted.split(".")
-    node = config
-    try:
-      for parent in parents:
-        node = node[parent]
-      node[leaf] = _parse_value(text, node[leaf], dotted)
-    except (KeyError, AttributeError, TypeError) as error:
-      reason = " ".join(str(error.args[0] if error.args else error).split())  # ConfigDict's "did you mean"
-      raise GridError(f"override {override!r}: {spec} has no key {dotted} ({reason}); fix the grid config's "
-                      "overrides or the --grid.* flag that sets them") from None
-    except (ValueError, SyntaxError) as error:
-      raise GridError(f"override {override!r}: {text!r} is not a value of {spec}'s {dotted} "
-                      f"({type(node[leaf]).__name__}: {error})") from None
-  return config
+  """The config launch/train.py builds from --config=<spec> --config.<override>... ("key=value" each):
+  ml_collections' own config flag parses both, so a grid override means what it means there."""
+  path = spec if os.path.exists(spec.partition(":")[0]) else os.path.join(ROOT, spec)
+  try:
+    return _parse_config_flags(path, overrides)
+  except Exception as error:  # noqa: BLE001 (absl, ml_collections and the config file raise many kinds)
+    reason = " ".join(str(error.args[0] if error.args else error).split())  # ConfigDict's "did you mean" too
+  culprit = next((override for override in overrides if not _applies(path, override)), None)
+  if culprit is None:
+    raise GridError(f"config {spec}: {reason}")
+  raise GridError(f"override {culprit!r} of {spec}: {reason}; fix the grid config's overrides or the --grid.* "
+                  "flag that sets them")
+
+
+def _parse_config_flags(path: str, overrides):
+  """launch/train.py's --config and --config.* flags, parsed in a FlagValues of their own: the ConfigDict."""
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ["launch/train.py", f"--config={path}", *(f"--config.{override}" for override in overrides)]
+  flag_values = flags.FlagValues()  # its own: the process's absl flags stay as they are
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True, sys_argv=argv)
+  with warnings.catch_warnings():  # ml_collections loads config files with the deprecated load_module
+    warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+    flag_values(argv)
+  return flag_values.config
+
+
+def _applies(path: str, override: str) -> bool:
+  """Whether `override` alone applies to the config at `path` (to name the wrong one of several)."""
+  try:
+    _parse_config_flags(path, (override,))
+  except Exception:  # noqa: BLE001
+    return False
+  return True
 
 
 def check_configs(cells) -> None:
@@ -453,20 +469,6 @@ def check_configs(cells) -> None:
       load_config(cell.config, cell.overrides)
     except GridError as error:
       raise GridError(f"{cell.name}: {error}") from None
-
-
-def _parse_value(text: str, current, dotted: str):
-  """An override's text as the type of the value it replaces."""
-  if isinstance(current, bool):
-    if text.lower() not in ("true", "false", "1", "0"):
-      raise GridError(f"override {dotted}={text!r}: give true or false")
-    return text.lower() in ("true", "1")
-  if isinstance(current, (int, float)):
-    return type(current)(float(text) if isinstance(current, float) else int(text))
-  if isinstance(current, (tuple, list)):
-    import ast
-    return tuple(ast.literal_eval(text))
-  return text
 
 
 def run_in_process(cell: Cell, cores: list[int]) -> dict:
