@@ -199,24 +199,31 @@ def plot(table: list[dict], path: str) -> None:
   from matplotlib import pyplot
 
   tasks = list(dict.fromkeys(row["task"] for row in table))
-  figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+  # One colour per body in every panel, named once in a legend beside them (not over the points).
+  colours = {body: f"C{index}" for index, body in enumerate(dict.fromkeys(row["body"] for row in table))}
+  figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.5 * len(tasks) + 1.2, 3.6), squeeze=False)
   for axis, task in zip(axes[0], tasks):
     task_rows = [row for row in table if row["task"] == task]
-    starts = list(dict.fromkeys(row["start"] for row in task_rows))
+    # In the grid's order of starts (jaxlm.compare.grid.STARTS), not the order rows first use them,
+    # so that each body's line runs left to right (RuCoLA's bpe_fasttext row came before mlm).
+    order = list(grid_lib.STARTS)
+    starts = sorted(dict.fromkeys(row["start"] for row in task_rows),
+                    key=lambda start: order.index(start) if start in order else len(order))
     bodies = list(dict.fromkeys(row["body"] for row in task_rows))
     for index, body in enumerate(bodies):
-      points = [(starts.index(row["start"]), row["dev_mean"], row["dev_std"]) for row in task_rows
-                if row["body"] == body]
+      points = sorted((starts.index(row["start"]), row["dev_mean"], row["dev_std"]) for row in task_rows
+                      if row["body"] == body)
       offset = (index - (len(bodies) - 1) / 2) * 0.08  # bodies side by side, so error bars do not overlap
       axis.errorbar([x + offset for x, _, _ in points], [y for _, y, _ in points],
                     yerr=[0.0 if math.isnan(sd) else sd for _, _, sd in points], marker="o", capsize=3,
-                    linestyle="-", label=body)
-    axis.set_xticks(range(len(starts)), starts)
+                    linestyle="-", color=colours[body], label=body)
+    axis.set_xticks(range(len(starts)), starts, rotation=20, ha="right")  # six labels do not fit level
     axis.set_title(task)
     axis.set_ylabel(f"dev {task_rows[0]['metric']} (mean ± sd over seeds)")
     axis.grid(alpha=0.3)
-    axis.legend(title="body", fontsize="small")
-  figure.tight_layout()
+  handles = [matplotlib.lines.Line2D([], [], color=colour, marker="o") for colour in colours.values()]
+  figure.legend(handles, list(colours), title="body", loc="center right", fontsize="small")
+  figure.tight_layout(rect=(0, 0, 1 - 1.2 / figure.get_figwidth(), 1))
   figure.savefig(path)
   pyplot.close(figure)
 
