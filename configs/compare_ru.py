@@ -43,10 +43,10 @@ a transformer only, and a forward-only LSTM has other parameters than a bidirect
 one), and every checkpoint start for the FastText baseline (it has no body to start).
 
 Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
-+ RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells. Not run
-whole yet: BENCHMARKS.md, issue 15, has the `small` slice and the full grid so far (every
-pre-training cell; RuCoLA, SST-2 and UPOS over 3 seeds: 156 cells; XQuAD-ru to come), and a GPU sitting
-of RuCoLA cells with 10x the masked-LM pre-training (launch/compare_gpu.sh: the grid with
++ RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells: 12.6
+CPU-hours, ~6.3 hours on 2 cores at --parallel=2. BENCHMARKS.md, issue 15, has the whole
+grid's table and a reading per task, the `small` slice, and a GPU sitting of RuCoLA cells
+with 10x the masked-LM pre-training (launch/compare_gpu.sh: the grid with
 --grid.pretrain.ru.mlm.overrides=... on the command line).
 
 Variants:
