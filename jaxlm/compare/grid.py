@@ -336,7 +336,7 @@ class _Children:
     with self._lock:
       self._running.discard(process)
 
-  def pass_on(self, signal_number: int, frame=None) -> None:
+  def pass_on(self, signal_number: int) -> None:
     with self._lock:
       self.stop_signal = signal_number
       for process in self._running:
