@@ -295,6 +295,11 @@ def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_run
     grid_lib.run_grid(grid_lib.expand(config, str(tmp_path)), runner=lambda cell, cores: calls.append(cell.name),
                       only=["*/mlm/*"], log=lambda line: None)
   assert calls == []
+  # A config file or variant that does not load is its own error, not blamed on an override.
+  with pytest.raises(grid_lib.GridError, match=r"^config configs/finetune.py:task=nope: .*variant task='nope'"):
+    grid_lib.load_config("configs/finetune.py:task=nope", ("seed=1",))
+  with pytest.raises(grid_lib.GridError, match=r"^config configs/nope.py: config file .*nope.py not found"):
+    grid_lib.load_config("configs/nope.py", ("seed=1",))
 
 
 def test_a_resumed_cell_counts_the_cost_of_its_stopped_attempts(tmp_path):

@@ -432,9 +432,14 @@ def load_config(spec: str, overrides=()):
     return _parse_config_flags(path, overrides)
   except Exception as error:  # noqa: BLE001 (absl, ml_collections and the config file raise many kinds)
     reason = " ".join(str(error.args[0] if error.args else error).split())  # ConfigDict's "did you mean" too
+  from configs import common
+  try:  # the file and its variants alone, with their own errors (a missing file, an unknown variant)
+    common.load(path)
+  except Exception as error:  # noqa: BLE001
+    raise GridError(f"config {spec}: {error}") from None
   culprit = next((override for override in overrides if not _applies(path, override)), None)
   if culprit is None:
-    raise GridError(f"config {spec}: {reason}")
+    raise GridError(f"config {spec} with overrides {list(overrides)}: {reason}")
   raise GridError(f"override {culprit!r} of {spec}: {reason}; fix the grid config's overrides or the --grid.* "
                   "flag that sets them")
 
