@@ -10,6 +10,8 @@ import os
 
 import ml_collections
 
+from jaxlm import errors
+
 
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -197,7 +199,7 @@ def use_task(config: ml_collections.ConfigDict, name: str, **fields) -> None:
   """
   unknown = set(fields) - set(TASK_FIELDS[name])
   if unknown:
-    raise ValueError(f"task {name!r} has no keys {sorted(unknown)}; known: {sorted(TASK_FIELDS[name])}")
+    raise errors.ConfigError(f"task {name!r} has no keys {sorted(unknown)}; known: {sorted(TASK_FIELDS[name])}")
   config.task = ml_collections.ConfigDict({"name": name, **TASK_FIELDS[name], **fields})
   if name not in CORPUS_TASKS:
     del config.data
@@ -223,7 +225,7 @@ def use_small_encoder(config: ml_collections.ConfigDict, family: str, *, dropout
     use_encoder(config, "tcn", num_layers=4, hidden_size=width, kernel_size=3, dropout=dropout,
                 dropout_input=dropout)
   else:
-    raise ValueError(f"no small encoder for family {family!r}")
+    raise errors.ConfigError(f"no small encoder for family {family!r}")
 
 
 def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> None:
@@ -245,10 +247,11 @@ def load(spec: str) -> ml_collections.ConfigDict:
   path, _, variant = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("jaxlm_config_file", path)
   if module_spec is None or not os.path.isfile(path):
-    raise FileNotFoundError(f"config file {path} not found (from {spec!r}); name one under configs/")
+    raise errors.MissingFileError(f"config file {path} not found (from {spec!r}); name one under configs/")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(variant or None)
+  # As ml_collections' config flag calls it: with the variants after ":", else without arguments.
+  return module.get_config(variant) if variant else module.get_config()
 
 
 def parse_variants(arg: str | None) -> dict:
@@ -267,10 +270,10 @@ def check_variants(variants: dict, allowed: dict, config_file: str) -> None:
   """Unknown variant names or values are an error, never ignored."""
   for key, value in variants.items():
     if key not in allowed:
-      raise ValueError(f"{config_file}: unknown variant {key!r}; known variants: {sorted(allowed)}")
+      raise errors.ConfigError(f"{config_file}: unknown variant {key!r}; known variants: {sorted(allowed)}")
     choices = allowed[key]
     if choices is not True and value not in choices:
-      raise ValueError(f"{config_file}: variant {key}={value!r} not in {sorted(choices)}")
+      raise errors.ConfigError(f"{config_file}: variant {key}={value!r} not in {sorted(choices)}")
 
 
 def use_body(config: ml_collections.ConfigDict, family: str, **fields) -> None:

@@ -63,6 +63,7 @@ Variants:
 """
 
 from configs import common
+from jaxlm import errors
 
 SEQ_LEN = 128
 
@@ -107,8 +108,8 @@ def get_config(arg: str | None = None):
 
   if variants.get("positions") == "rotary":
     if "fast" in variants:
-      raise ValueError(f"{__file__}: choose either the variant fast (learned positions, no memory) or "
-                       "positions=rotary (rotary positions with memory)")
+      raise errors.ConfigError(f"{__file__}: choose either the variant fast (learned positions, no memory) or "
+                               "positions=rotary (rotary positions with memory)")
     config.model.transformer.update(dict(
         positions="rotary",  # rotated queries and keys: nothing but q, k and v enters the fused kernel
         attention_dropout=0.0,  # attention dropout would leave the fused kernel in training

@@ -35,15 +35,17 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxlm import errors
+
 
 def check_cutoffs(cutoffs, vocab_size: int) -> tuple:
   """Cutoffs as a tuple of ints, strictly increasing within (0, vocab_size); else a clear error."""
   cutoffs = tuple(int(cutoff) for cutoff in cutoffs)
   bounds = (0,) + cutoffs + (vocab_size,)
   if not cutoffs or any(low >= high for low, high in zip(bounds[:-1], bounds[1:])):
-    raise ValueError(f"config model.adaptive_cutoffs={cutoffs} must be strictly increasing word ranks "
-                     f"between 0 and the vocabulary size {vocab_size} (exclusive); e.g. (2000, 6000, 14000) "
-                     f"for WikiText-2's 33,278 words")
+    raise errors.ConfigError(f"config model.adaptive_cutoffs={cutoffs} must be strictly increasing word ranks "
+                             f"between 0 and the vocabulary size {vocab_size} (exclusive); e.g. (2000, 6000, 14000) "
+                             f"for WikiText-2's 33,278 words")
   return cutoffs
 
 

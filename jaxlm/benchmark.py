@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import flops, train
+from jaxlm import errors, flops, train
 from jaxlm.tasks import causal_lm
 
 # Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
@@ -210,7 +210,7 @@ def head_cost_config(base_config, head: str, *, width: int = 300, tokens_per_ste
                      seq_len: int = 128, num_layers: int = 2, tie_embeddings: bool = True):
   """`base_config` (configs.common.base_config()) set to the issue's setting for one head."""
   if tokens_per_step % seq_len:
-    raise ValueError(f"tokens_per_step={tokens_per_step} is not a multiple of seq_len={seq_len}")
+    raise errors.ConfigError(f"tokens_per_step={tokens_per_step} is not a multiple of seq_len={seq_len}")
   config = base_config.copy_and_resolve_references()
   config.model.head = head
   config.model.width = width

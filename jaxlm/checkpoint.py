@@ -1,8 +1,9 @@
 """Orbax checkpoints that resume themselves, and the guard against mixing runs.
 
 Layout of a workdir:
-  config.json      the full config of the run (rewritten only by a resume with no
-                   differences, or with differences named in --allow_change)
+  config.json      the full config of the run (a resume with differences named in
+                   --allow_change rewrites it with its first checkpoint, so a resume
+                   that fails before saving leaves it as it was)
   vocabulary.txt   the model's input vocabulary (words or pieces, one per line, in id
                    order), so a fine-tuning run tokenises exactly as this run did, and
                    evaluation scores with the ids the model was trained on
@@ -22,6 +23,7 @@ finalises a save and applies the keep policy); whether a checkpoint is readable 
 agreed, so all processes fall back to the same one.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -30,10 +32,11 @@ import sys
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-from jaxlm import distributed
+from jaxlm import distributed, errors
 from jaxlm.data import text_files
 
 CONFIG_FILE = "config.json"
@@ -42,7 +45,7 @@ SENTENCEPIECE_FILE = "sentencepiece.model"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class IncompatibleWorkdirError(ValueError):
+class IncompatibleWorkdirError(errors.UserError, ValueError):
   """The workdir holds a run whose model differs from the requested one."""
 
 
@@ -124,36 +127,60 @@ def describe(differences) -> str:
                    for key, left, right in differences)
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
-                    allow_change=(), sentencepiece_model: str = "") -> list[str]:
-  """Writes config.json, vocabulary.txt, the data fingerprint and (a SentencePiece run's)
-  sentencepiece.model, a copy of the file `sentencepiece_model`, for a new run or an accepted
-  resume; refuses a workdir whose checkpoints were trained otherwise. Returns the allowed changes.
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
+                  allow_change=()) -> list[str]:
+  """Refuses a workdir whose checkpoints were trained otherwise; returns the allowed changes
+  (one line each, empty for a new run or an identical resume). Writes nothing.
 
   A resume whose identity (signature(), the vocabulary, the data files' fingerprint) differs is
   refused with every difference, unless each differing key is named in `allow_change` (a key or
-  a section, e.g. "train.steps"). A refused run writes nothing: checks come before any write.
+  a section, e.g. "train.steps").
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise IncompatibleWorkdirError(f"--workdir {workdir} is a file, not a folder: choose a folder")
   config_path = os.path.join(workdir, CONFIG_FILE)
-  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
-  has_checkpoints = os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
-  changes = []
-  if os.path.exists(config_path) and has_checkpoints:
-    differences = workdir_differences(workdir, config, words=words, fingerprint=fingerprint)
-    refused = [difference for difference in differences if not _allowed(difference[0], allow_change)]
-    if refused:
-      names = ",".join(key for key, _, _ in refused)
-      raise IncompatibleWorkdirError(
-          f"workdir {workdir} holds checkpoints of a different run ({describe(refused)}). Nothing in it was "
-          f"changed: choose a new --workdir, or, if the change is intended, pass --allow_change={names}.")
-    changes = [describe([difference]) for difference in differences]
-  elif has_checkpoints:
+  if not has_checkpoints(workdir):
+    return []
+  if not os.path.exists(config_path):
     raise IncompatibleWorkdirError(
         f"workdir {workdir} has checkpoints but no {CONFIG_FILE}, so their model is unknown. "
         "Choose a new --workdir.")
+  differences = workdir_differences(workdir, config, words=words, fingerprint=fingerprint)
+  refused = [difference for difference in differences if not _allowed(difference[0], allow_change)]
+  if refused:
+    names = ",".join(key for key, _, _ in refused)
+    raise IncompatibleWorkdirError(
+        f"workdir {workdir} holds checkpoints of a different run ({describe(refused)}). Nothing in it was "
+        f"changed: choose a new --workdir, or, if the change is intended, pass --allow_change={names}.")
+  return [describe([difference]) for difference in differences]
+
+
+def kept_steps(workdir: str) -> list[int]:
+  """The steps of the workdir's checkpoint folders, ascending (read from the folder names alone)."""
+  checkpoints = os.path.join(workdir, CHECKPOINT_DIR)
+  if not os.path.isdir(checkpoints):
+    return []
+  return sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+
+
+def has_checkpoints(workdir: str) -> bool:
+  return bool(kept_steps(workdir))
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest kept step, or None before the first checkpoint."""
+  steps = kept_steps(workdir)
+  return steps[-1] if steps else None
+
+
+def write_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
+                  sentencepiece_model: str = "") -> None:
+  """Writes config.json, vocabulary.txt, the data fingerprint and (a SentencePiece run's)
+  sentencepiece.model, a copy of the file `sentencepiece_model` (process 0, each file atomically;
+  every process returns once they are written)."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    text_files.write_text(config_path, config.to_json(indent=2))
+    text_files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
     if words is not None:
       save_words(workdir, words)
     if fingerprint:
@@ -163,6 +190,13 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=No
       shutil.copyfile(sentencepiece_model, target + ".tmp")
       os.replace(target + ".tmp", target)
   distributed.barrier("workdir prepared")  # the others then find the workdir and its files
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
+                    allow_change=(), sentencepiece_model: str = "") -> list[str]:
+  """check_workdir, then write_workdir: for a caller with nothing to restore in between."""
+  changes = check_workdir(workdir, config, words=words, fingerprint=fingerprint, allow_change=allow_change)
+  write_workdir(workdir, config, words=words, fingerprint=fingerprint, sentencepiece_model=sentencepiece_model)
   return changes
 
 
@@ -176,11 +210,23 @@ def load_fingerprint(workdir: str) -> str:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The workdir's config.json, checked to be a jaxlm run's: a missing file is a MissingFileError,
+  and a file without the sections every run saves (another program's config.json, or no JSON
+  object at all) a WorkdirError naming it, not an AttributeError from deep in a restore."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir} a jaxlm workdir (made by launch/train.py)?")
-  with open(path) as handle:
-    return ml_collections.ConfigDict(json.load(handle))
+    raise errors.MissingFileError(f"{path} not found: is {workdir} a jaxlm workdir (made by launch/train.py)?")
+  try:
+    with open(path) as handle:
+      config = ml_collections.ConfigDict(json.load(handle))
+  except (ValueError, AttributeError) as error:  # not JSON; JSON but not an object (no .items())
+    raise errors.WorkdirError(f"{path} is not a jaxlm config ({error}); is {workdir} a jaxlm workdir (made by "
+                              "launch/train.py)?") from error
+  missing = [section for section in ("train", "model") if section not in config]
+  if missing:
+    raise errors.WorkdirError(f"{path} is not a jaxlm config: it has no {'/'.join(map(repr, missing))} section; "
+                              f"is {workdir} a jaxlm workdir (made by launch/train.py)?")
+  return config
 
 
 def save_words(workdir: str, words: list[str]) -> None:
@@ -216,7 +262,7 @@ def check_writable(directory: str) -> None:
                                "Make it writable, or choose another --workdir.") from None
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(errors.UserError, OSError):
   """A checkpoint could not be written (permissions, a full disk)."""
 
 
@@ -309,6 +355,10 @@ class DamagedCheckpointError(IncompatibleWorkdirError):
   """No kept checkpoint could be read."""
 
 
+class MismatchedCheckpointError(IncompatibleWorkdirError):
+  """A readable checkpoint whose arrays do not fit the state the config builds."""
+
+
 def _one_line(error: BaseException) -> str:
   """The first line of the innermost error that names a file, else of `error` (Orbax and
   TensorStore wrap the cause in several layers and long specs)."""
@@ -330,25 +380,122 @@ def _missing_file(directory: str) -> str | None:
   return None
 
 
-def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, *, on_damaged=None):
-  """(step, state) of the latest kept checkpoint that reads; each damaged one on the way is
-  reported in one line on stderr (and passed to on_damaged(step), e.g. to move it aside).
+def _path_names(path) -> tuple[str, ...]:
+  """A pytree path as plain names: a dataclass field, a dict key and a list index alike, so the
+  state's tree and Orbax's saved tree (dicts and lists) name a leaf the same way."""
+  names = []
+  for key in path:
+    for attribute in ("name", "key", "idx"):
+      if hasattr(key, attribute):
+        names.append(str(getattr(key, attribute)))
+        break
+    else:
+      names.append(str(key))
+  return tuple(names)
 
-  Only when no kept checkpoint reads is it an error, naming each one's cause.
+
+def _arrays(tree) -> dict[tuple[str, ...], tuple]:
+  """{leaf path: (shape, dtype name)} of a tree of arrays, ShapeDtypeStructs or Orbax metadata."""
+  return {_path_names(path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, "shape")}
+
+
+def saved_tree_metadata(directory: str) -> dict:
+  """The saved state's tree of Orbax array metadata (shapes, dtypes; no values read), by its
+  fields' names ({"params": ..., "opt_state": ..., ...})."""
+  from etils import epath
+  metadata = ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / "default")
+  return metadata.tree if hasattr(metadata, "tree") else metadata
+
+
+def mismatched_fields(saved_tree: dict, abstract_state) -> dict[str, str]:
+  """{state field: its first difference} where the saved arrays' names, shapes or dtypes differ
+  from the state this config builds (empty: the checkpoint fits)."""
+  found = {}
+  for field in dataclasses.fields(abstract_state):
+    wanted, saved = _arrays(getattr(abstract_state, field.name)), _arrays(saved_tree.get(field.name, {}))
+    for path in sorted(set(wanted) | set(saved)):
+      if wanted.get(path) != saved.get(path):
+        shown = lambda entry: "absent" if entry is None else f"{entry[0]} {entry[1]}"
+        found[field.name] = (f"{'/'.join((field.name,) + path)}: saved {shown(saved.get(path))}, "
+                             f"built {shown(wanted.get(path))}")
+        break
+  return found
+
+
+_FIELD_NAMES = {"params": "parameters", "opt_state": "optimiser state", "frozen": "fixed tables",
+                "carry": "carried state"}
+
+
+def _restore_fitting(checkpoint_manager, step: int, abstract_state, saved_tree: dict, restartable: tuple):
+  """Restores the fields of `abstract_state` that fit checkpoint `step`; a field in `restartable`
+  that does not fit is read as saved (replicated) and returned as None, for the caller to start
+  anew. Returns (state, {restarted field: its first difference})."""
+  mismatched = mismatched_fields(saved_tree, abstract_state)
+  refused = {name: what for name, what in mismatched.items() if name not in restartable}
+  if refused:
+    what = " and ".join(_FIELD_NAMES.get(name, name) for name in refused)
+    advice = ("a change to the model's shapes cannot be resumed; choose a new --workdir (a fine-tuning run can "
+              "start from this one with --config.init.checkpoint)" if "params" in refused else
+              "the optimiser state is started anew only for a change named in --allow_change (an optim key); "
+              "run the config this workdir was trained with, or choose a new --workdir")
+    raise MismatchedCheckpointError(
+        f"checkpoint step {step} in {checkpoint_manager.directory} is readable, but its {what} do not fit "
+        f"the model and optimiser this config builds ({'; '.join(refused.values())}). Nothing in the workdir "
+        f"was changed: {advice}.")
+  if not mismatched:
+    return restore(checkpoint_manager, step, abstract_state), {}
+  replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("saved",)),
+                                          jax.sharding.PartitionSpec())
+  target = {}
+  for field in dataclasses.fields(abstract_state):
+    if field.name in mismatched:
+      target[field.name] = jax.tree.map(
+          lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=replicated),
+          saved_tree[field.name], is_leaf=lambda leaf: hasattr(leaf, "shape"))
+    else:
+      target[field.name] = getattr(abstract_state, field.name)
+  restored = restore(checkpoint_manager, step, target)
+  state = abstract_state.replace(**{name: None if name in mismatched else restored[name]
+                                    for name in target})
+  return state, mismatched
+
+
+def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, *, on_damaged=None,
+                     restartable=()):
+  """(step, state, restarted) of the latest kept checkpoint that reads; each damaged one on the
+  way is reported in one line on stderr (and passed to on_damaged(step), e.g. to move it aside).
+
+  Damaged means unreadable files, never a readable checkpoint that does not fit the state this
+  config builds: that is an IncompatibleWorkdirError raised before anything is moved, unless
+  only fields named in `restartable` (a dataclass state's field names, e.g. "opt_state") differ.
+  Those are then left None in the returned state, with {field: first difference} in `restarted`,
+  for the caller to start anew. Only when no kept checkpoint reads is it a DamagedCheckpointError
+  naming each one's cause.
   """
   causes = []
   steps = sorted(checkpoint_manager.all_steps(), reverse=True)
   for index, step in enumerate(steps):
     directory = os.path.join(str(checkpoint_manager.directory), str(step))
     cause = _missing_file(directory)
+    state, restarted = None, {}
     if cause is None:
       try:
-        state = restore(checkpoint_manager, step, abstract_state)
-      except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
+        # The saved tree's shapes first (no values read): a readable checkpoint that does not
+        # fit is refused here, the same on every process (they read the same files).
+        saved_tree = saved_tree_metadata(directory)
+      except Exception as error:  # noqa: BLE001 (an unreadable manifest or metadata file)
         cause = _one_line(error)
+      else:
+        try:
+          state, restarted = _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree, restartable)
+        except MismatchedCheckpointError:
+          raise
+        except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
+          cause = _one_line(error)
     # One process's failed read makes the step damaged for all: they must go on from one state.
     if not distributed.agree_any([cause is not None])[0]:
-      return step, state
+      return step, state, restarted
     cause = cause or f"unreadable on another of the {jax.process_count()} processes"
     causes.append(f"step {step}: {cause}")
     following = f"; restoring step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
@@ -357,9 +504,35 @@ def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, 
     if on_damaged is not None:
       on_damaged(step)
   raise DamagedCheckpointError(
-      f"no kept checkpoint in {checkpoint_manager.directory} could be restored ({'; '.join(causes)}). If every "
-      "step fails the same way, the config does not match the run (model, optim.name and optim.clip_norm must); "
-      "otherwise the files are damaged: choose a new --workdir.")
+      f"no kept checkpoint in {checkpoint_manager.directory} could be restored ({'; '.join(causes)}). The "
+      "files are damaged: choose a new --workdir.")
+
+
+def restore_first_readable(checkpoint_manager: ocp.CheckpointManager, steps, *, source: str):
+  """(step, Orbax's raw tree) of the first of `steps` whose files read (no target: the saved
+  structure, e.g. a pre-trained run's, restored without rebuilding its optimiser). Each
+  unreadable step on the way is one warning line on stderr; when none reads, a
+  DamagedCheckpointError names `source` (what the user wrote, e.g. "config init.checkpoint=...")
+  and each step's cause. Every process must agree, as they go on from one tree."""
+  causes = []
+  for index, step in enumerate(steps):
+    directory = os.path.join(str(checkpoint_manager.directory), str(step))
+    tree, cause = None, _missing_file(directory)
+    if cause is None:
+      try:
+        tree = checkpoint_manager.restore(step, args=ocp.args.StandardRestore())
+      except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
+        cause = _one_line(error)
+    if not distributed.agree_any([cause is not None])[0]:
+      return step, tree
+    cause = cause or f"unreadable on another of the {jax.process_count()} processes"
+    causes.append(f"step {step}: {cause}")
+    following = f"; using step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
+    print(f"warning: {source}: checkpoint step {step} in {checkpoint_manager.directory} is unreadable "
+          f"({cause}){following}", file=sys.stderr)
+  raise DamagedCheckpointError(f"{source}: no checkpoint of {', '.join(str(step) for step in steps)} in "
+                               f"{checkpoint_manager.directory} could be read ({'; '.join(causes)}); name another "
+                               "kept step (<workdir>:<step>) or another workdir")
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state):
@@ -368,6 +541,5 @@ def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state
     return checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as error:  # noqa: BLE001 (TensorStore read errors arrive as plain Exception)
     raise IncompatibleWorkdirError(
-        f"checkpoint {checkpoint_manager.directory}/{step} does not match the model and optimiser built "
-        f"from the config (model, optim.name and optim.clip_norm must match the run's), or cannot be read: "
-        f"{_one_line(error)}") from error
+        f"checkpoint {checkpoint_manager.directory}/{step} cannot be read into the model and optimiser built "
+        f"from the config: {_one_line(error)}") from error

@@ -16,6 +16,8 @@ from typing import Callable, Sequence, TypeVar
 import jax
 import numpy as np
 
+from jaxlm import errors
+
 Result = TypeVar("Result")
 
 
@@ -33,7 +35,7 @@ def requested_arguments(coordinator_address: str | None = None, num_processes: i
   """
   if coordinator_address or num_processes is not None or process_id is not None:
     if not coordinator_address and (num_processes is not None or process_id is not None):
-      raise ValueError("--num_processes/--process_id need --coordinator_address=HOST:PORT (process 0's "
+      raise errors.ConfigError("--num_processes/--process_id need --coordinator_address=HOST:PORT (process 0's "
                        "address and a free port), or drop them all to detect the cluster (SLURM, Open MPI)")
     return {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
   if multihost or int(environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
@@ -56,7 +58,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   try:
     jax.distributed.initialize(**arguments)
   except ValueError as error:  # nothing given and no cluster detected: jax names only its argument
-    raise ValueError(f"jax.distributed.initialize: {error} No cluster (SLURM, Open MPI, TPU) was detected: "
+    raise errors.ConfigError(f"jax.distributed.initialize: {error} No cluster (SLURM, Open MPI, TPU) was detected: "
                      "give --coordinator_address=HOST:PORT --num_processes=N --process_id=I on every "
                      "process.") from None
   return True
@@ -117,3 +119,104 @@ def to_host(array) -> np.ndarray:
     return np.asarray(jax.device_get(array))
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+# What a collective's error says when the process at its other end is gone (killed, crashed,
+# its machine lost): gloo's socket errors on CPU, the coordination service's heartbeat on any.
+_LOST_PROCESS_SIGNS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                       "heartbeat timeout", "tasks are unhealthy")
+
+
+def lost_process(error: BaseException) -> bool:
+  """True for an error of a collective that failed because another process of the run is gone."""
+  return jax.process_count() > 1 and any(sign in str(error) for sign in _LOST_PROCESS_SIGNS)
+
+
+def lost_process_message(lost: int | None, cause: str, resume_step: int | None) -> str:
+  """One line for a run whose other process stopped answering: which, why, and what to do.
+
+  lost: that process's index, None when this process cannot tell which it was."""
+  count, own = jax.process_count(), jax.process_index()
+  if lost is None and count == 2:
+    lost = 1 - own
+  other = f"process {lost}" if lost is not None else f"another of the {count} processes"
+  resume = (f"they resume from checkpoint {resume_step}" if resume_step is not None
+            else "no checkpoint was saved yet, so they start again")
+  return (f"process {own} of {count}: {other} stopped answering ({cause}); it was killed or crashed (see its "
+          f"own output). Run every process's command again: {resume}.")
+
+
+def lost_process_cause(error: BaseException) -> str:
+  """The words of a collective's error that say its other end is gone."""
+  return next((sign for sign in _LOST_PROCESS_SIGNS if sign in str(error)), "no answer")
+
+
+def exit_at_once(status: int) -> None:
+  """Ends this process now, skipping jax.distributed's shutdown, whose barrier would wait for a
+  lost process until the heartbeat times out (over a minute) and then abort with a C++ dump."""
+  import sys
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)
+
+
+class PeerWatch:
+  """Notices, within `timeout` seconds, that another process of the run is gone, and calls
+  on_lost(process index) from a background thread.
+
+  A process killed while the others wait in a collective does not always break their sockets:
+  they can wait until jax's coordination service misses its heartbeats (100 s) and aborts them
+  with a C++ dump. Here each process increments a counter in jax.distributed's key-value store
+  every `interval` seconds, and reads the others'; one that has not moved for `timeout`
+  seconds is gone (a live process moves it whatever its main thread does: the store is
+  served by the coordinator, and the thread needs the GIL only briefly). A no-op for one
+  process, or where this jax has no such store.
+  """
+
+  def __init__(self, on_lost: Callable[[int], None], *, interval: float = 2.0, timeout: float = 20.0):
+    self.on_lost, self.interval, self.timeout = on_lost, interval, timeout
+    self.stopped = None
+
+  def __enter__(self):
+    import threading
+    client = _key_value_client()
+    if jax.process_count() > 1 and client is not None:
+      self.stopped = threading.Event()
+      threading.Thread(target=self._watch, args=(client,), name="jaxlm-peer-watch", daemon=True).start()
+    return self
+
+  def __exit__(self, *exc):
+    if self.stopped is not None:
+      self.stopped.set()
+
+  def _watch(self, client) -> None:
+    import time
+    own, others = jax.process_index(), [index for index in range(jax.process_count()) if index != jax.process_index()]
+    seen = {index: (None, time.monotonic()) for index in others}  # last value read, and when it last changed
+    beat = 0
+    while not self.stopped.wait(self.interval):
+      beat += 1
+      try:
+        client.key_value_set(f"jaxlm/alive/{own}", str(beat), allow_overwrite=True)
+      except Exception:  # noqa: BLE001 (the coordinator itself is gone: jax's own errors follow)
+        return
+      now = time.monotonic()
+      for index in others:
+        try:
+          value = client.key_value_try_get(f"jaxlm/alive/{index}")
+        except Exception:  # noqa: BLE001 (not written yet: it has not started watching)
+          value = None
+        if value != seen[index][0]:
+          seen[index] = (value, now)
+        elif value is not None and now - seen[index][1] > self.timeout:
+          self.on_lost(index)
+          return
+
+
+def _key_value_client():
+  """jax.distributed's client (its key-value store), or None (one process; a jax without it)."""
+  try:
+    from jax._src import distributed as jax_distributed
+    return jax_distributed.global_state.client
+  except (ImportError, AttributeError):
+    return None

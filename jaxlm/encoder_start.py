@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxlm import checkpoint
+from jaxlm import checkpoint, errors
 
 ENCODER_SCOPES = ("input_layer", "body")
 
@@ -38,7 +38,7 @@ def parse(spec: str) -> tuple[str, str]:
 def _checked_workdir(spec: str) -> str:
   workdir, _ = parse(spec)
   if not os.path.isfile(os.path.join(workdir, checkpoint.CONFIG_FILE)):
-    raise FileNotFoundError(f"config init.checkpoint={spec!r}: {workdir} is not a jaxlm workdir (no "
+    raise errors.MissingFileError(f"config init.checkpoint={spec!r}: {workdir} is not a jaxlm workdir (no "
                             f"{checkpoint.CONFIG_FILE}); give the --workdir of a run made by launch/train.py")
   return workdir
 
@@ -49,18 +49,23 @@ def source_workdir(config) -> str:
   return _checked_workdir(spec) if spec else ""
 
 
-def _step(manager, spec: str) -> int:
+def _steps(manager, spec: str) -> list[int]:
+  """The kept steps to try, in order: the named one alone; the best, then the others from the
+  latest; the latest, then the earlier ones (a damaged one is passed over with a warning, as
+  training's own restore does)."""
   _, which = parse(spec)
-  steps = manager.all_steps()
+  steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
-    raise FileNotFoundError(f"config init.checkpoint={spec!r}: the workdir has no checkpoint yet")
+    raise errors.MissingFileError(f"config init.checkpoint={spec!r}: the workdir has no checkpoint yet")
   if which == "latest":
-    return manager.latest_step()
+    return steps
   if which == "best":
-    return manager.best_step()
+    best = manager.best_step()
+    return [best] + [step for step in steps if step != best]
   if int(which) not in steps:
-    raise ValueError(f"config init.checkpoint={spec!r}: step {which} is not kept; kept steps: {sorted(steps)}")
-  return int(which)
+    raise errors.ConfigError(f"config init.checkpoint={spec!r}: step {which} is not kept; kept steps: "
+                             f"{sorted(steps)}")
+  return [int(which)]
 
 
 def restore_encoder(spec: str) -> dict:
@@ -72,7 +77,8 @@ def restore_encoder(spec: str) -> dict:
   manager = checkpoint.manager(workdir, saved.train.keep_checkpoints, read_only=True,
                                best_metric=best_metric, best_mode=best_mode)
   try:
-    tree = manager.restore(_step(manager, spec), args=ocp.args.StandardRestore())
+    _, tree = checkpoint.restore_first_readable(manager, _steps(manager, spec),
+                                                source=f"config init.checkpoint={spec!r}")
   finally:
     manager.close()
   return {scope: jax.tree.map(np.asarray, tree["params"][scope]) for scope in ENCODER_SCOPES}
@@ -117,7 +123,7 @@ def install(state, spec: str):
       if wanted.get(name) != found.get(name):
         differences.append(f"{name}: checkpoint {found.get(name, 'absent')}, config {wanted.get(name, 'absent')}")
   if differences:
-    raise ValueError(f"config init.checkpoint={spec!r} does not fit the model built from the config "
+    raise errors.ConfigError(f"config init.checkpoint={spec!r} does not fit the model built from the config "
                      f"(model.width, model.input, model.family and its fields must match the pre-training "
                      f"run's): " + "; ".join(differences))
   for scope in ENCODER_SCOPES:

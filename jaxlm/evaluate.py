@@ -6,28 +6,32 @@ split is scored exactly once; the task of the run (jaxlm/tasks) says how.
 
 import sys
 
-from jaxlm import checkpoint, train
+from jaxlm import checkpoint, errors, train
 
 
-class DataChangedError(ValueError):
+class DataChangedError(errors.UserError, ValueError):
   """The data files differ from those the run was trained on."""
 
 
-def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool = False) -> None:
+def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool = False,
+                            check_fingerprint: bool = True) -> None:
   """Checks the data files' fingerprint against the run's and gives the task the saved vocabulary.
 
   A changed fingerprint is refused unless allow_data_change (then a warning on stderr). The
   task scores with vocabulary.txt's ids whenever it differs from the one rebuilt from the files.
+  check_fingerprint=False: no check, for a caller that reads none of the config's splits (a
+  prediction of a new file needs only the checkpoint and the saved vocabulary).
   """
   task = experiment.task
   saved, now = checkpoint.load_fingerprint(workdir), task.fingerprint
-  if saved and now and saved != now:
+  if check_fingerprint and saved and now and saved != now:
     message = (f"the data files differ from those {workdir} was trained on (fingerprint saved {saved}, "
                f"now {now}; see config.data / config.task paths)")
     if not allow_data_change:
-      raise DataChangedError(f"{message}. Pass --allow_data_change to score them anyway, with the saved "
+      # Both launch/evaluate.py and launch/predict.py have the flag.
+      raise DataChangedError(f"{message}. Pass --allow_data_change to use them anyway, with the saved "
                              "vocabulary.")
-    print(f"warning: {message}; scoring them with the saved vocabulary (--allow_data_change)", file=sys.stderr)
+    print(f"warning: {message}; using them with the saved vocabulary (--allow_data_change)", file=sys.stderr)
   words = checkpoint.load_words(workdir)
   if words is not None and words != list(task.words):
     if not hasattr(task, "use_vocabulary"):
@@ -39,12 +43,13 @@ def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool
 
 
 def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False, data_path: str | None = None,
-                    cache_dir: str | None = None, allow_data_change: bool = False):
+                    cache_dir: str | None = None, allow_data_change: bool = False,
+                    check_fingerprint: bool = True):
   """(experiment, step, state) of a workdir's kept checkpoint, on whatever devices are present.
 
   step: a kept step; best: the best by the task's validation metric; neither: the latest.
   data_path / cache_dir override a language model's saved config.data (a moved workdir).
-  The saved vocabulary and data fingerprint apply (use_saved_data_identity).
+  The saved vocabulary and data fingerprint apply (use_saved_data_identity; check_fingerprint).
   """
   config = checkpoint.load_config(workdir)
   own_pieces = checkpoint.sentencepiece_path(workdir)
@@ -57,22 +62,24 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
   experiment = train.build_experiment(config)
-  use_saved_data_identity(experiment, workdir, allow_data_change=allow_data_change)
+  use_saved_data_identity(experiment, workdir, allow_data_change=allow_data_change,
+                          check_fingerprint=check_fingerprint)
   task = experiment.task
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints, read_only=True,
                                best_metric=task.best_metric, best_mode=task.best_mode)
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
+    raise errors.MissingFileError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
   target = train.experiment_target(experiment)
   if best or step is not None:  # a named checkpoint: no other will do
     if best:
       step = checkpoint.best_step(manager)
     elif step not in steps:
-      raise ValueError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
+      raise errors.ConfigError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
     state = checkpoint.restore(manager, step, target)
   else:  # the latest readable one: a damaged latest is reported and the previous one scored
-    step, state = checkpoint.restore_readable(manager, target)
+    # Evaluation reads no optimiser state: one saved by an older optimiser layout still scores.
+    step, state, _ = checkpoint.restore_readable(manager, target, restartable=("opt_state",))
   manager.close()
   return experiment, int(step), state
 
@@ -98,7 +105,7 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   task, config = experiment.task, experiment.config
   for split in splits:
     if split not in task.splits:
-      raise ValueError(f"--split={split!r} is not one of {sorted(task.splits)}")
+      raise errors.ConfigError(f"--split={split!r} is not one of {sorted(task.splits)}")
   evaluate_split = train.make_evaluator(experiment)
   options = {"length": length} if length else {}
   results = []

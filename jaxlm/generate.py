@@ -43,11 +43,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import adaptive_softmax, checkpoint, decoding, evaluate
+from jaxlm import adaptive_softmax, checkpoint, decoding, errors, evaluate
 from jaxlm.data import corpora, works
 from jaxlm.data.vocabulary import END_OF_SENTENCE, UNKNOWN
 
 EMBEDDING_HEADS = ("cosine", "l2", "vmf")
+# The most tokens one call generates per sample. A call is one compiled program that returns
+# every token at its end (nothing shows before), and a body without a position bound keeps a
+# decode cache of the whole text: at the tens of tokens a second a CPU decodes the quickstart
+# (BENCHMARKS.md), this many already take minutes. A longer text: continue one, its end as
+# the next call's prompt.
+MAX_TOKENS = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +64,8 @@ class Sampling:
 
   def check(self) -> None:
     if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"--temperature={self.temperature} must be >= 0 (0: greedy), --top_k={self.top_k} >= 0 "
-                       f"(0: every word) and --top_p={self.top_p} in (0, 1]")
+      raise errors.ConfigError(f"--temperature={self.temperature} must be >= 0 (0: greedy), --top_k={self.top_k} >= 0 "
+                               f"(0: every word) and --top_p={self.top_p} in (0, 1]")
 
 
 # ----------------------------------------------------------------------------
@@ -142,11 +148,18 @@ class Window:
     return self.hop * jnp.maximum(0, -(-over // self.hop))  # hop * ceil(over / hop), at least 0
 
 
+def check_max_tokens(max_tokens: int) -> None:
+  if not 1 <= max_tokens <= MAX_TOKENS:
+    raise errors.ConfigError(f"--max_tokens={max_tokens} must be between 1 and {MAX_TOKENS} (a call shows its "
+                             f"tokens only once all are generated); for a longer text, continue one with its end "
+                             f"as --prompt")
+
+
 def _window(model, prompt_length: int, max_tokens: int) -> Window:
   """The window for a prompt and max_tokens; checks the body can decode (an encoder cannot)."""
-  if prompt_length < 1 or max_tokens < 1:
-    raise ValueError(f"need a prompt of at least one token (got {prompt_length}) and --max_tokens >= 1 "
-                     f"(got {max_tokens})")
+  check_max_tokens(max_tokens)
+  if prompt_length < 1:
+    raise ValueError(f"need a prompt of at least one token (got {prompt_length})")
   fed = prompt_length + max_tokens - 1  # the prompt and every generated token but the last
   limit = model.decode_limit()
   if limit is not None and fed <= limit:
@@ -280,8 +293,8 @@ class Tokenizer:
       return [self.line_end] + (self.processor.encode(" ".join(words)) if words else []), []
     unknown = [word for word in words if word not in self.index]
     if unknown and UNKNOWN not in self.index:
-      raise ValueError(f"prompt words {unknown} are not in the run's vocabulary, which has no {UNKNOWN}; "
-                       "leave them out")
+      raise errors.ConfigError(f"prompt words {unknown} are not in the run's vocabulary, which has no {UNKNOWN}; "
+                               "leave them out")
     return [self.line_end] + [self.index.get(word, self.index.get(UNKNOWN)) for word in words], unknown
 
   def decode(self, ids) -> str:
@@ -314,10 +327,11 @@ def sample_workdir(workdir: str, prompt: str = "", *, step: int | None = None, b
   model read it (unknown words as <unk>) followed by the generated text.
   """
   sampling.check()
+  check_max_tokens(max_tokens)  # before the checkpoint is restored
   config_task = _saved_task_name(workdir)
   if config_task != "causal_lm":
-    raise ValueError(f"{workdir} is a {config_task} run: text generation needs a causal language model "
-                     "(task.name=causal_lm)")
+    raise errors.WorkdirError(f"{workdir} is a {config_task} run: text generation needs a causal language model "
+                              "(task.name=causal_lm)")
   experiment, step, state = evaluate.restore_workdir(workdir, step=step, best=best, data_path=data_path)
   tokenizer = run_tokenizer(experiment)
   prompt_ids, unknown = tokenizer.encode(prompt)
@@ -331,5 +345,5 @@ def sample_workdir(workdir: str, prompt: str = "", *, step: int | None = None, b
 
 
 def _saved_task_name(workdir: str) -> str:
-  config = checkpoint.load_config(workdir)  # a missing workdir: FileNotFoundError naming it
+  config = checkpoint.load_config(workdir)  # a missing or foreign workdir: a UserError naming it
   return config.task.name if "task" in config else "causal_lm"  # saved before tasks existed

@@ -18,7 +18,7 @@ gradient into it.
 import jax
 import jax.numpy as jnp
 
-from jaxlm import adaptive_softmax, vmf
+from jaxlm import adaptive_softmax, errors, vmf
 
 
 def softmax_cross_entropy(logits, targets, weights):
@@ -102,5 +102,5 @@ LOSSES = {
 
 def get_loss(name: str):
   if name not in LOSSES:
-    raise ValueError(f"config model.head={name!r} has no loss; choose one of {sorted(LOSSES)}")
+    raise errors.ConfigError(f"config model.head={name!r} has no loss; choose one of {sorted(LOSSES)}")
   return LOSSES[name]

@@ -7,6 +7,8 @@ from typing import Mapping
 
 import numpy as np
 
+from jaxlm import errors
+
 
 def add(totals: Mapping[str, float] | None, update: Mapping[str, float]) -> dict:
   """Adds two dicts of sums key by key (totals may be None)."""
@@ -44,8 +46,8 @@ def read_metrics(metrics_path: str) -> tuple[list[dict], list[int]]:
   (a restart whose first log comes later than the earlier total cannot be seen).
   """
   if not os.path.exists(metrics_path):
-    raise FileNotFoundError(f"{metrics_path} does not exist: give a workdir that has been trained "
-                            f"(it writes metrics.jsonl)")
+    raise errors.MissingFileError(f"{metrics_path} does not exist: give a workdir that has been trained "
+                                  f"(it writes metrics.jsonl)")
   records, restarts, offset, last = {}, [], 0.0, None  # last: (step, seconds) as written
   with open(metrics_path, encoding="utf-8") as handle:
     for line_number, line in enumerate(handle, 1):
@@ -54,9 +56,9 @@ def read_metrics(metrics_path: str) -> tuple[list[dict], list[int]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as error:
-        raise ValueError(f"{metrics_path}:{line_number} is not a JSON line ({error})") from error
+        raise errors.DataError(f"{metrics_path}:{line_number} is not a JSON line ({error})") from error
       if not isinstance(record, dict) or "step" not in record or "kind" not in record:
-        raise ValueError(f"{metrics_path}:{line_number} is not a jaxlm metrics record (no step or kind)")
+        raise errors.DataError(f"{metrics_path}:{line_number} is not a jaxlm metrics record (no step or kind)")
       seconds = record.get("training_seconds")
       if isinstance(seconds, (int, float)):
         if last is not None and seconds < last[1]:  # a new process: its clock started at 0

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlm import errors
+
 SCHEDULES = ("constant", "cosine", "linear", "rsqrt")
 OPTIMISERS = ("adamw", "adam_l2", "sgd")
 
@@ -21,7 +23,7 @@ def build_schedule(optim_config, total_steps: int) -> optax.Schedule:
   lr, warmup = optim_config.lr, optim_config.warmup_steps
   name = optim_config.schedule
   if name not in SCHEDULES:
-    raise ValueError(f"config optim.schedule={name!r} is not known; choose one of {SCHEDULES}")
+    raise errors.ConfigError(f"config optim.schedule={name!r} is not known; choose one of {SCHEDULES}")
   decay_steps = max(total_steps - warmup, 1)
   final_lr = lr * optim_config.final_lr_fraction
   if name == "constant":
@@ -111,7 +113,7 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
   """
   name = optim_config.name
   if name not in OPTIMISERS:
-    raise ValueError(f"config optim.name={name!r} is not known; choose one of {OPTIMISERS}")
+    raise errors.ConfigError(f"config optim.name={name!r} is not known; choose one of {OPTIMISERS}")
   schedule = build_schedule(optim_config, total_steps)
   clip = [optax.clip_by_global_norm(optim_config.clip_norm)] if optim_config.clip_norm > 0 else []
   freeze = model_config is not None and model_config.freeze_embeddings
@@ -119,11 +121,11 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
   if model_config is not None and "encoder_lr_multiplier" in optim_config and (
       optim_config.encoder_lr_multiplier != 1.0 or optim_config.freeze_encoder_steps != 0):
     if freeze and multiplier != 1.0:
-      raise ValueError("config model.freeze_embeddings=True contradicts model.embedding_lr_multiplier != 1")
+      raise errors.ConfigError("config model.freeze_embeddings=True contradicts model.embedding_lr_multiplier != 1")
     return _encoder_optimizer(optim_config, schedule, clip, model_config)
   if freeze and multiplier != 1.0:
-    raise ValueError(f"config model.freeze_embeddings=True and model.embedding_lr_multiplier={multiplier} "
-                     f"contradict each other: a frozen table has no learning rate; set one of them")
+    raise errors.ConfigError(f"config model.freeze_embeddings=True and model.embedding_lr_multiplier={multiplier} "
+                             f"contradict each other: a frozen table has no learning rate; set one of them")
   if freeze:
     return optax.multi_transform({"embeddings": optax.set_to_zero(),
                                   "rest": optax.chain(*clip, *_transforms(optim_config, schedule))},
@@ -134,3 +136,17 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
         {"embeddings": optax.chain(*_transforms(optim_config, embedding_schedule)),
          "rest": optax.chain(*_transforms(optim_config, schedule))}, embedding_labels))
   return optax.chain(*clip, *_transforms(optim_config, schedule))
+
+
+def restarted_state(optimizer: optax.GradientTransformation, params, step):
+  """A new optimiser state for `params` restored at `step` (an allowed change to the optimiser
+  made the saved state unusable): moments start at zero with bias correction from the first
+  update, as in a new run, while every learning-rate schedule goes on from `step`.
+
+  Schedules keep their own step count (optax's ScaleByScheduleState); setting it to `step` keeps
+  the learning rate where the uninterrupted run's would be, rather than warming up again.
+  """
+  state = optimizer.init(params)
+  is_schedule = lambda node: isinstance(node, optax.ScaleByScheduleState)
+  return jax.tree.map(lambda node: node._replace(count=jnp.full_like(node.count, step)) if is_schedule(node)
+                      else node, state, is_leaf=is_schedule)

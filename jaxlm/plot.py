@@ -19,7 +19,7 @@ import matplotlib.ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxlm import metrics
+from jaxlm import errors, metrics
 
 # Distinguishable on white, and in order of how often a plot needs them.
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -51,7 +51,7 @@ def parse_run(spec: str) -> tuple[str, str]:
   """'LABEL=WORKDIR' -> (label, workdir); the last '=' splits, so a label may hold '='."""
   label, separator, workdir = spec.rpartition("=")
   if not separator or not label or not workdir:
-    raise ValueError(f"--run={spec!r} must be NAME=WORKDIR (e.g. --run=quickstart=runs/quickstart)")
+    raise errors.ConfigError(f"--run={spec!r} must be NAME=WORKDIR (e.g. --run=quickstart=runs/quickstart)")
   return label, workdir
 
 
@@ -65,8 +65,8 @@ def read_curve(metrics_path: str, *, kind: str, x: str, y: str) -> list[tuple[fl
   """curve() of one metrics.jsonl; an error naming the keys when it has no such points."""
   points = curve(metrics.read_records(metrics_path), kind=kind, x=x, y=y)
   if not points:
-    raise ValueError(f"{metrics_path} has no {kind!r} records with both {x!r} and {y!r}; "
-                     f"check the names against the file's keys")
+    raise errors.ConfigError(f"{metrics_path} has no {kind!r} records with both {x!r} and {y!r}; "
+                             f"check the names against the file's keys")
   return points
 
 
@@ -137,7 +137,7 @@ def save(figure: Figure, path: str) -> None:
   """Writes the figure as PNG or SVG, by the file's extension."""
   image_format = os.path.splitext(path)[1].lstrip(".").lower()
   if image_format not in ("png", "svg"):
-    raise ValueError(f"{path}: give a .png or .svg file name")
+    raise errors.ConfigError(f"{path}: give a .png or .svg file name")
   data = encode(figure, image_format)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "wb") as handle:

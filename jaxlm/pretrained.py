@@ -28,6 +28,7 @@ equals that factor times gensim's wv[word]. 0 keeps FastText's own scale (exact)
 import jax
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.data import fasttext_vectors, sentencepiece_tokenizer, subwords
 from jaxlm.models import embedding_bag
 
@@ -39,15 +40,17 @@ def check_config(model_config) -> None:
   """Fails at start-up (before the corpus is prepared) on an impossible input start."""
   init = model_config.init
   if init not in fasttext_vectors.INIT_MODES:
-    raise ValueError(f"config model.init={init!r} is not known; choose one of {list(fasttext_vectors.INIT_MODES)}")
+    raise errors.ConfigError(f"config model.init={init!r} is not known; choose one of "
+                             f"{list(fasttext_vectors.INIT_MODES)}")
   if init == "scratch":
     return
   if model_config.input != _NEEDS_INPUT[init]:
-    raise ValueError(f"config model.init={init!r} needs model.input={_NEEDS_INPUT[init]!r}, "
-                     f"not {model_config.input!r}")
+    raise errors.ConfigError(f"config model.init={init!r} needs model.input={_NEEDS_INPUT[init]!r}, "
+                             f"not {model_config.input!r}")
   if not model_config.fasttext_path:
-    raise ValueError(f"config model.init={init!r} needs model.fasttext_path (a FastText .bin, or a .vec "
-                     f"for fasttext_words/pieces); train one with launch/fasttext.py, or set model.init='scratch'")
+    raise errors.ConfigError(f"config model.init={init!r} needs model.fasttext_path (a FastText .bin, or a .vec "
+                             f"for fasttext_words/pieces); train one with launch/fasttext.py, or set "
+                             f"model.init='scratch'")
 
 
 def _subword_ids(model_config, words):
@@ -94,9 +97,9 @@ def install_from_config(state, model_config, words):
   if init == "scratch" and kind != "bag":
     return state
   if init == "fasttext_pieces" and not any(word.startswith(sentencepiece_tokenizer.WORD_START) for word in words):
-    raise ValueError("config model.init='fasttext_pieces' needs a SentencePiece vocabulary: set "
-                     "data.tokenizer='bpe' (a language model) or task.tokenizer='bpe' (a fine-tuning task), "
-                     "or use fasttext_words for a word vocabulary")
+    raise errors.ConfigError("config model.init='fasttext_pieces' needs a SentencePiece vocabulary: set "
+                             "data.tokenizer='bpe' (a language model) or task.tokenizer='bpe' (a fine-tuning task), "
+                             "or use fasttext_words for a word vocabulary")
   table = np.asarray(jax.device_get(state.params[_INPUT_SCOPE]["table"]))
   arrays = fasttext_vectors.initial_input_variables(
       words, table, input_kind=kind, init=init, fasttext_path=model_config.fasttext_path,

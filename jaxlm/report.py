@@ -17,7 +17,7 @@ import json
 import math
 import os
 
-from jaxlm import checkpoint, metrics, plot, tasks
+from jaxlm import checkpoint, errors, metrics, plot, tasks
 
 # The wall-time axis: seconds in training steps (evaluation and saving excluded).
 TIME_KEY = "training_seconds"
@@ -49,22 +49,23 @@ class Run:
 def load_run(name: str, workdir: str) -> Run:
   """A run's records and config; errors name the run, the workdir and what is missing."""
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"run {name!r}: workdir {workdir} does not exist")
+    raise errors.MissingFileError(f"run {name!r}: workdir {workdir} does not exist")
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(metrics_path):
-    raise FileNotFoundError(f"run {name!r}: {metrics_path} does not exist: the run has not logged a step yet "
-                            f"(launch/train.py writes it every train.log_every steps)")
+    raise errors.MissingFileError(f"run {name!r}: {metrics_path} does not exist: the run has not logged a step yet "
+                                  f"(launch/train.py writes it every train.log_every steps)")
   try:
     config = checkpoint.load_config(workdir)
-  except FileNotFoundError as error:
-    raise FileNotFoundError(f"run {name!r}: {error}") from error
+  except errors.UserError as error:
+    raise type(error)(f"run {name!r}: {error}") from error
   records, clock_restarts = metrics.read_metrics(metrics_path)
   records = [record for record in records if record["kind"] in ("train", "valid")]
   if not records:
-    raise ValueError(f"run {name!r}: {metrics_path} has no train or valid records yet")
+    raise errors.WorkdirError(f"run {name!r}: {metrics_path} has no train or valid records yet")
   task = tasks.task_name(config)
   if task not in tasks.TASKS:
-    raise ValueError(f"run {name!r}: {workdir}/config.json has task.name={task!r}, not one of {sorted(tasks.TASKS)}")
+    raise errors.WorkdirError(f"run {name!r}: {workdir}/config.json has task.name={task!r}, not one of "
+                              f"{sorted(tasks.TASKS)}")
   best_metric, best_mode = tasks.TASKS[task].best_of(config)
   return Run(name=name, workdir=workdir, config=json.loads(config.to_json()), records=records, task=task,
              best_metric=best_metric, best_mode=best_mode, clock_restarts=clock_restarts)
@@ -73,12 +74,12 @@ def load_run(name: str, workdir: str) -> Run:
 def load_runs(specs: list[str]) -> list[Run]:
   """load_run for each 'NAME=WORKDIR'; names must differ (they label the curves and columns)."""
   if not specs:
-    raise ValueError("give at least one --run=NAME=WORKDIR")
+    raise errors.ConfigError("give at least one --run=NAME=WORKDIR")
   named = [plot.parse_run(spec) for spec in specs]
   names = [name for name, _ in named]
   repeated = sorted({name for name in names if names.count(name) > 1})
   if repeated:
-    raise ValueError(f"run names must differ; repeated: {repeated}")
+    raise errors.ConfigError(f"run names must differ; repeated: {repeated}")
   return [load_run(name, workdir) for name, workdir in named]
 
 

@@ -27,6 +27,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.data import fasttext_vectors
 
 _TABLE_PATH = ("frozen", "head", "target_table")  # inside TrainState.frozen
@@ -36,8 +37,8 @@ def target_table(words: Sequence[str], path: str, dim: int, *, seed: int = 0) ->
   """float32 [len(words), dim]: the FastText vector of each word (see the module docstring)."""
   vectors = fasttext_vectors.load_vectors(path)
   if vectors.vector_size != dim:
-    raise ValueError(f"{path}: vectors have dimension {vectors.vector_size}, but model.target_dim is {dim}; "
-                     f"set model.target_dim={vectors.vector_size} or train FastText with fasttext.dim={dim}")
+    raise errors.ConfigError(f"{path}: vectors have dimension {vectors.vector_size}, but model.target_dim is {dim}; "
+                             f"set model.target_dim={vectors.vector_size} or train FastText with fasttext.dim={dim}")
   known = np.fromiter((word in vectors.key_to_index for word in words), bool, count=len(words))
   table = np.zeros((len(words), dim), np.float32)
   if known.any():
@@ -49,9 +50,9 @@ def target_table(words: Sequence[str], path: str, dim: int, *, seed: int = 0) ->
       composed[index] = np.any(table[index] != 0.0)
   missing = ~known & ~composed
   if known.sum() + composed.sum() == 0:
-    raise ValueError(f"{path}: no word of the corpus vocabulary ({len(words)} words, e.g. {list(words[:5])}) "
-                     f"has a FastText vector; wrong language, casing or tokenisation? Train FastText on "
-                     f"this corpus with launch/fasttext.py")
+    raise errors.DataError(f"{path}: no word of the corpus vocabulary ({len(words)} words, e.g. {list(words[:5])}) "
+                           f"has a FastText vector; wrong language, casing or tokenisation? Train FastText on "
+                           f"this corpus with launch/fasttext.py")
   if missing.any():
     typical_norm = float(np.median(np.linalg.norm(table[~missing], axis=-1)))
     directions = np.random.default_rng(seed).standard_normal((int(missing.sum()), dim)).astype(np.float32)
@@ -102,8 +103,8 @@ def install_from_config(state, model_config, words: Sequence[str]):
     return state
   path = model_config.target_vectors
   if not path:
-    raise ValueError(f"config model.head={model_config.head!r} predicts vectors and needs "
-                     f"model.target_vectors: a FastText .bin or .vec of dimension model.target_dim="
-                     f"{model_config.target_dim} (train one with launch/fasttext.py)")
+    raise errors.ConfigError(f"config model.head={model_config.head!r} predicts vectors and needs "
+                             f"model.target_vectors: a FastText .bin or .vec of dimension model.target_dim="
+                             f"{model_config.target_dim} (train one with launch/fasttext.py)")
   table = target_table(words, path, model_config.target_dim)
   return install(state, center(table) if model_config.center_targets else table)

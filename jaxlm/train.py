@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -34,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, distributed, encoder_start, metrics, optim, pretrained, target_vectors, tasks
+from jaxlm import checkpoint, distributed, encoder_start, errors, metrics, optim, pretrained, target_vectors, tasks
 from jaxlm.data import lm_batches, text_files
 from jaxlm.models import layers
 
@@ -510,14 +511,23 @@ def init_experiment_state(experiment: Experiment) -> TrainState:
   return state
 
 
+def restart_optimizer_state(experiment: Experiment, state: TrainState):
+  """A new optimiser state for the restored `state`'s parameters, its schedules at state.step
+  (optim.restarted_state), replicated like the rest of the state."""
+  restarted = functools.partial(optim.restarted_state, experiment.optimizer)
+  shapes = jax.eval_shape(restarted, state.params, state.step)
+  shardings = jax.tree.map(lambda _: NamedSharding(experiment.mesh, P()), shapes)
+  return jax.jit(restarted, out_shardings=shardings)(state.params, state.step)
+
+
 def experiment_target(experiment: Experiment) -> TrainState:
   """The abstract state (shapes, dtypes, shardings) an experiment's checkpoints restore into."""
   return abstract_state(experiment.model, experiment.optimizer, experiment.config, experiment.mesh,
                         init_inputs=experiment.task.init_inputs())
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """A NaN/Inf loss, gradient or parameter stopped the run; the message names the last finite checkpoint."""
 
 
 class TrainingInterrupted(Exception):
@@ -669,7 +679,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
 
   progress: a tqdm bar with the latest loss (for a terminal); without it, one line a log
   interval ("step 50: train loss 0.6215, 3638 tokens/s"), which a log file keeps readable.
-  A resume must be the same run (checkpoint.prepare_workdir: seed, data and its fingerprint,
+  A resume must be the same run (checkpoint.check_workdir: seed, data and its fingerprint,
   vocabulary, model, optimiser, schedule, batch); allow_change names intended differences
   (e.g. ("train.steps",)), which are then recorded in metrics.jsonl as kind "config_change".
   With several processes (jaxlm.distributed) every process calls it: each reads its rows of
@@ -679,13 +689,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   from tqdm import tqdm
   experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
-  changes = checkpoint.prepare_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
-                                       allow_change=allow_change, sentencepiece_model=task.sentencepiece_model)
+  workdir_files = dict(words=task.words, fingerprint=task.fingerprint, sentencepiece_model=task.sentencepiece_model)
+  changes = checkpoint.check_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
+                                     allow_change=allow_change)  # writes nothing
+  resuming = checkpoint.has_checkpoints(workdir)
+  if not resuming:
+    checkpoint.write_workdir(workdir, config, **workdir_files)
   manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
                                best_mode=task.best_mode)
   checkpoint.check_writable(manager.directory)  # now, not at the first save after training
 
-  if manager.latest_step() is None:
+  if not resuming:
     state = init_experiment_state(experiment)
   else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
     # A damaged checkpoint (a truncated file, a half-written save) is moved aside to
@@ -697,7 +711,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
         os.replace(os.path.join(str(manager.directory), str(step)),
                    os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
       distributed.barrier(f"damaged checkpoint {step} moved aside")
-    _, state = checkpoint.restore_readable(manager, experiment_target(experiment), on_damaged=move_aside)
+    # An allowed change (optim.clip_norm, optim.name, ...) can change the optimiser state's
+    # tree: the parameters restore and the optimiser state starts anew. Without one, a state
+    # that does not fit is refused (checkpoint.MismatchedCheckpointError), never moved aside.
+    _, state, restarted = checkpoint.restore_readable(manager, experiment_target(experiment), on_damaged=move_aside,
+                                                      restartable=("opt_state",) if changes else ())
+    if restarted:
+      state = state.replace(opt_state=restart_optimizer_state(experiment, state))
+      changes = changes + [f"optimiser state restarted at step {int(state.step)} (the saved one does not fit: "
+                           f"{restarted['opt_state']}); parameters restored, moments from zero"]
+      if distributed.is_primary():
+        print(f"jaxlm: {changes[-1]}", file=sys.stderr)
     manager.reload()
   start_step = int(state.step)
   # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
@@ -712,6 +736,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   writer = MetricWriter(workdir)
   if changes:
     writer.write(start_step, "config_change", {"changes": changes})
+  # A resume rewrites config.json (with any allowed change) only with its first checkpoint, so a
+  # resume that fails before saving leaves the workdir's description as its checkpoints are.
+  workdir_written = not resuming
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
   def validate(step, training_seconds=None, interrupted=False, record=True):
@@ -790,6 +817,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                               interrupted=off_schedule)
         say(f"step {step}: valid {task.describe(last_valid)}")
         guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
+        if not workdir_written:  # a resume's config (and its allowed changes) with its first checkpoint
+          checkpoint.write_workdir(workdir, config, **workdir_files)
+          workdir_written = True
         checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]},
                         off_schedule=off_schedule)
         paused_seconds += time.time() - paused_from

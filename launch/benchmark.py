@@ -13,11 +13,12 @@ the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis.
 
 import json
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import benchmark
+from jaxlm import benchmark, errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps after warm-up.")
@@ -30,6 +31,7 @@ _MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "Compile the train step a
 flags.mark_flag_as_required("config")
 
 
+@errors.one_line("launch/benchmark.py")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -41,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/benchmark.py"))

@@ -19,7 +19,7 @@ import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 
 from configs import common
-from jaxlm import benchmark
+from jaxlm import benchmark, errors
 
 _HEADS = flags.DEFINE_list("heads", list(benchmark.HEAD_COST_HEADS), "Heads to compare.")
 _VOCAB_SIZES = flags.DEFINE_list("vocab_sizes", [str(size) for size in benchmark.HEAD_COST_VOCABULARIES],
@@ -56,10 +56,14 @@ def _run_isolated(head: str, vocab_size: int) -> dict:
   return {"head": head, "vocab_size": vocab_size, "error": f"exit {finished.returncode}: {last_error[:200]}"}
 
 
+@errors.one_line("launch/benchmark_heads.py")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if not all(size.isdigit() for size in _VOCAB_SIZES.value):
+    raise errors.ConfigError(f"--vocab_sizes={','.join(_VOCAB_SIZES.value)}: give whole numbers, e.g. "
+                             "--vocab_sizes=33278,100000")
   settings = [(head, int(size)) for size in _VOCAB_SIZES.value for head in _HEADS.value]
   if not _ISOLATE.value:  # a child (or a single in-process run): machine-readable results only
     for head, vocab_size in settings:

@@ -8,19 +8,22 @@
 Finished cells (a result.json in their workdir) are skipped, so the same command resumes a
 stopped grid; an interrupted cell resumes from its checkpoint. SIGTERM or Ctrl-C stops the grid
 cleanly: each running cell gets the signal once, saves its checkpoint and records what its
-attempt cost, and the table is written (exit status 1). The table (table.md, table.csv,
-table.svg in --workdir) is rewritten from every finished cell after each call;
---table_only writes it without running anything. Cells are listed with their exact
-commands in --workdir/commands.sh.
+attempt cost, the table is written, and the grid exits with 128 + the signal number (143 for
+SIGTERM, 130 for Ctrl-C), as launch/train.py does; a failed cell makes it exit 1. The table
+(table.md, table.csv, table.svg in --workdir) is rewritten from every finished cell after
+each call; --table_only writes it without running anything. Cells are listed with their
+exact commands in --workdir/commands.sh.
 """
 
 import os
 import sys
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxlm import errors
 from jaxlm.compare import grid as grid_lib
 from jaxlm.compare import table
 
@@ -35,31 +38,30 @@ _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Write the table from the f
 flags.mark_flags_as_required(["grid", "workdir"])
 
 
+@errors.one_line("launch/compare.py")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    grid = grid_lib.expand(_GRID.value, _WORKDIR.value)
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    with open(os.path.join(_WORKDIR.value, "commands.sh"), "w", encoding="utf-8") as handle:
-      handle.write("# Every cell of the grid, in run order (launch/compare.py runs them and scores each\n"
-                   "# fine-tuning cell with launch/evaluate.py --best)\n")
-      handle.writelines(f"{cell.command_line()}  # {cell.name}\n" for cell in grid.cells)
-    if _DRY_RUN.value:
-      print("\n".join(grid_lib.status_lines(grid, _ONLY.value)))
-      return
-    if not _TABLE_ONLY.value:
-      report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
-                                 log=lambda line: print(line, flush=True))  # progress in a redirected log too
-      print(" ".join(f"{key}: {len(names)}" for key, names in report.items()))
-    paths = table.write_all(grid, _WORKDIR.value)
-  except grid_lib.GridError as error:
-    sys.exit(f"launch/compare.py: {error}")
+  grid = grid_lib.expand(_GRID.value, _WORKDIR.value)
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  with open(os.path.join(_WORKDIR.value, "commands.sh"), "w", encoding="utf-8") as handle:
+    handle.write("# Every cell of the grid, in run order (launch/compare.py runs them and scores each\n"
+                 "# fine-tuning cell with launch/evaluate.py --best)\n")
+    handle.writelines(f"{cell.command_line()}  # {cell.name}\n" for cell in grid.cells)
+  if _DRY_RUN.value:
+    print("\n".join(grid_lib.status_lines(grid, _ONLY.value)))
+    return
+  report = None
+  if not _TABLE_ONLY.value:
+    report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
+                               log=lambda line: print(line, flush=True))  # progress in a redirected log too
+    print(" ".join(f"{key}: {len(names)}" for key, names in report.items() if key != "stop_signal"))
+  paths = table.write_all(grid, _WORKDIR.value)
   print(open(paths["md"], encoding="utf-8").read())
   print("written: " + ", ".join(paths.values()))
-  if not _TABLE_ONLY.value and (report["failed"] or report["blocked"] or report["interrupted"]):
-    sys.exit(1)  # a scheduler should not take a grid with failed cells as done
+  if report is not None:
+    sys.exit(grid_lib.exit_status(report))  # a scheduler should not take a stopped or failed grid as done
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/compare.py", "grid"))

@@ -18,7 +18,7 @@ import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
 
-from jaxlm import checkpoint, distributed, evaluate
+from jaxlm import distributed, errors, evaluate
 
 _SPLIT = flags.DEFINE_list("split", ["test"], "Split(s) of the run's task, e.g. --split=valid,test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
@@ -30,6 +30,7 @@ _ALLOW_DATA_CHANGE = flags.DEFINE_bool("allow_data_change", False, "Score data f
                                        "the run's (a warning; the saved vocabulary is used).")
 
 
+@errors.one_line("launch/evaluate.py")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -38,13 +39,10 @@ def main(argv):
     _distributed.initialize()  # before anything touches a device
   except ValueError as error:
     sys.exit(f"launch/evaluate.py: {error}")
-  try:
-    results = evaluate.evaluate_workdir(_workdir_flags.WORKDIR.value, **choice,
-                                        splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
-                                        length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
-                                        allow_data_change=_ALLOW_DATA_CHANGE.value)
-  except (checkpoint.IncompatibleWorkdirError, evaluate.DataChangedError, FileNotFoundError) as error:
-    sys.exit(f"launch/evaluate.py: {error}")  # messages that say what to do: one line, no traceback
+  results = evaluate.evaluate_workdir(_workdir_flags.WORKDIR.value, **choice,
+                                      splits=tuple(_SPLIT.value), batch_size=_BATCH_SIZE.value,
+                                      length=_SEQ_LEN.value, data_path=_DATA_PATH.value,
+                                      allow_data_change=_ALLOW_DATA_CHANGE.value)
   if not distributed.is_primary():
     return
   for result in results:

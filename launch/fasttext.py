@@ -12,23 +12,26 @@ When the config has a `model`, the vectors' dimension, min_n, max_n and bucket a
 model.width, model.min_n, model.max_n and model.bucket.
 """
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxlm import errors
 from jaxlm.data import fasttext_vectors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the Facebook .bin file.", required=True)
 
 
+@errors.one_line("launch/fasttext.py")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   if "fasttext" not in config:
-    raise app.UsageError("the config has no `fasttext` section (its training settings); use one that does, "
-                         "e.g. --config=configs/ru_lm.py, configs/wt2_heads.py or configs/wt2_mlm.py")
+    raise errors.ConfigError("the config has no `fasttext` section (its training settings); use one that does, "
+                             "e.g. --config=configs/ru_lm.py, configs/wt2_heads.py or configs/wt2_mlm.py")
   corpus = config.fasttext.get("corpus", "")
   if not corpus:
     from jaxlm.data import corpora
@@ -40,4 +43,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/fasttext.py"))

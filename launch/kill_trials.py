@@ -22,6 +22,8 @@ import time
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
+from jaxlm import errors
+
 _CONFIG = flags.DEFINE_string("config", "configs/quickstart.py:smoke", "Config file[:variant].")
 _OVERRIDES = flags.DEFINE_list("overrides", ["train.steps=24", "train.log_every=1", "train.eval_every=4"],
                                "--config.<key>=<value> overrides, as key=value.")
@@ -71,12 +73,23 @@ def kill_moment(process, workdir, rng, during_save: bool, steps: int) -> str:
   return "the run ended first"
 
 
+@errors.one_line("launch/kill_trials.py")
 def main(argv):
   del argv
-  steps = next(int(value.split("=")[1]) for value in _OVERRIDES.value if value.startswith("train.steps="))
+  steps = next((value.partition("=")[2] for value in _OVERRIDES.value if value.startswith("train.steps=")), "")
+  if not steps.isdigit() or int(steps) < 2:
+    raise errors.ConfigError(f"--overrides={','.join(_OVERRIDES.value)} must set train.steps=N with N >= 2: the "
+                             "kill moments are drawn between steps 1 and N - 1")
+  steps = int(steps)
   shutil.rmtree(_ROOT.value, ignore_errors=True)
   whole = os.path.join(_ROOT.value, "whole")
-  subprocess.run(command(whole), check=True, capture_output=True)
+  uninterrupted = subprocess.run(command(whole), capture_output=True, text=True)
+  if uninterrupted.returncode:
+    lines = uninterrupted.stderr.strip().splitlines()
+    if len(lines) == 1 and lines[0].startswith("launch/train.py: "):  # a mistake in --config or --overrides
+      raise errors.ConfigError(lines[0])
+    sys.exit(f"{uninterrupted.stderr}launch/kill_trials.py: the uninterrupted run exited "
+             f"{uninterrupted.returncode}; its stderr is above")
   expected = logged(whole)
   rng = random.Random(_SEED.value)
   identical = 0

@@ -14,7 +14,7 @@ import os
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
-from jaxlm import plot
+from jaxlm import errors, plot
 
 _RUNS = flags.DEFINE_multi_string("run", [], "LABEL=WORKDIR, once per curve.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .png or .svg file to write.", required=True)
@@ -27,6 +27,7 @@ _TITLE = flags.DEFINE_string("title", "", "Plot title.")
 _LOG_Y = flags.DEFINE_bool("log_y", False, "A logarithmic y axis (e.g. for perplexity).")
 
 
+@errors.one_line("launch/plot.py")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -36,7 +37,7 @@ def main(argv):
   for run in _RUNS.value:
     try:
       label, workdir = plot.parse_run(run)
-    except ValueError as error:
+    except errors.ConfigError as error:  # the flag's shape: a usage error, with the usage
       raise app.UsageError(str(error)) from error
     series[label] = plot.read_curve(os.path.join(workdir, "metrics.jsonl"), kind=_KIND.value, x=_X.value,
                                     y=_Y.value)

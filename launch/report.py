@@ -9,12 +9,10 @@ best metrics (best by each run's task: perplexity, MCC, accuracy, F1), and the c
 in which the runs differ. --figures=DIR also writes each figure as a PNG there.
 """
 
-import sys
-
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
-from jaxlm import report
+from jaxlm import errors, report
 
 _RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR, once per run.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .html file to write.", required=True)
@@ -22,13 +20,11 @@ _TITLE = flags.DEFINE_string("title", "jaxlm run report", "The page's title.")
 _FIGURES = flags.DEFINE_string("figures", "", "A folder to write each figure to as <key>.png as well.")
 
 
+@errors.one_line("launch/report.py")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  try:
-    runs = report.load_runs(_RUNS.value)
-  except (FileNotFoundError, ValueError) as error:
-    sys.exit(f"launch/report.py: {error}")  # names the run and what is wrong: one line, no traceback
+  runs = report.load_runs(_RUNS.value)  # its errors name the run and what is wrong
   report.write(runs, _OUTPUT.value, title=_TITLE.value, figures_dir=_FIGURES.value or None)
   print(f"wrote {_OUTPUT.value}: {len(runs)} runs ({', '.join(run.name for run in runs)})")
 

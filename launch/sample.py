@@ -17,10 +17,11 @@ import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
 
-from jaxlm import checkpoint, evaluate, generate
+from jaxlm import errors, generate
 
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue; empty: start from the line-end token <eos>.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 50, "Tokens to generate per sample.")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 50, f"Tokens to generate per sample, at most {generate.MAX_TOKENS} "
+                                   "(printed once all are generated).")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Divides the scores before sampling; 0 = greedy.")
 _GREEDY = flags.DEFINE_bool("greedy", False, "The highest-scoring token every step (same as --temperature=0).")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k highest-scoring tokens; 0 = all.")
@@ -32,19 +33,16 @@ _CACHE = flags.DEFINE_bool("cache", True, "Decode incrementally (one step per to
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")
 
 
+@errors.one_line("launch/sample.py")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   choice = _workdir_flags.checkpoint_choice()
   sampling = generate.Sampling(temperature=0.0 if _GREEDY.value else _TEMPERATURE.value, top_k=_TOP_K.value,
                                top_p=_TOP_P.value)
-  try:
-    result = generate.sample_workdir(_workdir_flags.WORKDIR.value, _PROMPT.value, **choice,
-                                     max_tokens=_MAX_TOKENS.value, sampling=sampling, seed=_SEED.value,
-                                     num_samples=_NUM_SAMPLES.value, cache=_CACHE.value,
-                                     data_path=_DATA_PATH.value)
-  except (checkpoint.IncompatibleWorkdirError, evaluate.DataChangedError, FileNotFoundError, ValueError) as error:
-    sys.exit(f"launch/sample.py: {error}")  # messages that say what to do: one line, no traceback
+  result = generate.sample_workdir(_workdir_flags.WORKDIR.value, _PROMPT.value, **choice,
+                                   max_tokens=_MAX_TOKENS.value, sampling=sampling, seed=_SEED.value,
+                                   num_samples=_NUM_SAMPLES.value, cache=_CACHE.value, data_path=_DATA_PATH.value)
   if result["unknown_words"]:
     print(f"notice: {len(result['unknown_words'])} prompt word(s) not in the run's vocabulary became <unk>: "
           f"{', '.join(repr(word) for word in result['unknown_words'])}", file=sys.stderr)

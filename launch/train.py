@@ -18,14 +18,17 @@ process loads its own rows of every global batch; process 0 writes the logs (REA
 "Multi-process / multi-host").
 """
 
+import os
 import sys
 
+import _config_flags
 import _distributed
 import _path  # noqa: F401  (repository root on sys.path)
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import checkpoint, distributed, train
+from jaxlm import checkpoint, distributed, errors, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)
@@ -36,20 +39,32 @@ _ALLOW_CHANGE = flags.DEFINE_list("allow_change", [], "Config keys (or sections)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+@errors.one_line("launch/train.py")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):  # before the data is read
+    raise errors.WorkdirError(f"--workdir {_WORKDIR.value} is a file, not a folder: choose a folder")
+  _distributed.initialize()  # before anything touches a device
+
+  def stop_for_lost_process(lost, cause):
+    # Another process was killed or crashed: one line instead of a collective's traceback or the
+    # coordination service's abort, and no jax.distributed shutdown, which would wait out the
+    # heartbeat (over a minute) and abort.
+    message = distributed.lost_process_message(lost, cause, checkpoint.latest_step(_WORKDIR.value))
+    print(f"launch/train.py: {message}", file=sys.stderr)
+    distributed.exit_at_once(1)
+
   try:
-    _distributed.initialize()  # before anything touches a device
-  except ValueError as error:
-    sys.exit(f"launch/train.py: {error}")
-  try:
-    # A progress bar on a terminal; a plain line a log interval into a file or pipe (a log
-    # stays readable: no carriage-return redraws).
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=sys.stderr.isatty(),
-                                       allow_change=tuple(_ALLOW_CHANGE.value))
-  except (checkpoint.IncompatibleWorkdirError, checkpoint.CheckpointWriteError, train.NonFiniteLossError) as error:
-    sys.exit(f"launch/train.py: {error}")  # messages that say what to do: one line, no traceback
+    with distributed.PeerWatch(lambda lost: stop_for_lost_process(lost, "no heartbeat for 20 s")):
+      # A progress bar on a terminal; a plain line a log interval into a file or pipe (a log
+      # stays readable: no carriage-return redraws).
+      summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=sys.stderr.isatty(),
+                                         allow_change=tuple(_ALLOW_CHANGE.value))
+  except jax.errors.JaxRuntimeError as error:
+    if not distributed.lost_process(error):
+      raise
+    stop_for_lost_process(None, distributed.lost_process_cause(error))
   except train.TrainingInterrupted as interrupted:
     # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
     # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as
@@ -62,49 +77,5 @@ def main(argv):
     print(f"final validation: {numbers}")
 
 
-def unknown_key_message(argv, config) -> str | None:
-  """For a --config.a.b=value naming no key of `config`: the flag and the closest keys there."""
-  import difflib
-  for argument in argv[1:]:
-    if not argument.startswith("--config."):
-      continue
-    dotted = argument[len("--config."):].split("=", 1)[0]
-    node, parts = config, dotted.split(".")
-    for depth, part in enumerate(parts):
-      if not hasattr(node, "keys") or part not in node:
-        section = ".".join(parts[:depth]) or "the top level"
-        known = sorted(node.keys()) if hasattr(node, "keys") else []
-        initials = "".join(word[0] for word in part.split("_") if word)  # learning_rate -> lr
-        close = [key for key in known if key in (initials, part.replace("_", ""))]
-        close += [key for key in difflib.get_close_matches(part, known, n=2, cutoff=0.6) if key not in close]
-        hint = f"; did you mean {' or '.join(repr(key) for key in close)}?" if close else ""
-        return (f"--config.{dotted}: the config has no key {part!r} in {section}{hint} "
-                f"(keys there: {', '.join(known)})")
-      node = node[part]
-  return None
-
-
-def _load_config_without_overrides(argv):
-  """The --config file's get_config(variant), or None (only to name the keys a failed override missed)."""
-  from configs import common
-  for argument in argv[1:]:
-    if argument.startswith("--config="):
-      try:
-        return common.load(argument[len("--config="):])
-      except Exception:  # noqa: BLE001 (the override's own error is reported instead)
-        return None
-  return None
-
-
-def parse_flags(argv):
-  """absl's parsing, with a misspelled --config.x override in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as error:
-    config = _load_config_without_overrides(argv)
-    message = unknown_key_message(argv, config) if config is not None else None
-    sys.exit(f"launch/train.py: {message or error}")
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/train.py"))

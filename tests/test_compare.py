@@ -56,6 +56,7 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   runner = CountingRunner()
   report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
   assert sorted(runner.calls) == sorted(names) and sorted(report["ran"]) == sorted(names)
+  assert grid_lib.exit_status(report) == 0
 
   runner.calls.clear()
   report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
@@ -143,6 +144,7 @@ def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   report = grid_lib.run_grid(grid, runner=failing, log=lambda line: None)
   assert calls == ["pretrain/ru/fasttext", "rucola/lstm/scratch/seed0"]
   assert report["blocked"] == ["pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]
+  assert grid_lib.exit_status(report) == 1  # a scheduler should not take it as done
   # A cell another process is running (its workdir locked) is left alone.
   calls.clear()
   with grid_lib.cell_lock(grid.cell("rucola/lstm/scratch/seed0")) as locked:
@@ -378,6 +380,8 @@ def test_a_sigterm_to_the_grid_reaches_each_running_cell_once_and_nothing_starts
   assert signal.getsignal(signal.SIGTERM) is handler_before  # this process's own handling is back
   assert sorted(report["interrupted"]) == sorted(cell.name for cell in running)
   assert not report["ran"] and not report["failed"]
+  # launch/compare.py exits as launch/train.py does: 128 + the signal, so a scheduler requeues it.
+  assert report["stop_signal"] == signal.SIGTERM and grid_lib.exit_status(report) == 143
   for cell in running:
     with open(os.path.join(cell.workdir, "signals.txt"), encoding="utf-8") as handle:
       received = handle.read().split()

@@ -174,7 +174,8 @@ def test_predict_writes_every_test_example_in_the_leaderboard_format(sentences, 
   assert [row[0] for row in rows[1:]] == [str(index) for index in range(10)]  # every id once, in order
   assert {row[1] for row in rows[1:]} <= {"0", "1"} and result["examples"] == 10
   # Any file with the task's columns, labelled or not, predicts the same way.
-  result = predict.predict_workdir(str(tmp_path / "run"), str(output), input_path=os.path.join(sentences, "dev.csv"))
+  result = predict.predict_workdir(str(tmp_path / "run"), str(output), input_path=os.path.join(sentences, "dev.csv"),
+                                   overwrite=True)
   assert result["examples"] == 30
 
 

@@ -175,7 +175,7 @@ def test_encoders_are_refused_before_compiling():
 def test_bad_workdirs_fail_with_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="is .* a jaxlm workdir"):
     generate.sample_workdir(str(tmp_path / "missing"), "the")
-  (tmp_path / "config.json").write_text(json.dumps({"task": {"name": "masked_lm"}}))
+  (tmp_path / "config.json").write_text(json.dumps({"task": {"name": "masked_lm"}, "train": {}, "model": {}}))
   with pytest.raises(ValueError, match="causal language model"):
     generate.sample_workdir(str(tmp_path), "the")
 

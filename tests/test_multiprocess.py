@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import distributed, tasks, train
+from jaxlm import checkpoint, distributed, tasks, train
 
 # One run, as flags for launch/train.py and as dotted keys for the in-process reference.
 RUN = {"train.steps": 6, "train.log_every": 1, "train.eval_every": 2, "train.keep_checkpoints": 3,
@@ -42,11 +42,12 @@ def compilation_cache(tmp_path_factory):
 
 
 def run_processes(args, *, processes: int, devices: int, environ: dict, environ_of=lambda index: {},
-                  timeout: float = 300, script: str = "train.py"):
+                  timeout: float = 300, script: str = "train.py", while_running=None):
   """launch/<script> on `processes` local processes of `devices` CPU devices each; [(returncode, output)].
 
   environ: added to this process's environment (compilation_cache). A process still running at
   `timeout` (e.g. one left alone in a collective) is killed and fails the test.
+  while_running(children): called once all are started (e.g. to kill one of them).
   """
   port = free_port()
   children, logs = [], []
@@ -61,6 +62,8 @@ def run_processes(args, *, processes: int, devices: int, environ: dict, environ_
     logs.append(log)
   deadline = time.time() + timeout
   try:
+    if while_running is not None:
+      while_running(children)
     for child in children:
       child.wait(timeout=max(deadline - time.time(), 1))
   except subprocess.TimeoutExpired:
@@ -215,3 +218,39 @@ def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_
   records = train._records(workdir)
   assert [(record["step"], record["kind"]) for record in records] == [(1, "train"), (1, "valid")]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "1"))
+
+
+def logged_steps(workdir) -> int:
+  """The last step process 0 has logged so far (0 before any), read while the run writes."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  steps = [json.loads(line)["step"] for line in open(path) if line.endswith("\n")]
+  return max(steps, default=0)
+
+
+def test_a_killed_process_leaves_the_other_one_line_that_says_how_to_resume(tiny_corpus, cache_dir, tmp_path,
+                                                                            compilation_cache):
+  """Process 1 is SIGKILLed in steady training (every collective already set up, no checkpoint
+  being written). Process 0's next collective fails: it says so in one line naming process 1 and
+  what a rerun resumes from, and exits 1 at once, not after jax.distributed's shutdown barrier
+  has waited out the heartbeat and aborted. (A process lost while the others wait in a
+  checkpoint's barrier is still ended by jax's coordination service, after its heartbeat
+  timeout, with its own dump: README "Multi-process".)"""
+  workdir = str(tmp_path)
+
+  def kill_process_one_in_steady_training(children):
+    deadline = time.time() + 240
+    while time.time() < deadline and logged_steps(workdir) < 20:
+      time.sleep(0.2)
+    children[1].kill()
+
+  results = run_processes(train_args(workdir, tiny_corpus, cache_dir, **{"train.steps": 5000, "train.eval_every": 4000}),
+                          processes=2, devices=2, environ=compilation_cache,
+                          while_running=kill_process_one_in_steady_training, timeout=150)
+  returncode, output = results[0]
+  assert returncode == 1, output[-3000:]
+  lines = [line for line in output.splitlines() if line.startswith("launch/train.py:")]
+  assert len(lines) == 1 and "Traceback" not in output, output[-3000:]
+  assert lines[0].startswith("launch/train.py: process 0 of 2: process 1 stopped answering (")
+  assert lines[0].endswith("Run every process's command again: no checkpoint was saved yet, so they start again.")

@@ -148,7 +148,7 @@ def test_overfits_four_questions_and_predicts_every_id(qa_folder, tmp_path):
   document = squad_document()
   document["data"][0]["paragraphs"][0]["qas"][0]["answers"] = []
   write_squad(str(tmp_path / "input"), document, name="input.json")
-  predict.predict_workdir(workdir, str(output), input_path=str(tmp_path / "input" / "input.json"))
+  predict.predict_workdir(workdir, str(output), input_path=str(tmp_path / "input" / "input.json"), overwrite=True)
   assert sorted(json.load(open(output, encoding="utf-8"))) == [f"q{index}" for index in range(6)]
 
 

@@ -1,4 +1,4 @@
-"""Issue 12: a run that cannot lie. Non-finite states, signals, workdir identity, damaged
+"""A run that cannot lie. Non-finite states, signals, workdir identity, damaged
 checkpoints, and the one-line messages around them."""
 
 import json
@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from conftest import smoke_config
@@ -34,11 +35,13 @@ def test_a_nan_state_is_never_saved_and_the_message_names_the_last_finite_checkp
   # to save) before the log at step 6 could see it.
   broken = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 9, "optim.lr": float("inf"),
                                                    "train.eval_every": 1, "train.log_every": 3})
+  config_json = open(os.path.join(tmp_path, "config.json")).read()
   with pytest.raises(train.NonFiniteLossError,
                      match=r"between steps 4 and 4.*last finite checkpoint is step 3 .*not saved"):
     train.train_and_evaluate(broken, str(tmp_path), progress=False,
                              allow_change=("optim.lr", "train.steps"))
   assert kept_steps(tmp_path) == [3]
+  assert open(os.path.join(tmp_path, "config.json")).read() == config_json  # a failed run rewrites nothing
 
 
 def test_a_nan_validation_metric_is_never_ranked_best(tmp_path):
@@ -158,6 +161,57 @@ def test_an_allowed_change_goes_on_and_is_logged(own_corpus, cache_dir, trained)
   assert json.load(open(os.path.join(trained, "config.json")))["train"]["steps"] == 6
 
 
+def saved_arrays(workdir, step):
+  """The parameters and step of checkpoint `step`, read without a target (numpy leaves)."""
+  import orbax.checkpoint as ocp
+  tree = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "default"))
+  return {"step": int(tree["step"]), "params": jax.tree.map(np.asarray, tree["params"])}
+
+
+@pytest.mark.parametrize("key,value", [("optim.clip_norm", 0.0), ("optim.name", "sgd")])
+def test_an_allowed_optimiser_change_keeps_every_checkpoint_and_restarts_the_optimiser_state(
+    own_corpus, cache_dir, trained, key, value):
+  """Such a change alters the optimiser state's tree, so no saved state fits the new target.
+  That is not damage: the parameters restore, the optimiser state starts anew, and the saved
+  checkpoints stay where they are."""
+  at_three = saved_arrays(trained, 3)
+  changed = smoke_config(own_corpus, cache_dir, **{"train.steps": 6, key: value})
+  train.train_and_evaluate(changed, trained, progress=False, allow_change=(key, "train.steps"))
+  assert not os.path.exists(os.path.join(trained, "damaged_checkpoints"))
+  assert kept_steps(trained) == [3, 6]
+  assert saved_arrays(trained, 3)["step"] == 3  # untouched, and the resume started from it
+  jax.tree.map(np.testing.assert_array_equal, saved_arrays(trained, 3)["params"], at_three["params"])
+  [change] = [record for record in records(trained) if record["kind"] == "config_change"]
+  assert change["step"] == 3
+  assert any(line.startswith("optimiser state restarted at step 3") for line in change["changes"]), change
+  assert [record["step"] for record in records(trained) if record["kind"] == "train"][-1] == 6
+  assert json.load(open(os.path.join(trained, "config.json")))[key.split(".")[0]][key.split(".")[1]] == value
+
+
+def test_an_optimiser_state_that_does_not_fit_without_an_allowed_change_is_refused_and_writes_nothing(
+    own_corpus, cache_dir, trained, monkeypatch):
+  """The same run whose optimiser code now builds another state tree (no config change to blame):
+  refused before anything is touched, never taken for damage."""
+  from jaxlm import optim
+  original = optim.build_optimizer
+  monkeypatch.setattr(optim, "build_optimizer",
+                      lambda *args, **kwargs: optax.chain(optax.clip_by_global_norm(1.0), original(*args, **kwargs)))
+  before = snapshot(trained)
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"optimiser state .*opt_state"):
+    train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
+  assert snapshot(trained) == before
+
+
+def test_an_allowed_model_change_that_alters_the_parameters_is_refused_and_writes_nothing(
+    own_corpus, cache_dir, trained):
+  before = snapshot(trained)
+  wider = smoke_config(own_corpus, cache_dir, **{"train.steps": 3, "model.width": 48})
+  with pytest.raises(checkpoint.IncompatibleWorkdirError,
+                     match=r"step 3 .*parameters do not fit the model .*params/.*saved \(.*built \("):
+    train.train_and_evaluate(wider, trained, progress=False, allow_change=("model",))
+  assert snapshot(trained) == before
+
+
 def test_an_old_workdir_without_the_new_keys_still_resumes(own_corpus, cache_dir, trained):
   path = os.path.join(trained, "config.json")
   saved = json.load(open(path))
@@ -220,6 +274,26 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, 
   truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
   with pytest.raises(checkpoint.DamagedCheckpointError, match=r"step 6: .*_METADATA is missing; step 3: "):
     evaluate.evaluate_workdir(workdir, splits=("valid",))
+
+
+def test_a_damaged_init_checkpoint_falls_back_to_an_earlier_step_and_names_the_key(
+    own_corpus, cache_dir, tmp_path, capsys):
+  from jaxlm import encoder_start, errors
+  workdir = str(tmp_path / "pre_trained")
+  train.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)  # steps 3 and 6
+  at_three = saved_arrays(workdir, 3)["params"]
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "6"))
+  capsys.readouterr()
+  restored = encoder_start.restore_encoder(workdir)
+  jax.tree.map(np.testing.assert_array_equal, restored["body"], at_three["body"])
+  [warning] = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
+  assert warning.startswith(f"warning: config init.checkpoint={workdir!r}: checkpoint step 6 ")
+  assert warning.endswith("using step 3 instead")
+  with pytest.raises(checkpoint.DamagedCheckpointError, match=r"init.checkpoint=.*no checkpoint of 6 in"):
+    encoder_start.restore_encoder(f"{workdir}:6")  # a named step: no other will do
+  truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
+  with pytest.raises(errors.UserError, match=r"config init.checkpoint=.*no checkpoint of 6, 3 .*step 6: .*step 3: "):
+    encoder_start.restore_encoder(workdir)
 
 
 # ----------------------------------------------------------------------------

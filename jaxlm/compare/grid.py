@@ -37,6 +37,8 @@ import threading
 import time
 import warnings
 
+from jaxlm import errors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"  # the cell's commands' stdout and stderr, appended per attempt
@@ -58,7 +60,7 @@ STARTS = {
 LEVELS = {"fasttext": 0, "pretrain": 1, "finetune": 2}
 
 
-class GridError(ValueError):
+class GridError(errors.UserError, ValueError):
   """A grid config or a grid workdir that cannot be run as it is; the message says what to change."""
 
 
@@ -559,7 +561,8 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
   a signal stops the grid, and so does a SIGTERM or SIGINT to this process, which the running
   cells' commands are sent (see _Children); a cell another process is running is skipped as
   busy. Returns
-  {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names]}.
+  {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names],
+   "stop_signal": the signal that stopped the grid, or 0}.
   """
   cells = select(grid, only)
   check_configs(cells)
@@ -626,7 +629,17 @@ def run_grid(grid: Grid, *, parallel: int = 1, only=(), runner=run_subprocess, l
           raise
       if stop.is_set():
         break
+    report["stop_signal"] = _CHILDREN.stop_signal
   return report
+
+
+def exit_status(report: dict) -> int:
+  """launch/compare.py's exit status after run_grid: 128 + the signal that stopped the grid (143 for
+  SIGTERM, 130 for SIGINT), as launch/train.py's, so a scheduler (SLURM requeue) or `compare && ...`
+  does not take a stopped grid as done; else 1 when a cell failed, was blocked or was stopped; else 0."""
+  if report["stop_signal"]:
+    return 128 + report["stop_signal"]
+  return 1 if report["failed"] or report["blocked"] or report["interrupted"] else 0
 
 
 def status_lines(grid: Grid, only=()) -> list[str]:

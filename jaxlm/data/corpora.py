@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.data import text_files, works
 from jaxlm.data.vocabulary import Vocabulary
 
@@ -70,7 +71,7 @@ def default_cache_dir() -> str:
 
 def resolve_files(data_config) -> dict[str, str]:
   if data_config.corpus not in CORPORA:
-    raise ValueError(f"config data.corpus={data_config.corpus!r} is not known; choose one of {sorted(CORPORA)}")
+    raise errors.ConfigError(f"config data.corpus={data_config.corpus!r} is not known; choose one of {sorted(CORPORA)}")
   spec = CORPORA[data_config.corpus]
   folder = data_config.path or spec.default_path
   if not folder:
@@ -159,7 +160,7 @@ def load_corpus(data_config) -> Corpus:
   # A data config without these keys (an older workdir's config.json) reads as word-level, uncapped.
   tokenizer, max_vocab = data_config.get("tokenizer", "word"), data_config.get("max_vocab", 0)
   if tokenizer not in TOKENIZERS:
-    raise ValueError(f"config data.tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZERS)}")
+    raise errors.ConfigError(f"config data.tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZERS)}")
   cache_root = data_config.cache_dir or default_cache_dir()
   key, split_files = _word_level_files(data_config, cache_root)
   if tokenizer == "bpe":

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.data import subwords
 
 INIT_MODES = ("scratch", "fasttext_words", "fasttext_bag", "fasttext_pieces")
@@ -41,9 +42,9 @@ def train_fasttext(corpus_path: str, output_path: str, *, sg: bool = True, dim: 
   from gensim.models.fasttext import FastText, save_facebook_model
 
   if not output_path.endswith(".bin"):
-    raise ValueError(f"{output_path}: FastText output must be a Facebook .bin file")
+    raise errors.ConfigError(f"{output_path}: FastText output must be a Facebook .bin file")
   if not os.path.isfile(corpus_path):
-    raise FileNotFoundError(f"{corpus_path}: FastText corpus not found (a text file, one sentence per line)")
+    raise errors.MissingFileError(f"{corpus_path}: FastText corpus not found (a text file, one sentence per line)")
 
   class EpochLogger(CallbackAny2Vec):
     def on_epoch_begin(self, model):
@@ -79,8 +80,8 @@ def train_from_config(fasttext_config, corpus_path: str, output_path: str, log=p
   settings = {name: fasttext_config[name] for name in fields if name in fasttext_config}
   for name, model_field in MODEL_FIELDS.items() if model_config is not None else ():
     if name in settings and settings[name] != model_config[model_field]:
-      raise ValueError(f"config fasttext.{name}={settings[name]} differs from model.{model_field}="
-                       f"{model_config[model_field]}; the vectors must fit the model: drop fasttext.{name}")
+      raise errors.ConfigError(f"config fasttext.{name}={settings[name]} differs from model.{model_field}="
+                               f"{model_config[model_field]}; the vectors must fit the model: drop fasttext.{name}")
     settings[name] = model_config[model_field]
   return train_fasttext(corpus_path, output_path, log=log, **settings)
 
@@ -95,16 +96,16 @@ def load_vectors(path: str, *, expected_dim: int | None = None):
   """
   extension = os.path.splitext(path)[1]
   if extension not in _LOADABLE:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{path}: refusing to load a {extension or 'extension-less'} file; only Facebook .bin and "
         f"text .vec are read. gensim .model files are pickles that can run code when loaded: "
         f"convert one where it is trusted with gensim.models.fasttext.save_facebook_model(model, 'x.bin')")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: FastText file not found; train one with launch/fasttext.py")
+    raise errors.MissingFileError(f"{path}: FastText file not found; train one with launch/fasttext.py")
   vectors = _load_bin(path) if extension == ".bin" else _load_vec(path)
   if expected_dim is not None and vectors.vector_size != expected_dim:
-    raise ValueError(f"{path}: vectors have dimension {vectors.vector_size}, but the config expects "
-                     f"{expected_dim}; set model.width to {vectors.vector_size} or use matching vectors")
+    raise errors.ConfigError(f"{path}: vectors have dimension {vectors.vector_size}, but the config expects "
+                             f"{expected_dim}; set model.width to {vectors.vector_size} or use matching vectors")
   return vectors
 
 
@@ -114,13 +115,13 @@ def _load_bin(path: str):
     model = load_facebook_model(path)
   except Exception as error:  # struct/assert/decode errors: the bytes are not a whole model
     # Garbage often reads as a "supervised model" header, hence NotImplementedError too.
-    raise ValueError(f"{path}: truncated, corrupted or unsupported (e.g. supervised) FastText .bin "
-                     f"({type(error).__name__}: {error}); re-download it or retrain it with "
-                     f"launch/fasttext.py") from error
+    raise errors.DataError(f"{path}: truncated, corrupted or unsupported (e.g. supervised) FastText .bin "
+                           f"({type(error).__name__}: {error}); re-download it or retrain it with "
+                           f"launch/fasttext.py") from error
   wv = model.wv
   if not (np.isfinite(wv.vectors_vocab).all() and np.isfinite(wv.vectors_ngrams).all()):
-    raise ValueError(f"{path}: corrupted FastText .bin: vectors hold NaN or inf; "
-                     f"re-download it or retrain with launch/fasttext.py")
+    raise errors.DataError(f"{path}: corrupted FastText .bin: vectors hold NaN or inf; "
+                           f"re-download it or retrain with launch/fasttext.py")
   return wv
 
 
@@ -129,7 +130,7 @@ def _load_vec(path: str):
   from gensim.models import KeyedVectors
 
   def corrupted(why):
-    return ValueError(f"{path}: corrupted or truncated .vec file: {why}")
+    return errors.DataError(f"{path}: corrupted or truncated .vec file: {why}")
 
   with open(path, encoding="utf-8", errors="strict") as file:
     try:
@@ -141,8 +142,8 @@ def _load_vec(path: str):
       for line_number, line in enumerate(file, start=2):
         fields = line.rstrip("\n").rstrip(" ").split(" ")
         if len(fields) != dim + 1:
-          raise ValueError(f"{path}: line {line_number} has {len(fields) - 1} values, but the header "
-                           f"says dimension {dim}")
+          raise errors.DataError(f"{path}: line {line_number} has {len(fields) - 1} values, but the header "
+                                 f"says dimension {dim}")
         words.append(fields[0])
         rows.append(np.asarray(fields[1:], dtype=np.float32))
     except UnicodeDecodeError as error:
@@ -166,10 +167,10 @@ def _known(words: Sequence[str], vectors, path: str) -> np.ndarray:
   """bool [vocab]: which words the FastText vocabulary holds; none at all is an error."""
   known = np.fromiter((word in vectors.key_to_index for word in words), bool, count=len(words))
   if not known.any():
-    raise ValueError(f"{path}: no word of the corpus vocabulary ({len(words)} words, e.g. "
-                     f"{list(words[:5])}) is in the FastText vocabulary ({len(vectors.key_to_index)} "
-                     f"words, e.g. {list(vectors.index_to_key[:5])}); wrong language, casing or "
-                     f"tokenisation? Retrain FastText on this corpus with launch/fasttext.py")
+    raise errors.DataError(f"{path}: no word of the corpus vocabulary ({len(words)} words, e.g. "
+                           f"{list(words[:5])}) is in the FastText vocabulary ({len(vectors.key_to_index)} "
+                           f"words, e.g. {list(vectors.index_to_key[:5])}); wrong language, casing or "
+                           f"tokenisation? Retrain FastText on this corpus with launch/fasttext.py")
   logging.info("%s covers %d of %d vocabulary words (%.1f%%)", path, known.sum(), len(words),
                100 * known.mean())
   return known
@@ -183,8 +184,8 @@ def word_rows(table: np.ndarray, words: Sequence[str], vectors, path: str = "vec
   """
   table = np.array(table, dtype=np.float32)  # a copy: the caller's array stays as it was
   if vectors.vector_size != table.shape[1]:
-    raise ValueError(f"{path}: vectors have dimension {vectors.vector_size}, the model's table "
-                     f"has width {table.shape[1]}; set model.width to {vectors.vector_size}")
+    raise errors.ConfigError(f"{path}: vectors have dimension {vectors.vector_size}, the model's table "
+                             f"has width {table.shape[1]}; set model.width to {vectors.vector_size}")
   known = _known(words, vectors, path)
   indices = [vectors.key_to_index[word] for word, is_known in zip(words, known) if is_known]
   table[np.nonzero(known)[0]] = vectors.vectors[indices]
@@ -200,16 +201,16 @@ def bag_rows(table: np.ndarray, words: Sequence[str], vectors, *, bucket: int, m
   own row (read only by a tied head's `attend`) := that composed vector.
   """
   if not hasattr(vectors, "vectors_ngrams"):
-    raise ValueError(f"{path}: fasttext_bag needs a .bin with n-gram buckets; a .vec holds words only")
+    raise errors.ConfigError(f"{path}: fasttext_bag needs a .bin with n-gram buckets; a .vec holds words only")
   settings = dict(bucket=vectors.bucket, min_n=vectors.min_n, max_n=vectors.max_n)
   wanted = dict(bucket=bucket, min_n=min_n, max_n=max_n)
   if settings != wanted:
-    raise ValueError(f"{path}: FastText was trained with {settings}, the config asks for {wanted}; "
-                     f"set the model's bucket/min_n/max_n to the file's")
+    raise errors.ConfigError(f"{path}: FastText was trained with {settings}, the config asks for {wanted}; "
+                             f"set the model's bucket/min_n/max_n to the file's")
   vocab = len(words)
   if table.shape != (vocab + bucket, vectors.vector_size):
-    raise ValueError(f"{path}: the model's table is {table.shape}, fasttext_bag needs "
-                     f"({vocab} + {bucket}, {vectors.vector_size}); check model.width and bucket")
+    raise errors.ConfigError(f"{path}: the model's table is {table.shape}, fasttext_bag needs "
+                             f"({vocab} + {bucket}, {vectors.vector_size}); check model.width and bucket")
   known = _known(words, vectors, path)
   table = np.array(table, dtype=np.float32)
   for i in np.nonzero(~known)[0]:
@@ -236,17 +237,17 @@ def initial_input_variables(words: Sequence[str], table: np.ndarray, *, input_ki
     "ngram_mask"}} for a bag: numpy arrays.
   """
   if init not in INIT_MODES:
-    raise ValueError(f"model.init={init!r} is not known; choose one of {list(INIT_MODES)}")
+    raise errors.ConfigError(f"model.init={init!r} is not known; choose one of {list(INIT_MODES)}")
   if input_kind not in ("word", "bag"):
     raise ValueError(f"initial tables exist for inputs 'word' and 'bag', not {input_kind!r}")
   if init == "fasttext_bag" and input_kind != "bag":
-    raise ValueError("model.init='fasttext_bag' needs model.input='bag'")
+    raise errors.ConfigError("model.init='fasttext_bag' needs model.input='bag'")
   table = np.asarray(table, dtype=np.float32)
   result: dict[str, dict[str, Any]] = {}
   ids = mask = None
   if init != "scratch":
     if not fasttext_path:
-      raise ValueError(f"model.init={init!r} needs model.fasttext_path (a .bin or .vec)")
+      raise errors.ConfigError(f"model.init={init!r} needs model.fasttext_path (a .bin or .vec)")
     vectors = load_vectors(fasttext_path, expected_dim=table.shape[1])
     if init == "fasttext_words":
       table = word_rows(table, words, vectors, fasttext_path)

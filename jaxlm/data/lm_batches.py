@@ -18,11 +18,13 @@ Each host materialises only its own rows of the global batch.
 
 import numpy as np
 
+from jaxlm import errors
+
 
 def host_rows(global_batch: int, process_index: int, process_count: int) -> slice:
   """This host's slice of a global batch's rows (every batcher of every task uses it)."""
   if global_batch % process_count:
-    raise ValueError(f"train.batch_size={global_batch} must be divisible by the {process_count} hosts")
+    raise errors.ConfigError(f"train.batch_size={global_batch} must be divisible by the {process_count} hosts")
   per_host = global_batch // process_count
   return slice(process_index * per_host, (process_index + 1) * per_host)
 
@@ -30,7 +32,7 @@ def host_rows(global_batch: int, process_index: int, process_count: int) -> slic
 def window_batch(tokens: np.ndarray, step: int, *, seed: int, batch_size: int, length: int,
                  process_index: int = 0, process_count: int = 1) -> dict:
   if tokens.size < length + 2:
-    raise ValueError(f"corpus split has {tokens.size} tokens, fewer than train.seq_len+2={length + 2}")
+    raise errors.DataError(f"corpus split has {tokens.size} tokens, fewer than train.seq_len+2={length + 2}")
   rng = np.random.default_rng([seed, step])
   offsets = rng.integers(0, tokens.size - length, size=batch_size)[host_rows(batch_size, process_index, process_count)]
   positions = offsets[:, None] + np.arange(length + 1)[None, :]  # [batch, length + 1]
@@ -49,8 +51,8 @@ def stream_segments_per_epoch(num_tokens: int, batch_size: int, length: int) -> 
   stream_length = num_tokens // batch_size
   segments = (stream_length - 1 - length) // length
   if segments < 1:
-    raise ValueError(f"corpus split of {num_tokens} tokens is too short for train.batch_size={batch_size} "
-                     f"streams of train.seq_len={length}")
+    raise errors.DataError(f"corpus split of {num_tokens} tokens is too short for train.batch_size={batch_size} "
+                           f"streams of train.seq_len={length}")
   return segments
 
 
@@ -77,7 +79,7 @@ BATCHERS = {"windows": window_batch, "stream": stream_batch}
 
 def get_batcher(name: str):
   if name not in BATCHERS:
-    raise ValueError(f"config data.batching={name!r} is not known; choose one of {sorted(BATCHERS)}")
+    raise errors.ConfigError(f"config data.batching={name!r} is not known; choose one of {sorted(BATCHERS)}")
   return BATCHERS[name]
 
 

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxlm import errors
+
 NULL_POSITION = 0  # start/end target of a window without the whole answer
 
 
@@ -87,10 +89,10 @@ def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tupl
     At least one window (an empty context gives one without context tokens).
   """
   if max_length < 3:
-    raise ValueError(f"max_length={max_length}; a window needs at least 3 positions "
-                     f"(a question token, the separator and a context token)")
+    raise errors.ConfigError(f"max_length={max_length}; a window needs at least 3 positions "
+                             f"(a question token, the separator and a context token)")
   if stride < 1:
-    raise ValueError(f"stride={stride}; it is the step between window starts, at least 1 token")
+    raise errors.ConfigError(f"stride={stride}; it is the step between window starts, at least 1 token")
   kept_question = list(question_token_ids)[:max_length // 2]
   dropped = len(question_token_ids) - len(kept_question)
   offset = len(kept_question) + 1  # position of the first context token

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import sentencepiece
 
+from jaxlm import errors
 from jaxlm.data import subwords
 
 MODEL_TYPES = ("bpe", "unigram")
@@ -44,7 +45,7 @@ def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size
   if model_type not in MODEL_TYPES:
     raise ValueError(f"model_type={model_type!r}; choose one of {list(MODEL_TYPES)}")
   if not os.path.isfile(corpus_path):
-    raise FileNotFoundError(f"{corpus_path}: SentencePiece training text not found")
+    raise errors.MissingFileError(f"{corpus_path}: SentencePiece training text not found")
   settings = dict(
       model_type=model_type, vocab_size=vocab_size, character_coverage=character_coverage,
       input_sentence_size=input_sentence_size,  # 0 = every line; else a seeded sample of lines
@@ -69,7 +70,7 @@ def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size
           input=corpus_path, model_prefix=prefix, num_threads=num_threads, minloglevel=2,
           **trainer_settings)
     except RuntimeError as error:
-      raise ValueError(f"{corpus_path}: SentencePiece training failed: {error}") from error
+      raise errors.DataError(f"{corpus_path}: SentencePiece training failed: {error}") from error
     os.replace(prefix + ".model", model_path)
   return model_path
 
@@ -77,12 +78,12 @@ def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size
 def load_sentencepiece(model_path: str) -> sentencepiece.SentencePieceProcessor:
   """A `.model` file is a protobuf (not a pickle), so loading it runs no code."""
   if not os.path.isfile(model_path):
-    raise FileNotFoundError(f"{model_path}: SentencePiece model not found; train it with "
-                            f"train_sentencepiece")
+    raise errors.MissingFileError(f"{model_path}: SentencePiece model not found; train it with "
+                                  f"train_sentencepiece")
   try:
     return sentencepiece.SentencePieceProcessor(model_file=model_path)
   except (OSError, RuntimeError) as error:
-    raise ValueError(f"{model_path}: not a readable SentencePiece model ({error})") from error
+    raise errors.DataError(f"{model_path}: not a readable SentencePiece model ({error})") from error
 
 
 def pieces_of(processor: sentencepiece.SentencePieceProcessor) -> list[str]:
@@ -119,8 +120,8 @@ def piece_rows(table: np.ndarray, pieces: Sequence[str], vectors, path: str = "v
   """`fasttext_pieces`: table [vocab, width] with each piece's row := `piece_vector`, if any."""
   table = np.array(table, dtype=np.float32)
   if vectors.vector_size != table.shape[1]:
-    raise ValueError(f"{path}: vectors have dimension {vectors.vector_size}, the model's table "
-                     f"has width {table.shape[1]}; set model.width to {vectors.vector_size}")
+    raise errors.ConfigError(f"{path}: vectors have dimension {vectors.vector_size}, the model's table "
+                             f"has width {table.shape[1]}; set model.width to {vectors.vector_size}")
   found = 0
   for i, piece in enumerate(pieces):
     vector = piece_vector(piece, vectors)
@@ -128,6 +129,6 @@ def piece_rows(table: np.ndarray, pieces: Sequence[str], vectors, path: str = "v
       table[i] = vector
       found += 1
   if not found:
-    raise ValueError(f"{path}: no SentencePiece piece (e.g. {list(pieces[:8])}) has a FastText "
-                     f"vector; are the vectors for this corpus's language?")
+    raise errors.DataError(f"{path}: no SentencePiece piece (e.g. {list(pieces[:8])}) has a FastText "
+                           f"vector; are the vectors for this corpus's language?")
   return table

@@ -17,6 +17,7 @@ import math
 import os
 from typing import Sequence
 
+from jaxlm import errors
 from jaxlm.data import text_files
 
 
@@ -164,14 +165,14 @@ def split_by_article(questions: Sequence[Question], *,
   each, since indices restart in every file.
   """
   if not 0 <= dev_fraction < 1:
-    raise ValueError(f"dev_fraction={dev_fraction}; it must be in [0, 1)")
+    raise errors.ConfigError(f"dev_fraction={dev_fraction}; it must be in [0, 1)")
   train = [question for question in questions if not is_dev_article(question.article_index, dev_fraction)]
   dev = [question for question in questions if is_dev_article(question.article_index, dev_fraction)]
   if dev_fraction > 0 and not dev:
     articles = len({question.article_index for question in questions})
     first_dev = math.ceil(1 / fractions.Fraction(str(dev_fraction))) - 1
-    raise ValueError(f"dev_fraction={dev_fraction} puts none of {articles} articles in dev (the first "
-                     f"dev article is index {first_dev}); raise dev_fraction or use more articles")
+    raise errors.ConfigError(f"dev_fraction={dev_fraction} puts none of {articles} articles in dev (the first "
+                             f"dev article is index {first_dev}); raise dev_fraction or use more articles")
   if questions and not train:
-    raise ValueError(f"dev_fraction={dev_fraction} leaves no article for training")
+    raise errors.ConfigError(f"dev_fraction={dev_fraction} leaves no article for training")
   return train, dev

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxlm import errors
+
 FNV_OFFSET = np.uint32(2166136261)
 FNV_PRIME = np.uint32(16777619)
 
@@ -103,5 +105,5 @@ def subword_ids(words: Sequence[str], *, min_n: int, max_n: int, bucket: int,
   ngram_slot = mask & (column >= has_word_row[:, None].astype(np.int64))
   ids[ngram_slot] = ngram_rows
   if ids.max(initial=0) >= np.iinfo(np.int32).max:
-    raise ValueError(f"vocab + bucket = {vocab + bucket} rows do not fit int32 ids")
+    raise errors.ConfigError(f"vocab + bucket = {vocab + bucket} rows do not fit int32 ids")
   return ids.astype(np.int32), mask

@@ -8,9 +8,7 @@ import lzma
 import os
 import socket
 
-
-class DataError(ValueError):
-  """A data file is missing, empty or malformed; the message names it and the fix."""
+from jaxlm.errors import DataError  # text_files.DataError: what every data reader raises
 
 
 def find_file(folder: str, name: str, how_to_get: str) -> str:

@@ -2,6 +2,7 @@
 
 import collections
 
+from jaxlm import errors
 from jaxlm.data import text_files
 
 END_OF_SENTENCE = "<eos>"
@@ -36,7 +37,7 @@ class Vocabulary:
     ordered = sorted(counts.items(), key=lambda item: -item[1])
     if max_size and len(ordered) > max_size:
       if max_size < 2:
-        raise ValueError(f"a vocabulary of max_size={max_size} cannot hold a word and {UNKNOWN}")
+        raise errors.ConfigError(f"a vocabulary of max_size={max_size} cannot hold a word and {UNKNOWN}")
       kept = [item for item in ordered if item[0] != UNKNOWN][:max_size - 1]
       kept_words = {word for word, _ in kept}
       unknown_count = sum(count for word, count in ordered if word not in kept_words)
@@ -62,7 +63,7 @@ class Vocabulary:
       for word in line.split() + [END_OF_SENTENCE]:
         word_id = self.index.get(word, unknown_id)
         if word_id is None:
-          raise ValueError(f"{source} line {line_number}: word {word!r} is not in the training vocabulary "
-                           f"and the vocabulary has no {UNKNOWN}; map rare words to {UNKNOWN} first.")
+          raise errors.DataError(f"{source} line {line_number}: word {word!r} is not in the training vocabulary "
+                                 f"and the vocabulary has no {UNKNOWN}; map rare words to {UNKNOWN} first.")
         ids.append(word_id)
     return ids

@@ -43,6 +43,7 @@ Families are looked up in explicit dicts, so a misspelled name fails with the li
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxlm import errors
 from jaxlm.models import embedding_bag, embeddings, heads, identity, layers, lstm, tcn, transformer
 
 BODIES = {
@@ -71,7 +72,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def _lookup(registry: dict, name: str, key: str):
   if name not in registry:
-    raise ValueError(f"config {key}={name!r} is not known; choose one of {sorted(registry)}")
+    raise errors.ConfigError(f"config {key}={name!r} is not known; choose one of {sorted(registry)}")
   return registry[name]
 
 
@@ -122,9 +123,9 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   if family not in model_config:
     # The section is the body's size: without it the body class's own defaults (AWD-LSTM's 3 x 1150
     # for "lstm") would be built whatever the rest of the config says.
-    raise ValueError(f"config model.family={family!r} has no model.{family} section, so nothing says the "
-                     f"body's size: set the body with configs/common.py use_body(config, {family!r}, <fields>), "
-                     f"or start from a config that has it (configs/wt2_families.py:family={family})")
+    raise errors.ConfigError(f"config model.family={family!r} has no model.{family} section, so nothing says "
+                             f"the body's size: set the body with configs/common.py use_body(config, {family!r}, "
+                             f"<fields>), or start from a config that has it (configs/wt2_families.py:family={family})")
   body_fields = dict(model_config[family])
   # A config saved before model.remat existed trained without it.
   remat = model_config.get("remat", "none")
@@ -132,7 +133,7 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   try:
     body = body_class(**body_fields, dtype=dtype, remat=remat)
   except TypeError as error:
-    raise ValueError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
+    raise errors.ConfigError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
   input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")
   input_fields = ({"bucket": model_config.bucket, "subword_width": subword_width}
                   if input_class is embedding_bag.EmbeddingBag else {})

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.models import layers
 
 FROZEN = "frozen"
@@ -88,8 +89,8 @@ def install_input_variables(variables: dict, input_variables: dict, *,
         raise ValueError(f"{collection}/{scope} has no {name!r}; it has {sorted(module)}")
       old = module[name]
       if collection == "params" and tuple(np.shape(array)) != tuple(old.shape):
-        raise ValueError(f"{collection}/{scope}/{name}: initial array has shape {np.shape(array)}, "
-                         f"the model has {old.shape}; check model.width, model.bucket and the vocabulary")
+        raise errors.ConfigError(f"{collection}/{scope}/{name}: initial array has shape {np.shape(array)}, "
+                                 f"the model has {old.shape}; check model.width, model.bucket and the vocabulary")
       module[name] = jnp.asarray(array, dtype=old.dtype)
     updated[collection][scope] = module
   return updated

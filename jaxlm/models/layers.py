@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import errors
+
 # GPT-2 initialisation: every weight N(0, 0.02); residual output projections are
 # further scaled by 1/sqrt(2 * num_layers) so the residual stream's variance does
 # not grow with depth.
@@ -127,7 +129,7 @@ REMAT_POLICIES = {
 
 def check_remat(policy: str) -> None:
   if policy not in REMAT_POLICIES:
-    raise ValueError(f"config model.remat={policy!r} is not known; choose one of {sorted(REMAT_POLICIES)}")
+    raise errors.ConfigError(f"config model.remat={policy!r} is not known; choose one of {sorted(REMAT_POLICIES)}")
 
 
 def call_layer(parent: nn.Module, make_layer, policy: str, *args, train: bool, **kwargs):

@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxlm import errors
 from jaxlm.models import layers
 
 POOLINGS = ("mean", "first", "last")
@@ -31,7 +32,7 @@ def pool(states, mask, pooling: str):
   if pooling == "mean":
     weights = mask.astype(states.dtype)[..., None]
     return jnp.sum(states * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-  raise ValueError(f"config task.pooling={pooling!r}: choose one of {list(POOLINGS)}")
+  raise errors.ConfigError(f"config task.pooling={pooling!r}: choose one of {list(POOLINGS)}")
 
 
 class _Classifier(nn.Module):

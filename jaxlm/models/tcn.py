@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import errors
 from jaxlm.models import layers
 
 
@@ -39,8 +40,8 @@ def receptive_field(num_layers: int, kernel_size: int) -> int:
 
 def check_kernel_size(kernel_size: int, causal: bool) -> None:
   if not causal and kernel_size % 2 == 0:
-    raise ValueError(f"model.tcn.kernel_size={kernel_size} with model.tcn.causal=False: a two-sided "
-                     "convolution needs an odd kernel_size, so it is centred on its output position")
+    raise errors.ConfigError(f"model.tcn.kernel_size={kernel_size} with model.tcn.causal=False: a two-sided "
+                             "convolution needs an odd kernel_size, so it is centred on its output position")
 
 
 class DilatedConv(nn.Module):
@@ -142,7 +143,7 @@ class TCN(nn.Module):
     inputs, [batch, reach, in]; a tuple over blocks of pairs. Enough for any length."""
     del length
     if not self.causal:
-      raise ValueError("model.tcn.causal=False is an encoder: it has no next token to decode")
+      raise errors.ConfigError("model.tcn.causal=False is an encoder: it has no next token to decode")
     cache = []
     for index in range(self.num_layers):
       features = width if index == self.num_layers - 1 else self.hidden_size

@@ -62,6 +62,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import errors
 from jaxlm.models import layers
 
 
@@ -231,7 +232,8 @@ class SelfAttention(nn.Module):
     key, value = qkv[:, :, 1], qkv[:, :, 2]  # each [batch, keys, heads, head_width]
     if self.rotary:
       if head_width % 2:
-        raise ValueError(f"positions='rotary' needs an even head width; got model.width / num_heads = {head_width}")
+        raise errors.ConfigError(f"positions='rotary' needs an even head width; got model.width / num_heads = "
+                                 f"{head_width}")
       if cache is None:
         encodings = sinusoids(jnp.arange(memory + length), head_width)  # [keys, head_width]; query i is key memory + i
         query, key = rotate(query, encodings[memory:]), rotate(key, encodings)
@@ -366,10 +368,10 @@ class Transformer(nn.Module):
     number of tokens decoded so far}: each layer's keys and values of every earlier position.
     """
     if not self.causal:
-      raise ValueError("model.transformer.causal=False is an encoder: it has no next token to decode")
+      raise errors.ConfigError("model.transformer.causal=False is an encoder: it has no next token to decode")
     if self.decode_limit() is not None and length > self.decode_limit():
-      raise ValueError(f"decoding {length} tokens (prompt and generated) exceeds model.transformer.max_length="
-                       f"{self.max_length}, the positions this model has learned; generate fewer tokens")
+      raise errors.ConfigError(f"decoding {length} tokens (prompt and generated) exceeds model.transformer.max_length="
+                               f"{self.max_length}, the positions this model has learned; generate fewer tokens")
     shape = (batch_size, self.num_layers, length, self.num_heads, width // self.num_heads)
     return {"keys": jnp.zeros(shape, self.dtype), "values": jnp.zeros(shape, self.dtype),
             "position": jnp.zeros((), jnp.int32)}
@@ -437,11 +439,11 @@ class Transformer(nn.Module):
     batch, length, width = x.shape
     relative, rotary = self.positions == "relative", self.positions == "rotary"
     if self.memory_length > 0 and not (relative or rotary):
-      raise ValueError("model.transformer.memory_length > 0 needs positions='relative' or 'rotary': memory "
-                       f"needs positions by distance; got positions={self.positions!r}")
+      raise errors.ConfigError("model.transformer.memory_length > 0 needs positions='relative' or 'rotary': memory "
+                               f"needs positions by distance; got positions={self.positions!r}")
     if self.memory_length > 0 and not self.causal:
-      raise ValueError("model.transformer.memory_length > 0 needs model.transformer.causal=True: memory "
-                       "is the past of a stream, and an encoder sees whole sequences; set memory_length=0")
+      raise errors.ConfigError("model.transformer.memory_length > 0 needs model.transformer.causal=True: memory "
+                               "is the past of a stream, and an encoder sees whole sequences; set memory_length=0")
     x = layers.LockedDropout(self.input_dropout, name="input_dropout")(x, train=train)
     relative_encodings = None
     if relative or rotary:
@@ -461,15 +463,15 @@ class Transformer(nn.Module):
     elif rotary:
       pass  # each attention layer rotates its own queries and keys; no length limit
     elif length > self.max_length:
-      raise ValueError(f"sequence length {length} exceeds model.transformer.max_length={self.max_length}")
+      raise errors.ConfigError(f"sequence length {length} exceeds model.transformer.max_length={self.max_length}")
     elif self.positions == "learned":
       table = self.param("position_table", layers.gpt2_init(), (self.max_length, width), jnp.float32)
       x = x + table[:length].astype(self.dtype)
     elif self.positions == "sinusoidal":
       x = x + sinusoidal_positions(length, width).astype(self.dtype)
     else:
-      raise ValueError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal', "
-                       "'relative' or 'rotary'")
+      raise errors.ConfigError(f"model.transformer.positions={self.positions!r}: use 'learned', 'sinusoidal', "
+                               "'relative' or 'rotary'")
     x = layers.Dropout(self.dropout)(x, deterministic=not train)
 
     memory_valid, new_memory = None, []

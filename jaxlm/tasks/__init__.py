@@ -5,6 +5,7 @@ saved before tasks existed) is a causal language model. Adding a task is one mod
 and one line here.
 """
 
+from jaxlm import errors
 from jaxlm.tasks import base, causal_lm, classification, masked_lm, squad, tagging
 
 TASKS = {
@@ -24,5 +25,5 @@ def build_task(config) -> base.Task:
   """Builds the task named by config.task.name, reading its data from local files."""
   name = task_name(config)
   if name not in TASKS:
-    raise ValueError(f"config task.name={name!r} is not known; choose one of {sorted(TASKS)}")
+    raise errors.ConfigError(f"config task.name={name!r} is not known; choose one of {sorted(TASKS)}")
   return TASKS[name](config)

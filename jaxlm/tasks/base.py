@@ -26,6 +26,8 @@ from typing import Iterator
 import flax.linen as nn
 import numpy as np
 
+from jaxlm import errors
+
 
 class Task(abc.ABC):
   """What a task gives the loop. Subclasses set the attributes in __init__."""
@@ -106,4 +108,4 @@ class Task(abc.ABC):
 
 def check_split(split: str, splits) -> None:
   if split not in splits:
-    raise ValueError(f"split {split!r} is not one of {sorted(splits)}")
+    raise errors.ConfigError(f"split {split!r} is not one of {sorted(splits)}")

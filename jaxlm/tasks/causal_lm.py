@@ -10,7 +10,7 @@ lowest validation perplexity.
 
 import functools
 
-from jaxlm import decoding, losses, metrics, pretrained
+from jaxlm import decoding, errors, losses, metrics, pretrained
 from jaxlm.data import corpora, lm_batches
 from jaxlm.tasks import base
 
@@ -78,8 +78,8 @@ class CausalLM(base.Task):
     """length: the segment length (default train.seq_len); state is carried along each row."""
     base.check_split(split, self.corpus.splits)
     if getattr(self, "unscorable", {}).get(split):
-      raise ValueError(f"split {split!r} has {self.unscorable[split]} tokens the run's saved vocabulary lacks, "
-                       "and it has no <unk>: it cannot be scored with this checkpoint")
+      raise errors.DataError(f"split {split!r} has {self.unscorable[split]} tokens the run's saved vocabulary lacks, "
+                             "and it has no <unk>: it cannot be scored with this checkpoint")
     return lm_batches.evaluation_batches(self.corpus.splits[split], batch_size=batch_size,
                                          length=length or self.length, max_tokens=limit)
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import pretrained
+from jaxlm import errors, pretrained
 from jaxlm.data import example_batches, labelled_text, text_files
 from jaxlm.tasks import base, example_task, scores, text_inputs
 
@@ -26,7 +26,7 @@ METRICS = ("accuracy", "mcc", "macro_f1", "loss")
 
 def _split_path(task_config, split: str) -> str:
   if not task_config.path:
-    raise ValueError(f"config task.path is empty: set it to the folder holding {dict(task_config.files)}")
+    raise errors.ConfigError(f"config task.path is empty: set it to the folder holding {dict(task_config.files)}")
   return text_files.find_file(task_config.path, task_config.files[split],
                               f"config task.path/task.files.{split} name it")
 
@@ -36,14 +36,14 @@ class Classification(example_task.ExampleTask):
   @classmethod
   def best_of(cls, config):
     if config.task.best_metric not in METRICS:
-      raise ValueError(f"config task.best_metric={config.task.best_metric!r}: choose one of {list(METRICS)}")
+      raise errors.ConfigError(f"config task.best_metric={config.task.best_metric!r}: choose one of {list(METRICS)}")
     return config.task.best_metric, "min" if config.task.best_metric == "loss" else "max"
 
   def __init__(self, config):
     task = config.task
     for required in ("train", "valid"):
       if required not in task.files:
-        raise ValueError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
+        raise errors.ConfigError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
     self.best_metric, self.best_mode = self.best_of(config)
     self.task_config = task
     self.splits = tuple(task.files)
@@ -85,6 +85,15 @@ class Classification(example_task.ExampleTask):
     if self.examples[split][0].label is not None:
       self.label_ids[split] = self.labels.encode_examples(self.examples[split], self.paths[split])
 
+  def use_vocabulary(self, words: list[str]) -> None:
+    """Re-encodes every split with a saved run's vocabulary (a word it lacks -> <unk>), so its
+    checkpoint scores and predicts on the ids it was trained with after a file gained words."""
+    self.words = list(words)
+    self.encoder = text_inputs.Encoder(self.words, self.task_config.max_length, self.sentencepiece_model)
+    for split in self.splits:
+      self._encode(split, [text_inputs.split_text(example.text, self.task_config.tokenizer)
+                           for example in self.examples[split]])
+
   def add_file(self, path: str, split: str = "input") -> str:
     """Reads another file with the task's columns (e.g. for launch/predict.py --input) as `split`."""
     self.paths[split] = path
@@ -118,8 +127,8 @@ class Classification(example_task.ExampleTask):
   def eval_batches(self, split, *, batch_size, limit=0):
     base.check_split(split, self.splits)
     if split not in self.label_ids:
-      raise ValueError(f"split {split!r} ({self.paths[split]}) has no labels to score; predict it with "
-                       "launch/predict.py instead")
+      raise errors.ConfigError(f"split {split!r} ({self.paths[split]}) has no labels to score; predict it with "
+                               "launch/predict.py instead")
     return self.example_batches(split, batch_size=batch_size, limit=limit)
 
   def loss(self, logits, batch):

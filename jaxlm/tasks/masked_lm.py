@@ -23,6 +23,7 @@ context of the word it must recover.
 
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.data import lm_batches
 from jaxlm.tasks import base, causal_lm
 
@@ -69,10 +70,10 @@ def _check_fractions(task_config) -> None:
   rate, to_mask, to_random = (task_config.mask_rate, task_config.mask_token_fraction,
                               task_config.random_token_fraction)
   if not 0.0 < rate <= 1.0:
-    raise ValueError(f"config task.mask_rate={rate} must be in (0, 1]")
+    raise errors.ConfigError(f"config task.mask_rate={rate} must be in (0, 1]")
   if to_mask < 0.0 or to_random < 0.0 or to_mask + to_random > 1.0:
-    raise ValueError(f"config task.mask_token_fraction={to_mask} and task.random_token_fraction={to_random} "
-                     f"must be >= 0 with a sum <= 1 (the rest of the chosen tokens are kept)")
+    raise errors.ConfigError(f"config task.mask_token_fraction={to_mask} and task.random_token_fraction={to_random} "
+                             f"must be >= 0 with a sum <= 1 (the rest of the chosen tokens are kept)")
 
 
 class MaskedLM(causal_lm.CausalLM):
@@ -86,7 +87,7 @@ class MaskedLM(causal_lm.CausalLM):
     super().__init__(config)
     corpus_words = self.corpus.vocabulary.words
     if MASK_TOKEN in corpus_words:
-      raise ValueError(f"the corpus's vocabulary already holds {MASK_TOKEN!r}; the masked LM needs it free")
+      raise errors.DataError(f"the corpus's vocabulary already holds {MASK_TOKEN!r}; the masked LM needs it free")
     self.mask_id = len(corpus_words)
     self.words = list(corpus_words) + [MASK_TOKEN]
 
@@ -101,14 +102,14 @@ class MaskedLM(causal_lm.CausalLM):
   def build_model(self, model_config):
     model = super().build_model(model_config)
     if getattr(model.body, "causal", True):
-      raise ValueError(f"config model.{model_config.family}.causal must be False for the masked LM: a causal "
-                       f"body cannot see the right context of the word it must recover")
+      raise errors.ConfigError(f"config model.{model_config.family}.causal must be False for the masked LM: a causal "
+                               f"body cannot see the right context of the word it must recover")
     return model
 
   def train_batch(self, step, *, seed, batch_size, process_index=0, process_count=1):
     tokens, length = self.corpus.splits["train"], self.length
     if tokens.size < length:
-      raise ValueError(f"the train split has {tokens.size} tokens, fewer than train.seq_len={length}")
+      raise errors.DataError(f"the train split has {tokens.size} tokens, fewer than train.seq_len={length}")
     rows = lm_batches.host_rows(batch_size, process_index, process_count)
     # The whole global batch is drawn and this host's rows kept, so every host count sees
     # the same batch.

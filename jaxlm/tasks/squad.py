@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import pretrained
+from jaxlm import errors, pretrained
 from jaxlm.data import qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
 from jaxlm.tasks import base, example_task, squad_scores, text_inputs
@@ -54,12 +54,12 @@ class SpanQA(example_task.ExampleTask):
   def __init__(self, config):
     task = config.task
     if not task.path:
-      raise ValueError("config task.path is empty: set it to the folder holding the SQuAD .json files")
+      raise errors.ConfigError("config task.path is empty: set it to the folder holding the SQuAD .json files")
     if not task.file:
-      raise ValueError("config task.file is empty: name the SQuAD v1.1 .json file to train on")
+      raise errors.ConfigError("config task.file is empty: name the SQuAD v1.1 .json file to train on")
     if task.tokenizer not in SPAN_TOKENIZERS:
-      raise ValueError(f"config task.tokenizer={task.tokenizer!r}: span QA needs tokens that keep their character "
-                       f"spans; choose one of {list(SPAN_TOKENIZERS)}")
+      raise errors.ConfigError(f"config task.tokenizer={task.tokenizer!r}: span QA needs tokens that keep their "
+                               f"character spans; choose one of {list(SPAN_TOKENIZERS)}")
     self.task_config = task
     self.length = task.max_length
     self.skipped_mismatched = 0  # questions dropped by task.skip_mismatched, over every file read
@@ -77,7 +77,7 @@ class SpanQA(example_task.ExampleTask):
     else:
       self.questions["valid"], self.paths["valid"] = source_dev, train_path
     if not self.questions["valid"]:
-      raise ValueError(f"config task.dev_fraction={task.dev_fraction}: the valid split has no questions")
+      raise errors.ConfigError(f"config task.dev_fraction={task.dev_fraction}: the valid split has no questions")
     self.splits = tuple(self.questions)
 
     def word_lists(questions):  # the words of their questions and (once each) contexts
@@ -208,8 +208,8 @@ class SpanQA(example_task.ExampleTask):
     """Every window of `split` once (the first `limit` windows when limit > 0)."""
     base.check_split(split, self.splits)
     if not self.labelled[split]:
-      raise ValueError(f"split {split!r} ({self.paths[split]}) has questions without answers to score; "
-                       "predict it with launch/predict.py instead")
+      raise errors.ConfigError(f"split {split!r} ({self.paths[split]}) has questions without answers to score; "
+                               "predict it with launch/predict.py instead")
     return self.example_batches(split, batch_size=batch_size, limit=limit)
 
   @staticmethod
@@ -275,7 +275,7 @@ class SpanQA(example_task.ExampleTask):
     """SQuAD v1.1 exact match and F1 (%) over EVERY question of `split` (no answer scores 0),
     with the official normalisation and the "unicode" variant (keys ending in _unicode)."""
     if not self.labelled[split]:
-      raise ValueError(f"split {split!r} ({self.paths[split]}) has questions without answers to score")
+      raise errors.ConfigError(f"split {split!r} ({self.paths[split]}) has questions without answers to score")
     answers = self.answers(split, predictions)
     official = squad_scores.evaluate(self.questions[split], answers, normalization="official")
     unicode = squad_scores.evaluate(self.questions[split], answers, normalization="unicode")

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import pretrained
+from jaxlm import errors, pretrained
 from jaxlm.data import conllu, example_batches, text_files
 from jaxlm.tasks import example_task, text_inputs
 
@@ -31,9 +31,9 @@ class Tagging(example_task.ExampleTask):
     task = config.task
     for required in ("train", "valid"):
       if required not in task.files:
-        raise ValueError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
+        raise errors.ConfigError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
     if not task.path:
-      raise ValueError(f"config task.path is empty: set it to the folder holding {dict(task.files)}")
+      raise errors.ConfigError(f"config task.path is empty: set it to the folder holding {dict(task.files)}")
     self.task_config = task
     self.splits = tuple(task.files)
     self.paths = {split: text_files.find_file(task.path, task.files[split], f"config task.files.{split} names it")

@@ -33,7 +33,7 @@ import os
 from absl import logging
 import numpy as np
 
-from jaxlm import checkpoint, encoder_start
+from jaxlm import checkpoint, encoder_start, errors
 from jaxlm.data import vocabulary as vocabulary_lib
 from jaxlm.data import works
 
@@ -49,7 +49,7 @@ UNKNOWN = vocabulary_lib.UNKNOWN  # SentencePiece's unknown piece has the same n
 
 def _check_tokenizer(name: str) -> None:
   if name not in TOKENIZERS:
-    raise ValueError(f"config task.tokenizer={name!r} is not known; choose one of {list(TOKENIZERS)}")
+    raise errors.ConfigError(f"config task.tokenizer={name!r} is not known; choose one of {list(TOKENIZERS)}")
 
 
 def split_text(text: str, tokenizer: str) -> list[str]:
@@ -77,16 +77,16 @@ def _check_pre_trained_tokenizer(config, workdir: str) -> str:
       saved.task.get("tokenizer") == "bpe")
   spec = f"config init.checkpoint={config.init.checkpoint!r}"
   if config.task.tokenizer != "bpe" and saved_bpe:
-    raise ValueError(f"{spec} was pre-trained on SentencePiece pieces, but config task.tokenizer="
-                     f"{config.task.tokenizer!r} reads words; set task.tokenizer='bpe'")
+    raise errors.ConfigError(f"{spec} was pre-trained on SentencePiece pieces, but config task.tokenizer="
+                             f"{config.task.tokenizer!r} reads words; set task.tokenizer='bpe'")
   if config.task.tokenizer == "bpe" and not model_path:
     if saved_bpe:
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"{spec}: {workdir} has no {checkpoint.SENTENCEPIECE_FILE} (it was saved before runs kept "
           f"it): copy that run's .model (under $JAXLM_CACHE/sentencepiece, named by its corpus and "
           f"data.bpe_vocab_size) to {os.path.join(workdir, checkpoint.SENTENCEPIECE_FILE)}")
-    raise ValueError(f"{spec} was pre-trained on words, not SentencePiece pieces; set task.tokenizer='words' "
-                     f"(or start from a data.tokenizer='bpe' run)")
+    raise errors.ConfigError(f"{spec} was pre-trained on words, not SentencePiece pieces; set task.tokenizer='words' "
+                             f"(or start from a data.tokenizer='bpe' run)")
   return model_path
 
 
@@ -99,8 +99,8 @@ def sentencepiece_model(config, training_word_lists) -> str:
   given = config.task.get("sentencepiece_model", "")
   if given:
     if not os.path.isfile(given):
-      raise FileNotFoundError(f"config task.sentencepiece_model={given!r} is not a file: give a SentencePiece "
-                              f".model, or '' to train one on the task's training texts")
+      raise errors.MissingFileError(f"config task.sentencepiece_model={given!r} is not a file: give a SentencePiece "
+                                    f".model, or '' to train one on the task's training texts")
     return given
   from jaxlm.data import corpora, sentencepiece_tokenizer, text_files
   # The training words as a word-tokenised text file, named by its content: the cache key.
@@ -128,18 +128,18 @@ def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_mode
       return pieces
     words = checkpoint.load_words(workdir)
     if words is None or words[:len(pieces)] != pieces:
-      raise ValueError(f"config init.checkpoint={config.init.checkpoint!r}: {piece_model} does not match "
-                       f"{workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the vocabulary's first "
-                       f"{len(pieces)} entries); the workdir's files come from different runs")
+      raise errors.WorkdirError(f"config init.checkpoint={config.init.checkpoint!r}: {piece_model} does not match "
+                                f"{workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the vocabulary's first "
+                                f"{len(pieces)} entries); the workdir's files come from different runs")
     return words
   if workdir:
     words = checkpoint.load_words(workdir)
     if words is None:
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"config init.checkpoint={config.init.checkpoint!r}: {workdir} has no {checkpoint.VOCABULARY_FILE}, "
           "so its vocabulary is unknown; is it a jaxlm workdir (made by launch/train.py)?")
     if UNKNOWN not in words:
-      raise ValueError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
+      raise errors.WorkdirError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
     missing = list(training_word_lists) + list(other_word_lists)
   else:
     lines = [" ".join(words) for words in training_word_lists]
