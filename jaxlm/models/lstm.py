@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm import errors
 from jaxlm.models import layers
 
 
@@ -96,13 +97,15 @@ class LSTMLayer(nn.Module):
 
     # Pure function of arrays already materialised, so a plain lax.scan over time is enough.
     projected = jnp.swapaxes(projected, 0, 1)  # [length, batch, 4 * size]
+    # Under shard_map a fresh zero state is replicated while the states the scan computes vary
+    # by device (they depend on the inputs, or the mask); a no-op select on a value of the
+    # inputs gives the start state the same type.
+    varying = projected[0, :, :1] == projected[0, :, :1]  # bool [batch, 1]; its value is unused
+    carry = jax.tree.map(lambda leaf: jnp.where(varying, leaf, leaf), carry)
     if mask is None:  # outputs [length, batch, size]
       carry, outputs = jax.lax.scan(step, carry, projected, reverse=self.reverse)
     else:
       real = jnp.swapaxes(mask, 0, 1)  # [length, batch]
-      # Under shard_map a fresh zero state is replicated while the held states vary by device
-      # (they depend on the mask); a no-op select gives the start state the same type.
-      carry = jax.tree.map(lambda leaf: jnp.where(real[0][:, None], leaf, leaf), carry)
       carry, outputs = jax.lax.scan(held_step, carry, (projected, real), reverse=self.reverse)
     return jnp.swapaxes(outputs, 0, 1).astype(self.dtype), carry
 
@@ -153,7 +156,7 @@ class LSTM(nn.Module):
     """Incremental decoding carries the state, whatever the length: the initial carry."""
     del length
     if not self.causal:
-      raise ValueError("model.lstm.causal=False is a bidirectional encoder: it has no next token to decode")
+      raise errors.ConfigError("model.lstm.causal=False is a bidirectional encoder: it has no next token to decode")
     return self.initial_carry(batch_size, width)
 
   @nn.compact
