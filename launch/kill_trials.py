@@ -3,8 +3,9 @@
   python launch/kill_trials.py --trials=10 --root=/tmp/kill_trials
 
 Each trial starts launch/train.py on the config, kills it with SIGKILL at a random moment
-(odd trials: after a random logged step, even trials: while a checkpoint is being written,
-i.e. as soon as Orbax's temporary step directory appears), runs the same command again to
+(even trials: after a random logged step; odd trials: while a checkpoint is being written,
+i.e. once Orbax's temporary directory of a step at or after a random one appears, so the
+resume starts from an earlier checkpoint or from none), runs the same command again to
 completion, and compares every logged train loss and the final validation loss with the
 uninterrupted run's, for equality (not closeness). Prints one JSON line per trial and a
 summary line; exits 1 if any trial differs.
@@ -51,6 +52,12 @@ def logged(workdir) -> dict:
   return values
 
 
+def written_step(name: str) -> int:
+  """The step of a checkpoint directory being written ("12.orbax-checkpoint-tmp-..." -> 12), or -1."""
+  prefix = name.split(".")[0]
+  return int(prefix) if prefix.isdigit() else -1
+
+
 def kill_moment(process, workdir, rng, during_save: bool, steps: int) -> str:
   """Waits for the chosen moment, kills the process; says when it struck."""
   checkpoints = os.path.join(workdir, "checkpoints")
@@ -59,7 +66,7 @@ def kill_moment(process, workdir, rng, during_save: bool, steps: int) -> str:
   while process.poll() is None and time.time() < deadline:
     if during_save:
       writing = [name for name in os.listdir(checkpoints)] if os.path.isdir(checkpoints) else []
-      writing = [name for name in writing if "tmp" in name]
+      writing = [name for name in writing if "tmp" in name and written_step(name) >= target]
       if writing and rng.random() < 0.5:  # sometimes at once, sometimes a poll later
         process.send_signal(signal.SIGKILL)
         return f"during the write of {writing[0]}"
@@ -76,7 +83,9 @@ def kill_moment(process, workdir, rng, during_save: bool, steps: int) -> str:
 @errors.one_line("launch/kill_trials.py")
 def main(argv):
   del argv
-  steps = next((value.partition("=")[2] for value in _OVERRIDES.value if value.startswith("train.steps=")), "")
+  # The last train.steps= counts, as the last of repeated --config.train.steps flags does.
+  steps = next((value.partition("=")[2] for value in reversed(_OVERRIDES.value) if value.startswith("train.steps=")),
+               "")
   if not steps.isdigit() or int(steps) < 2:
     raise errors.ConfigError(f"--overrides={','.join(_OVERRIDES.value)} must set train.steps=N with N >= 2: the "
                              "kill moments are drawn between steps 1 and N - 1")
