@@ -28,7 +28,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import checkpoint, distributed, errors, train
+from jaxlm import checkpoint, distributed, errors
+from jaxlm.training import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)

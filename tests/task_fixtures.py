@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from conftest import override
-from jaxlm import train
+from jaxlm.training import train
 
 WORDS = ["кот", "пёс", "дом", "лес", "река", "гора", "да", "нет", "идёт", "спит", "бежит", "ест"]
 TAG_OF_LAST_LETTER = {"т": "VERB", "с": "NOUN", "м": "NOUN", "а": "NOUN", "й": "ADJ"}

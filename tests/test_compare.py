@@ -1,4 +1,4 @@
-"""The grid runner (jaxlm.compare): every cell once, a finished grid reruns nothing, a killed cell
+"""The grid runner (jaxlm.tools.compare): every cell once, a finished grid reruns nothing, a killed cell
 reruns alone, pre-training first, and the table's numbers are the cells' own."""
 
 import csv
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from configs import compare_ru
-from jaxlm.compare import grid as grid_lib
-from jaxlm.compare import table
+from jaxlm.tools.compare import grid as grid_lib
+from jaxlm.tools.compare import table
 from task_fixtures import write_classification, write_treebank
 
 # The smoke grid's tasks on tests/task_fixtures.py's files (their names, not RuCoLA's and Taiga's).

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config, write_tiny_corpus
-from jaxlm import checkpoint, encoder_start, evaluate, predict, train
+from jaxlm import checkpoint
+from jaxlm.starts import pretrained_checkpoint
+from jaxlm.training import evaluate, predict, train
 from jaxlm.data import example_batches, text_files
 from task_fixtures import assert_one_device_step_matches_four, finetune_config, write_classification, write_treebank
 
@@ -86,7 +88,7 @@ def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp
   # The bag keeps the pre-trained words and appends the task's own (Russian) words after them.
   assert words[:len(saved_words)] == saved_words and "кот" in words[len(saved_words):]
   state = train.init_experiment_state(experiment)
-  saved = encoder_start.restore_encoder(str(tmp_path / "lm"))
+  saved = pretrained_checkpoint.restore_encoder(str(tmp_path / "lm"))
   for restored, original in zip(jax.tree.leaves(state.params["body"]), jax.tree.leaves(saved["body"])):
     np.testing.assert_array_equal(np.asarray(restored), original)
   table, saved_table = np.asarray(state.params["input_layer"]["table"]), saved["input_layer"]["table"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import target_vectors, train
+from jaxlm.starts import target_vectors
+from jaxlm.training import train
 from jaxlm.data import corpora, fasttext_vectors, lm_batches
 from jaxlm.models import build_model
 
@@ -145,7 +146,7 @@ def test_target_table_composes_unknown_words_from_a_bin(tmp_path):
 
 def test_head_cost_benchmark_runs_at_a_tiny_size():
   from configs import common
-  from jaxlm import benchmark
+  from jaxlm.tools import benchmark
   config = benchmark.head_cost_config(common.base_config(), "vmf", width=16, tokens_per_step=64, seq_len=16,
                                       num_layers=1)
   result = benchmark.head_cost(config, 300, warmup_steps=1, timed_steps=1)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import smoke_config
 from configs.common import base_config
-from jaxlm import optim, train
+from jaxlm.training import optim, train
 from jaxlm.models import build_model
 from jaxlm.tasks import causal_lm
 from model_helpers import VOCAB, model_config
@@ -265,7 +265,7 @@ def test_bfloat16_compute_tracks_float32_on_the_smoke_config(tiny_corpus, cache_
 
 
 def test_the_benchmark_reports_the_compiled_memory_of_the_configured_step(tiny_corpus, cache_dir):
-  from jaxlm import benchmark
+  from jaxlm.tools import benchmark
   config = smoke_config(tiny_corpus, cache_dir, **{"train.microbatches": 2, "model.remat": "full"})
   result = benchmark.benchmark(config, memory_only=True)
   assert result["microbatches"] == 2 and result["remat"] == "full"

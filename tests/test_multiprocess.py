@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import checkpoint, distributed, tasks, train
+from jaxlm import checkpoint, distributed, tasks
+from jaxlm.training import train
 
 # One run, as flags for launch/train.py and as dotted keys for the in-process reference.
 RUN = {"train.steps": 6, "train.log_every": 1, "train.eval_every": 2, "train.keep_checkpoints": 3,

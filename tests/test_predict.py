@@ -11,7 +11,8 @@ import tempfile
 import pytest
 
 from conftest import REPO_ROOT
-from jaxlm import errors, evaluate, predict, train
+from jaxlm import errors
+from jaxlm.training import evaluate, predict, train
 from task_fixtures import finetune_config, write_classification
 
 

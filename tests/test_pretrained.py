@@ -14,7 +14,9 @@ import pytest
 
 from configs import ru_lm
 from configs.common import base_config
-from jaxlm import checkpoint, optim, pretrained, train
+from jaxlm import checkpoint
+from jaxlm.training import optim, train
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import corpora, fasttext_vectors, lm_batches, subwords
 from works_helpers import write_works
 
@@ -157,7 +159,7 @@ def test_fasttext_starts_fail_clearly(setup, tmp_path):
   model_config = base_config().model
   model_config.update(init="fasttext_bag", input="word", fasttext_path=path)
   with pytest.raises(ValueError, match="needs model.input='bag'"):
-    pretrained.check_config(model_config)
+    fasttext_rows.check_config(model_config)
   missing = str(tmp_path / "missing.bin")
   with pytest.raises(FileNotFoundError, match=f"{missing}: FastText file not found"):
     init(ru_config("input=word,init=fasttext", folder, cache, missing))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxlm import evaluate, predict, train
+from jaxlm.training import evaluate, predict, train
 from jaxlm.data import qa_windows, text_files
 from task_fixtures import (SQUAD_ARTICLES, assert_one_device_step_matches_four, finetune_config, squad_document,
                            write_squad)

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from conftest import smoke_config
-from jaxlm import checkpoint, train
+from jaxlm import checkpoint
+from jaxlm.training import train
 from jaxlm.tasks import causal_lm
 
 
@@ -192,7 +193,7 @@ def test_an_optimiser_state_that_does_not_fit_without_an_allowed_change_is_refus
     own_corpus, cache_dir, trained, monkeypatch):
   """The same run whose optimiser code now builds another state tree (no config change to blame):
   refused before anything is touched, never taken for damage."""
-  from jaxlm import optim
+  from jaxlm.training import optim
   original = optim.build_optimizer
   monkeypatch.setattr(optim, "build_optimizer",
                       lambda *args, **kwargs: optax.chain(optax.clip_by_global_norm(1.0), original(*args, **kwargs)))
@@ -223,7 +224,7 @@ def test_an_old_workdir_without_the_new_keys_still_resumes(own_corpus, cache_dir
 
 def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the_saved_vocabulary(
     own_corpus, cache_dir, trained):
-  from jaxlm import evaluate
+  from jaxlm.training import evaluate
   original = evaluate.evaluate_workdir(trained, splits=("test",))[0]
   before = snapshot(trained)
   train_file = os.path.join(own_corpus, "train.txt")
@@ -256,7 +257,7 @@ def truncate_largest_file(step_directory):
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, cache_dir, tmp_path, capsys):
-  from jaxlm import evaluate
+  from jaxlm.training import evaluate
   workdir = str(tmp_path / "run")
   config = smoke_config(own_corpus, cache_dir)  # checkpoints 3 and 6
   train.train_and_evaluate(config, workdir, progress=False)
@@ -278,22 +279,23 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, 
 
 def test_a_damaged_init_checkpoint_falls_back_to_an_earlier_step_and_names_the_key(
     own_corpus, cache_dir, tmp_path, capsys):
-  from jaxlm import encoder_start, errors
+  from jaxlm.starts import pretrained_checkpoint
+  from jaxlm import errors
   workdir = str(tmp_path / "pre_trained")
   train.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)  # steps 3 and 6
   at_three = saved_arrays(workdir, 3)["params"]
   truncate_largest_file(os.path.join(workdir, "checkpoints", "6"))
   capsys.readouterr()
-  restored = encoder_start.restore_encoder(workdir)
+  restored = pretrained_checkpoint.restore_encoder(workdir)
   jax.tree.map(np.testing.assert_array_equal, restored["body"], at_three["body"])
   [warning] = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
   assert warning.startswith(f"warning: config init.checkpoint={workdir!r}: checkpoint step 6 ")
   assert warning.endswith("using step 3 instead")
   with pytest.raises(checkpoint.DamagedCheckpointError, match=r"init.checkpoint=.*no checkpoint of 6 in"):
-    encoder_start.restore_encoder(f"{workdir}:6")  # a named step: no other will do
+    pretrained_checkpoint.restore_encoder(f"{workdir}:6")  # a named step: no other will do
   truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
   with pytest.raises(errors.UserError, match=r"config init.checkpoint=.*no checkpoint of 6, 3 .*step 6: .*step 3: "):
-    encoder_start.restore_encoder(workdir)
+    pretrained_checkpoint.restore_encoder(workdir)
 
 
 # ----------------------------------------------------------------------------

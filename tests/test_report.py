@@ -13,7 +13,8 @@ import matplotlib.image
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import report, train
+from jaxlm.tools import report
+from jaxlm.training import train
 from task_fixtures import finetune_config, write_classification
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

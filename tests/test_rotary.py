@@ -105,7 +105,7 @@ def test_rotary_needs_an_even_head_width():
 
 def test_the_rotary_recipe_variant_trains_on_the_fused_path(tiny_corpus, cache_dir, tmp_path):
   from configs import wt2_transformer
-  from jaxlm import train
+  from jaxlm.training import train
   config = wt2_transformer.get_config("positions=rotary,smoke")
   body = config.model.transformer
   assert body.positions == "rotary" and body.memory_length > 0

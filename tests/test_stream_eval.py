@@ -1,6 +1,6 @@
 """Evaluation with carried state equals scoring each row in one unbroken call.
 
-jaxlm.train.evaluate cuts a token stream into one contiguous row per device (4
+jaxlm.training.train.evaluate cuts a token stream into one contiguous row per device (4
 simulated devices here) and reads each row in segments of `length`, carrying the
 LSTM state or the Transformer-XL memory from one segment to the next. Where the
 carry holds the whole history (always for an LSTM; for Transformer-XL when the
@@ -11,7 +11,8 @@ over the whole row.
 import jax
 import numpy as np
 
-from jaxlm import losses, train
+from jaxlm.models.heads import losses
+from jaxlm.training import train
 from jaxlm.data import lm_batches
 from tests.model_helpers import VOCAB, build
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import checkpoint, optim, train
+from jaxlm import checkpoint
+from jaxlm.training import optim, train
 from jaxlm.data import lm_batches
 from jaxlm.models import build_model
 from jaxlm.tasks import causal_lm

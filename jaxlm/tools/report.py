@@ -3,11 +3,11 @@
   runs = [report.load_run("transformer", "runs/quickstart"), report.load_run("LSTM", "runs/lstm")]
   html = report.render(runs, title="quickstart vs LSTM")
 
-Everything comes from what a workdir holds (jaxlm/train.py writes both): metrics.jsonl's
+Everything comes from what a workdir holds (jaxlm/training/train.py writes both): metrics.jsonl's
 "train" and "valid" records and config.json. The metric a run is judged by, and whether
 lower or higher is better, is its task's (jaxlm.tasks: perplexity for language models,
 MCC, accuracy or F1 for fine-tuning), as its best checkpoint was chosen. Figures are PNGs
-in the page (base64), drawn by jaxlm.plot, so the page is one file that opens anywhere.
+in the page (base64), drawn by jaxlm.tools.plot, so the page is one file that opens anywhere.
 """
 
 import base64
@@ -17,7 +17,8 @@ import json
 import math
 import os
 
-from jaxlm import checkpoint, errors, metrics, plot, tasks
+from jaxlm import checkpoint, errors, metrics, tasks
+from jaxlm.tools import plot
 
 # The wall-time axis: seconds in training steps (evaluation and saving excluded).
 TIME_KEY = "training_seconds"

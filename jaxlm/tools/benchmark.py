@@ -2,7 +2,7 @@
 
 Steady state only: the first steps (compilation, warm-up) are excluded. FLOPs
 per step are the matrix products of the forward and backward pass, counted from
-the program's jaxpr (jaxlm.flops), so the count is the same for every model
+the program's jaxpr (jaxlm.tools.flops), so the count is the same for every model
 family and backend without a hand-written formula. Utilisation is reported
 against the matrix-multiply FLOP/s that the same process measures on the same
 device and dtype, and, on known GPUs, against the vendor's quoted dense peak.
@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors, flops, train
+from jaxlm import errors
+from jaxlm.tools import flops
+from jaxlm.training import train
 from jaxlm.tasks import causal_lm
 
 # Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
@@ -84,7 +86,7 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
 
 
 def train_step_flops(experiment, state, local_batch: dict) -> float:
-  """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.flops)."""
+  """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.tools.flops)."""
   model, loss_fn = experiment.model, experiment.task.loss
 
   def objective(params):
@@ -243,7 +245,8 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   device's peak bytes in use, which never resets in a process, so give each setting its
   own process (launch/benchmark_heads.py does).
   """
-  from jaxlm import optim, target_vectors
+  from jaxlm.training import optim
+  from jaxlm.starts import target_vectors
   from jaxlm.models import build_model
 
   model = build_model(config.model, vocab_size)

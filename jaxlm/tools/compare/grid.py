@@ -483,7 +483,7 @@ def run_in_process(cell: Cell, cores: list[int]) -> dict:
   del cores
   if cell.kind == "fasttext":
     raise GridError(f"{cell.name}: FastText cells run as subprocesses only (run_subprocess)")
-  from jaxlm import evaluate, train
+  from jaxlm.training import evaluate, train
   started = time.process_time()
   train.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
   evaluations = (evaluate.evaluate_workdir(cell.workdir, best=True, splits=cell.splits)
@@ -493,7 +493,8 @@ def run_in_process(cell: Cell, cores: list[int]) -> dict:
 
 def _steps_and_batch(cell: Cell) -> tuple[int | None, dict]:
   """(the last trained step, the batch's shape) of a trained cell, from its metrics.jsonl and config.json."""
-  from jaxlm import checkpoint, plot
+  from jaxlm import checkpoint
+  from jaxlm.tools import plot
   config = checkpoint.load_config(cell.workdir)
   curve = plot.read_curve(os.path.join(cell.workdir, "metrics.jsonl"), kind="train", x="step", y="loss")
   return int(curve[-1][0]), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}

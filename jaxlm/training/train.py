@@ -35,7 +35,9 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import checkpoint, distributed, encoder_start, errors, metrics, optim, pretrained, target_vectors, tasks
+from jaxlm import checkpoint, distributed, errors, metrics, tasks
+from jaxlm.starts import fasttext_rows, pretrained_checkpoint, target_vectors
+from jaxlm.training import optim
 from jaxlm.data import lm_batches, text_files
 from jaxlm.models import layers
 
@@ -120,7 +122,7 @@ def init_state(model, optimizer, config, mesh, words=None, init_inputs=None) -> 
 
   With `words` (the corpus vocabulary), an embedding head's fixed target table is then
   filled from config.model.target_vectors, and the input layer gets its start from
-  config.model.init (FastText rows, the bag's n-gram ids; jaxlm.pretrained); without,
+  config.model.init (FastText rows, the bag's n-gram ids; jaxlm.starts.fasttext_rows); without,
   both stay as `model.init` made them. Shapes never change, so `abstract_state` stays
   the restore target.
   """
@@ -128,7 +130,7 @@ def init_state(model, optimizer, config, mesh, words=None, init_inputs=None) -> 
   state = jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create)))()
   if words is not None:
     state = target_vectors.install_from_config(state, config.model, words)
-    state = pretrained.install_from_config(state, config.model, words)
+    state = fasttext_rows.install_from_config(state, config.model, words)
   return state
 
 
@@ -507,7 +509,7 @@ def init_experiment_state(experiment: Experiment) -> TrainState:
   state = init_state(experiment.model, experiment.optimizer, config, experiment.mesh,
                      words=experiment.task.words, init_inputs=experiment.task.init_inputs())
   if "init" in config and config.init.checkpoint:
-    state = encoder_start.install(state, config.init.checkpoint)
+    state = pretrained_checkpoint.install(state, config.init.checkpoint)
   return state
 
 

@@ -6,7 +6,8 @@ split is scored exactly once; the task of the run (jaxlm/tasks) says how.
 
 import sys
 
-from jaxlm import checkpoint, errors, train
+from jaxlm import checkpoint, errors
+from jaxlm.training import train
 
 
 class DataChangedError(errors.UserError, ValueError):

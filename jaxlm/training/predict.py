@@ -17,7 +17,8 @@ existing file unless `overwrite`; always in a folder that exists and can be writ
 import os
 import tempfile
 
-from jaxlm import checkpoint, errors, evaluate, train
+from jaxlm import checkpoint, errors
+from jaxlm.training import evaluate, train
 
 
 def check_output(workdir: str, output: str, *, overwrite: bool = False) -> None:
