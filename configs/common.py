@@ -241,19 +241,6 @@ def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> Non
     use_body(config, family, **fields, causal=False)
 
 
-def load(spec: str) -> ml_collections.ConfigDict:
-  """The config a --config flag names: "<file>[:<variants>]" -> that file's get_config(variants)."""
-  import importlib.util
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("jaxlm_config_file", path)
-  if module_spec is None or not os.path.isfile(path):
-    raise errors.MissingFileError(f"config file {path} not found (from {spec!r}); name one under configs/")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  # As ml_collections' config flag calls it: with the variants after ":", else without arguments.
-  return module.get_config(variant) if variant else module.get_config()
-
-
 def parse_variants(arg: str | None) -> dict:
   """'model=lstm,smoke' -> {'model': 'lstm', 'smoke': True}."""
   variants = {}

@@ -106,7 +106,8 @@ def test_the_report_tables_and_images_match_the_runs_records(two_runs):
 def test_a_quantity_no_run_recorded_is_said_not_drawn(two_runs, tmp_path):
   workdir = tmp_path / "old_run"
   workdir.mkdir()
-  shutil.copy(os.path.join(two_runs["LM <smoke>"], "config.json"), workdir)
+  for name in ("config.json", "run.json"):
+    shutil.copy(os.path.join(two_runs["LM <smoke>"], name), workdir)
   records = [{"step": 2, "kind": "train", "loss": 4.0, "perplexity": 54.6, "training_seconds": 1.0},
              {"step": 3, "kind": "valid", "loss": 3.9, "perplexity": 49.4, "training_seconds": 1.5},
              {"step": 4, "kind": "train", "loss": 3.0, "perplexity": 20.1, "training_seconds": 0.5}]  # resumed

@@ -94,7 +94,7 @@ def test_checkpoints_without_a_config_are_refused(tmp_path):
   (tmp_path / "checkpoints" / "3").mkdir(parents=True)
   from configs import quickstart
   with pytest.raises(checkpoint.IncompatibleWorkdirError, match="no config.json"):
-    checkpoint.prepare_workdir(str(tmp_path), quickstart.get_config("smoke"))
+    checkpoint.check_workdir(str(tmp_path), quickstart.get_config("smoke"))
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_corpus, cache_dir, tmp_path):
@@ -152,3 +152,24 @@ def test_eval_every_zero_validates_only_at_the_end(tiny_corpus, cache_dir, tmp_p
   train.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [(record["kind"], record["step"]) for record in records] == [("train", 4), ("valid", 4)]
+
+
+def test_a_workdir_describes_its_run_and_reopening_it_builds_no_task(tiny_corpus, cache_dir, tmp_path):
+  """run.json says the task and the metric that ranks its checkpoints, so a fine-tuning start
+  from "<workdir>:best" (or a report) reads them instead of importing every task."""
+  import subprocess
+  import sys
+  from conftest import REPO_ROOT
+  from jaxlm import errors
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), workdir, progress=False)
+  assert checkpoint.load_run(workdir) == {"task": "causal_lm", "best_metric": "perplexity", "best_mode": "min"}
+  program = ("import sys; from jaxlm.starts import pretrained_checkpoint; "
+             f"encoder = pretrained_checkpoint.restore_encoder({workdir + ':best'!r}); "
+             "print(sorted(encoder), 'jaxlm.tasks' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO_ROOT}, timeout=120)
+  assert result.stdout.strip() == "['body', 'input_layer'] False", result.stderr[-2000:]
+  os.remove(os.path.join(workdir, checkpoint.RUN_FILE))
+  with pytest.raises(errors.WorkdirError, match=r"run.json not found: .* does not say which validation metric"):
+    checkpoint.load_run(workdir)

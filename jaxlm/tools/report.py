@@ -17,7 +17,7 @@ import json
 import math
 import os
 
-from jaxlm import checkpoint, errors, metrics, tasks
+from jaxlm import checkpoint, errors, metrics
 from jaxlm.tools import plot
 
 # The wall-time axis: seconds in training steps (evaluation and saving excluded).
@@ -63,11 +63,11 @@ def load_run(name: str, workdir: str) -> Run:
   records = [record for record in records if record["kind"] in ("train", "valid")]
   if not records:
     raise errors.WorkdirError(f"run {name!r}: {metrics_path} has no train or valid records yet")
-  task = tasks.task_name(config)
-  if task not in tasks.TASKS:
-    raise errors.WorkdirError(f"run {name!r}: {workdir}/config.json has task.name={task!r}, not one of "
-                              f"{sorted(tasks.TASKS)}")
-  best_metric, best_mode = tasks.TASKS[task].best_of(config)
+  try:
+    run = checkpoint.load_run(workdir)  # the task and its best metric, as the run recorded them
+  except errors.UserError as error:
+    raise type(error)(f"run {name!r}: {error}") from error
+  task, best_metric, best_mode = run["task"], run["best_metric"], run["best_mode"]
   return Run(name=name, workdir=workdir, config=json.loads(config.to_json()), records=records, task=task,
              best_metric=best_metric, best_mode=best_mode, clock_restarts=clock_restarts)
 

@@ -691,7 +691,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   from tqdm import tqdm
   experiment = build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
-  workdir_files = dict(words=task.words, fingerprint=task.fingerprint, sentencepiece_model=task.sentencepiece_model)
+  workdir_files = dict(words=task.words, fingerprint=task.fingerprint, sentencepiece_model=task.sentencepiece_model,
+                       run={"task": tasks.task_name(config), "best_metric": task.best_metric,
+                            "best_mode": task.best_mode})
   changes = checkpoint.check_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
                                      allow_change=allow_change)  # writes nothing
   resuming = checkpoint.has_checkpoints(workdir)
