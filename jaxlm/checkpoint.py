@@ -563,7 +563,7 @@ def restore_first_readable(checkpoint_manager: ocp.CheckpointManager, steps, *, 
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state):
-  """abstract_state: jax.ShapeDtypeStruct leaves with shardings (see train.abstract_state)."""
+  """abstract_state: jax.ShapeDtypeStruct leaves with shardings (see experiments.abstract_state)."""
   try:
     return checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as error:  # noqa: BLE001 (TensorStore read errors arrive as plain Exception)

@@ -155,11 +155,11 @@ def test_every_encoder_body_scores_a_padded_evaluation_batch_without_seeing_the_
 
 def test_smoke_training_lowers_the_masked_loss(tiny_corpus, cache_dir, tmp_path):
   from jaxlm import checkpoint
-  from jaxlm.training import train
+  from jaxlm.training import loop
   # 32 x 16 tokens a step: 64 masked targets, enough for a loss curve that is not all noise.
   config = _config(tiny_corpus, cache_dir, **{"train.steps": 40, "train.eval_every": 20, "train.log_every": 4,
                                                 "train.batch_size": 32, "optim.lr": 1e-2})
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train_losses = [record["loss"] for record in records if record["kind"] == "train"]
   valid = [record for record in records if record["kind"] == "valid"]

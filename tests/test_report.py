@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO_ROOT, smoke_config
 from jaxlm.tools import report
-from jaxlm.training import train
+from jaxlm.training import loop
 from task_fixtures import finetune_config, write_classification
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -25,10 +25,10 @@ def two_runs(tiny_corpus, cache_dir, tmp_path_factory):
   """{name: workdir}: the quickstart smoke LM (best by perplexity, lower) and the FastText-baseline
   RuCoLA smoke classifier (best by MCC, higher), 6 steps each."""
   language_model = str(tmp_path_factory.mktemp("language_model"))
-  train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), language_model, progress=False)
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), language_model, progress=False)
   sentences = write_classification(str(tmp_path_factory.mktemp("sentences")))
   classifier = str(tmp_path_factory.mktemp("classifier"))
-  train.train_and_evaluate(finetune_config("task=rucola,body=fasttext", sentences), classifier, progress=False)
+  loop.train_and_evaluate(finetune_config("task=rucola,body=fasttext", sentences), classifier, progress=False)
   return {"LM <smoke>": language_model, "RuCoLA": classifier}
 
 

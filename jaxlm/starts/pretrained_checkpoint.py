@@ -16,11 +16,9 @@ its table [pre-trained words + new words + n-gram buckets, width] takes the pre-
 word rows and buckets and keeps fresh rows for the new words.
 """
 
-import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxlm import checkpoint, errors
 

@@ -2,7 +2,7 @@
 
 `EmbeddingHead` keeps its table [vocab, target_dim] in the "frozen" variable collection,
 zeros after `model.init`. `install_from_config` replaces it with the same shape, dtype and
-sharding after `train.init_state`, so `train.abstract_state` (the Orbax restore target) is
+sharding after `experiments.init_state`, so `experiments.abstract_state` (the Orbax restore target) is
 unchanged and a resumed run reads the table from its checkpoint.
 
 Rows are stored as FastText gives them (or, with model.center_targets, as unit rows minus

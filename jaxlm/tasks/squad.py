@@ -25,7 +25,7 @@ permutation each epoch); evaluation reads every window of a split once. The loss
 the mean of the start and end cross-entropies over each window's positions (padding
 masked by the head), per window. eval_sums can only sum, while SQuAD's exact match and
 F1 need every window of a question at once, so the task sets `scores_predictions`: the
-loop's evaluation (jaxlm.training.train.make_evaluator) also collects every window's start and end
+loop's evaluation (jaxlm.training.evaluation.make_evaluator) also collects every window's start and end
 logits and `score_predictions` post-processes and scores them (jaxlm.tasks.squad_scores,
 official and "unicode" normalisation), during training and in launch/evaluate.py alike.
 The best checkpoint is the one with the best valid F1 (official normalisation).

@@ -3,7 +3,7 @@
   runs = [report.load_run("transformer", "runs/quickstart"), report.load_run("LSTM", "runs/lstm")]
   html = report.render(runs, title="quickstart vs LSTM")
 
-Everything comes from what a workdir holds (jaxlm/training/train.py writes both): metrics.jsonl's
+Everything comes from what a workdir holds (jaxlm/training/loop.py writes both): metrics.jsonl's
 "train" and "valid" records and config.json. The metric a run is judged by, and whether
 lower or higher is better, is its task's (jaxlm.tasks: perplexity for language models,
 MCC, accuracy or F1 for fine-tuning), as its best checkpoint was chosen. Figures are PNGs

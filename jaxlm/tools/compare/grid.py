@@ -453,9 +453,9 @@ def run_in_process(cell: Cell, cores: list[int]) -> dict:
   del cores
   if cell.kind == "fasttext":
     raise GridError(f"{cell.name}: FastText cells run as subprocesses only (run_subprocess)")
-  from jaxlm.training import evaluate, train
+  from jaxlm.training import evaluate, loop
   started = time.process_time()
-  train.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
+  loop.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
   evaluations = (evaluate.evaluate_workdir(cell.workdir, best=True, splits=cell.splits)
                  if cell.kind == "finetune" else [])
   return {"evaluations": evaluations, "cpu_seconds": time.process_time() - started}
