@@ -1,4 +1,4 @@
-"""One-off: redraws the hand-written SVG plots of runs whose workdirs are gone, in jaxlm.plot's style.
+"""One-off: redraws the hand-written SVG plots of runs whose workdirs are gone, in jaxlm.tools.plot's style.
 
   python benchmarks/redraw_from_svg.py benchmarks/wt2_heads_accuracy.svg ...
 
@@ -7,7 +7,7 @@ runs' metrics.jsonl files are no longer kept, so launch/plot.py cannot draw them
 those SVGs holds its data: one <polyline> per curve (titled with the curve's name) in pixel
 coordinates, and labelled grid lines (ticks) that map pixels back to values. This reads each
 file as it was at that commit, inverts the axes (a least-squares line through the ticks) and
-draws the same curves, labels and title with jaxlm.plot. Pixel coordinates were written to
+draws the same curves, labels and title with jaxlm.tools.plot. Pixel coordinates were written to
 0.1 px, so a value is recovered to within about 0.05% of its axis's range.
 """
 
@@ -17,7 +17,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jaxlm import plot  # noqa: E402
+from jaxlm.tools import plot  # noqa: E402
 
 HAND_WRITTEN = "f92fea2"  # the last commit whose benchmarks/*.svg the hand-written writer drew
 SVG = "{http://www.w3.org/2000/svg}"

@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   # fine-tuning tasks get their own keys from use_task below.
   config.task = ml_collections.ConfigDict(dict(name="causal_lm"))
   # Fine-tuning start: "<workdir>[:best|:<step>]" of a pre-trained run; its input layer and
-  # body (and vocabulary) replace the fresh ones (jaxlm.encoder_start). "" = none.
+  # body (and vocabulary) replace the fresh ones (jaxlm.starts.pretrained_checkpoint). "" = none.
   config.init = ml_collections.ConfigDict(dict(checkpoint=""))
 
   config.data = ml_collections.ConfigDict()
@@ -38,12 +38,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.family = "transformer"  # a key of jaxlm.models.BODIES
   config.model.input = "word"  # a key of jaxlm.models.INPUT_LAYERS
-  config.model.head = "softmax"  # a key of jaxlm.models.HEADS (and jaxlm.losses.LOSSES)
+  config.model.head = "softmax"  # a key of jaxlm.models.HEADS (and jaxlm.models.heads.losses.LOSSES)
   # Embedding heads (cosine | l2 | vmf) predict a target_dim vector trained against each
   # target word's fixed FastText vector, read from `target_vectors` (a .bin or .vec of that
   # dimension; required for those heads, unused by softmax).
   config.model.target_dim = 300
-  # head="adaptive" (jaxlm.adaptive_softmax): the exact softmax factorised at these word ranks
+  # head="adaptive" (jaxlm.models.heads.adaptive_softmax): the exact softmax factorised at these word ranks
   # (a head of the most frequent words, then tail clusters), and per tail cluster the
   # fraction of a device's tokens training gathers for it (a batch with more falls back to
   # scoring every token for that cluster: same loss, slower). Defaults fit WikiText-2.
@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model.adaptive_capacities = (0.16, 0.11, 0.08)
   config.model.target_vectors = ""
   # Unit-normalise the target vectors and subtract their mean direction, so predictions do
-  # not decode to a few "hub" words near FastText's common direction (jaxlm.target_vectors.center).
+  # not decode to a few "hub" words near FastText's common direction (jaxlm.starts.target_vectors.center).
   config.model.center_targets = False
   # vMF regularisers (Kumar & Tsvetkov, 2019): loss = -log C_m(|e|) - lambda2 e.t + lambda1 |e|;
   # 0 / 1 is plain NLLvMF, their regularised variants use lambda1=0.02 or lambda2=0.1.
@@ -70,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
   # memory with it only under XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
   # (BENCHMARKS.md, issue 16).
   config.model.remat = "none"
-  # Input start (jaxlm.pretrained): scratch | fasttext_words (word rows) | fasttext_bag (word rows
+  # Input start (jaxlm.starts.fasttext_rows): scratch | fasttext_words (word rows) | fasttext_bag (word rows
   # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe",
   # or a fine-tuning task's task.tokenizer="bpe").
   config.model.init = "scratch"
@@ -239,19 +239,6 @@ def use_encoder(config: ml_collections.ConfigDict, family: str, **fields) -> Non
       config.model.transformer[key] = value
   else:
     use_body(config, family, **fields, causal=False)
-
-
-def load(spec: str) -> ml_collections.ConfigDict:
-  """The config a --config flag names: "<file>[:<variants>]" -> that file's get_config(variants)."""
-  import importlib.util
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("jaxlm_config_file", path)
-  if module_spec is None or not os.path.isfile(path):
-    raise errors.MissingFileError(f"config file {path} not found (from {spec!r}); name one under configs/")
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  # As ml_collections' config flag calls it: with the variants after ":", else without arguments.
-  return module.get_config(variant) if variant else module.get_config()
 
 
 def parse_variants(arg: str | None) -> dict:

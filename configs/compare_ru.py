@@ -15,7 +15,7 @@ launch/evaluate.py. Cells read ../shared/data (paths relative to the repository 
 Keys:
   finetune           the config every fine-tuning cell is a variant of
   finetune_variants  variants added to every cell's ("smoke" in the smoke grid)
-  tasks, bodies, starts, seeds   the grid (starts: jaxlm.compare.grid.STARTS: scratch |
+  tasks, bodies, starts, seeds   the grid (starts: jaxlm.tools.compare.grid.STARTS: scratch |
                      fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one) |
                      bpe_fasttext (BPE pieces, each row from FastText))
   overrides          "key=value" for every fine-tuning cell: the equal budget

@@ -7,7 +7,7 @@ Sized for a 2-core CPU on the standard 33,278-word vocabulary: a 2-layer width-2
 transformer, 590 steps of 64 x 64 = 4,096 tokens, about 8 minutes of training, so that
 the README's first command (train, then score the whole validation and test splits)
 stays within 15 minutes. The output layer is an adaptive softmax
-(jaxlm.adaptive_softmax) without output biases: the exact softmax over all 33,278
+(jaxlm.models.heads.adaptive_softmax) without output biases: the exact softmax over all 33,278
 words, factorised over frequency clusters so that rare words' logits are computed only
 for the tokens that need them; on 2 CPU cores it trained 2.6x more tokens per minute
 than the plain softmax (`--config.model.head=softmax`, measured at 1,024 tokens a step),

@@ -4,7 +4,7 @@ The question (issue 4): does starting from FastText (and composing words from
 n-grams, as FastText does) converge faster than training from scratch, and what
 does freezing the FastText table cost? One model size and budget for all runs: a
 2-layer, width-128 transformer with the adaptive softmax (the exact softmax,
-factorised over frequency clusters: jaxlm.adaptive_softmax), 16 x 64 tokens per
+factorised over frequency clusters: jaxlm.models.heads.adaptive_softmax), 16 x 64 tokens per
 step, 1,000 steps (a step budget: the comparison is in steps).
 
 Variants (`--config=configs/ru_lm.py:input=bag,init=fasttext`):
@@ -85,7 +85,7 @@ def get_config(arg: str | None = None):
   config.model.input = model_input
   config.model.init = "scratch" if init == "scratch" else fasttext_init
   config.model.freeze_embeddings = init == "frozen"
-  # The exact softmax, factorised over frequency clusters (jaxlm.adaptive_softmax): the same
+  # The exact softmax, factorised over frequency clusters (jaxlm.models.heads.adaptive_softmax): the same
   # perplexities as a full softmax at ~2.5x the steps per CPU-minute. Its output rows are the
   # tied input rows, so a FastText start shapes the output layer too.
   config.model.head = variants.get("head", "adaptive")

@@ -59,7 +59,7 @@ def get_config(arg: str | None = None):
   if config.model.head not in ("softmax", "adaptive"):
     config.model.target_vectors = "runs/wt2_heads/fasttext.bin"
   # Raw FastText targets decoded to a few hub words (top-1 accuracy 0 for vMF: BENCHMARKS.md);
-  # their mean direction is removed (jaxlm.target_vectors.center). False: the raw vectors.
+  # their mean direction is removed (jaxlm.starts.target_vectors.center). False: the raw vectors.
   config.model.center_targets = True
   # Read by launch/fasttext.py (the word input does not use n-grams): FastText's default 2M
   # buckets would make the .bin 2.4 GB; 100k keep it ~0.2 GB.

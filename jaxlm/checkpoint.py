@@ -10,6 +10,9 @@ Layout of a workdir:
   sentencepiece.model  a SentencePiece run's (data.tokenizer or task.tokenizer "bpe")
                    model: how text becomes those pieces, for fine-tuning from this run
   data_fingerprint.txt  a sha256 prefix of the data files' content (Task.fingerprint)
+  run.json         what the workdir holds: its task and the validation metric (and whether
+                   lower or higher is better) that ranks its checkpoints, so a tool that
+                   reopens it (a report, a fine-tuning start from ":best") builds no task
   checkpoints/N/   Orbax checkpoints: the last `keep_checkpoints` plus the best by the
                    task's validation metric (kept by Orbax's preservation policies)
   metrics.jsonl, events.out.tfevents.*   logs
@@ -43,6 +46,7 @@ CONFIG_FILE = "config.json"
 VOCABULARY_FILE = "vocabulary.txt"
 SENTENCEPIECE_FILE = "sentencepiece.model"
 CHECKPOINT_DIR = "checkpoints"
+RUN_FILE = "run.json"
 
 
 class IncompatibleWorkdirError(errors.UserError, ValueError):
@@ -173,14 +177,16 @@ def latest_step(workdir: str) -> int | None:
   return steps[-1] if steps else None
 
 
-def write_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
-                  sentencepiece_model: str = "") -> None:
-  """Writes config.json, vocabulary.txt, the data fingerprint and (a SentencePiece run's)
-  sentencepiece.model, a copy of the file `sentencepiece_model` (process 0, each file atomically;
-  every process returns once they are written)."""
+def write_workdir(workdir: str, config: ml_collections.ConfigDict, *, run: dict, words=None,
+                  fingerprint: str = "", sentencepiece_model: str = "") -> None:
+  """Writes config.json, run.json (`run`: {"task", "best_metric", "best_mode"}), vocabulary.txt,
+  the data fingerprint and (a SentencePiece run's) sentencepiece.model, a copy of the file
+  `sentencepiece_model` (process 0, each file atomically; every process returns once they are
+  written)."""
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     text_files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+    text_files.write_text(os.path.join(workdir, RUN_FILE), json.dumps(run, indent=1) + "\n")
     if words is not None:
       save_words(workdir, words)
     if fingerprint:
@@ -192,12 +198,33 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None
   distributed.barrier("workdir prepared")  # the others then find the workdir and its files
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None, fingerprint: str = "",
-                    allow_change=(), sentencepiece_model: str = "") -> list[str]:
-  """check_workdir, then write_workdir: for a caller with nothing to restore in between."""
-  changes = check_workdir(workdir, config, words=words, fingerprint=fingerprint, allow_change=allow_change)
-  write_workdir(workdir, config, words=words, fingerprint=fingerprint, sentencepiece_model=sentencepiece_model)
-  return changes
+def load_run(workdir: str) -> dict:
+  """run.json: {"task", "best_metric", "best_mode"} of the run in `workdir` (see write_workdir)."""
+  path = os.path.join(workdir, RUN_FILE)
+  if not os.path.exists(path):
+    load_config(workdir)  # a folder that is no workdir at all is named as such first
+    raise errors.WorkdirError(f"{path} not found: {workdir} does not say which validation metric ranks its "
+                              "checkpoints. Resume it with launch/train.py (the same command; it writes "
+                              "run.json with its next checkpoint), or use a kept step (<workdir>:<step>).")
+  with open(path) as handle:
+    return json.load(handle)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+  """A checkpoint of another run, "<workdir>[:best|:<step>]" -> (workdir, "latest" | "best" | "<step>")."""
+  workdir, _, which = spec.rpartition(":")
+  if workdir and (which == "best" or which.isdigit()):
+    return workdir, which
+  return spec, "latest"
+
+
+def spec_workdir(spec: str, key: str = "init.checkpoint") -> str:
+  """parse_spec's workdir, checked to be a jaxlm workdir; the error names config `key`."""
+  workdir, _ = parse_spec(spec)
+  if not os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+    raise errors.MissingFileError(f"config {key}={spec!r}: {workdir} is not a jaxlm workdir (no {CONFIG_FILE}); "
+                                  "give the --workdir of a run made by launch/train.py")
+  return workdir
 
 
 def load_fingerprint(workdir: str) -> str:
@@ -536,7 +563,7 @@ def restore_first_readable(checkpoint_manager: ocp.CheckpointManager, steps, *, 
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state):
-  """abstract_state: jax.ShapeDtypeStruct leaves with shardings (see train.abstract_state)."""
+  """abstract_state: jax.ShapeDtypeStruct leaves with shardings (see experiments.abstract_state)."""
   try:
     return checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as error:  # noqa: BLE001 (TensorStore read errors arrive as plain Exception)

@@ -18,7 +18,8 @@ import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import benchmark, errors
+from jaxlm.tools import benchmark
+from jaxlm import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:variant].", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps after warm-up.")

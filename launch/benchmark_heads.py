@@ -19,7 +19,8 @@ import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 
 from configs import common
-from jaxlm import benchmark, errors
+from jaxlm.tools import benchmark
+from jaxlm import errors
 
 _HEADS = flags.DEFINE_list("heads", list(benchmark.HEAD_COST_HEADS), "Heads to compare.")
 _VOCAB_SIZES = flags.DEFINE_list("vocab_sizes", [str(size) for size in benchmark.HEAD_COST_VOCABULARIES],

@@ -24,8 +24,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxlm import errors
-from jaxlm.compare import grid as grid_lib
-from jaxlm.compare import table
+from jaxlm.tools.compare import grid as grid_lib
+from jaxlm.tools.compare import table
 
 _GRID = config_flags.DEFINE_config_file("grid", None, "Grid config, e.g. configs/compare_ru.py[:small].",
                                         lock_config=True)

@@ -18,7 +18,8 @@ import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
 
-from jaxlm import distributed, errors, evaluate
+from jaxlm import distributed, errors
+from jaxlm.training import evaluate
 
 _SPLIT = flags.DEFINE_list("split", ["test"], "Split(s) of the run's task, e.g. --split=valid,test.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Override config.data.path (workdir moved machines).")

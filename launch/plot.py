@@ -1,4 +1,4 @@
-"""Plots one metric of several runs against another, as a PNG or SVG (jaxlm.plot's matplotlib style).
+"""Plots one metric of several runs against another, as a PNG or SVG (jaxlm.tools.plot's matplotlib style).
 
   python launch/plot.py --output=benchmarks/ru_mlm_valid_loss.png --kind=valid --x=step --y=loss \
       --run="transformer=runs/ru_mlm/transformer" --run="BiLSTM=runs/ru_mlm/lstm"
@@ -14,7 +14,8 @@ import os
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
-from jaxlm import errors, plot
+from jaxlm import errors
+from jaxlm.tools import plot
 
 _RUNS = flags.DEFINE_multi_string("run", [], "LABEL=WORKDIR, once per curve.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .png or .svg file to write.", required=True)

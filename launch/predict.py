@@ -18,7 +18,8 @@ import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
 
-from jaxlm import errors, predict
+from jaxlm import errors
+from jaxlm.training import predict
 
 _OUTPUT = flags.DEFINE_string("output", None, "Where the predictions go.")
 _SPLIT = flags.DEFINE_string("split", "test", "A split of the run's task (see its config's task.files).")

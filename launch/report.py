@@ -12,7 +12,8 @@ in which the runs differ. --figures=DIR also writes each figure as a PNG there.
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
-from jaxlm import errors, report
+from jaxlm import errors
+from jaxlm.tools import report
 
 _RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR, once per run.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .html file to write.", required=True)

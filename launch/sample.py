@@ -7,7 +7,7 @@
 
 Prints each sample (the prompt as the model read it, then the generated text), then one JSON
 line with the tokens and the speed. The same --seed gives the same text, with or without the
-cache. Scoring rules per head, tokenisation and <unk>: jaxlm/generate.py.
+cache. Scoring rules per head, tokenisation and <unk>: jaxlm/tools/generate.py.
 """
 
 import json
@@ -17,7 +17,8 @@ import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
 
-from jaxlm import errors, generate
+from jaxlm import errors
+from jaxlm.tools import generate
 
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue; empty: start from the line-end token <eos>.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 50, f"Tokens to generate per sample, at most {generate.MAX_TOKENS} "

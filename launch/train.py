@@ -28,7 +28,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm import checkpoint, distributed, errors, train
+from jaxlm import checkpoint, distributed, errors
+from jaxlm.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/quickstart.py[:variant].",
                                           lock_config=True)
@@ -59,13 +60,13 @@ def main(argv):
     with distributed.PeerWatch(lambda lost: stop_for_lost_process(lost, "no heartbeat for 20 s")):
       # A progress bar on a terminal; a plain line a log interval into a file or pipe (a log
       # stays readable: no carriage-return redraws).
-      summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=sys.stderr.isatty(),
+      summary = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=sys.stderr.isatty(),
                                          allow_change=tuple(_ALLOW_CHANGE.value))
   except jax.errors.JaxRuntimeError as error:
     if not distributed.lost_process(error):
       raise
     stop_for_lost_process(None, distributed.lost_process_cause(error))
-  except train.TrainingInterrupted as interrupted:
+  except loop.TrainingInterrupted as interrupted:
     # 128 + the signal number, as a shell reports a process that signal stopped: a scheduler
     # (SLURM requeue, a Kubernetes Job) or `train && evaluate` does not take the run as
     # finished, while the checkpoint of the last step makes the restart lose nothing.

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from conftest import override
-from jaxlm import train
+from jaxlm.training import experiments, steps
 
 WORDS = ["кот", "пёс", "дом", "лес", "река", "гора", "да", "нет", "идёт", "спит", "бежит", "ест"]
 TAG_OF_LAST_LETTER = {"т": "VERB", "с": "NOUN", "м": "NOUN", "а": "NOUN", "й": "ADJ"}
@@ -116,13 +116,13 @@ def assert_one_device_step_matches_four(config):
   """The task's first train step on 1 device and on 4 gives the same parameters and loss."""
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    experiment = train.build_experiment(config)
-    experiment.mesh = mesh = train.make_mesh(devices)
-    state = train.init_experiment_state(experiment)
-    step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
+    experiment = experiments.build_experiment(config)
+    experiment.mesh = mesh = experiments.make_mesh(devices)
+    state = experiments.init_experiment_state(experiment)
+    step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
                                  config.seed)
     batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
-    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    state, step_metrics = step(state, experiments.global_batch(mesh, batch))
     results.append((jax.device_get(state.params), jax.device_get(step_metrics)))
   (one, metrics_one), (four, metrics_four) = results
   for left, right in zip(jax.tree.leaves(one), jax.tree.leaves(four)):

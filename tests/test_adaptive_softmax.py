@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import adaptive_softmax, decoding, flops
-from jaxlm.models import embeddings, heads
+from jaxlm.models.heads import adaptive_softmax, decoding
+from jaxlm.tools import flops
+from jaxlm.models import embeddings
+from jaxlm.models.heads import language_model
 
 VOCAB, WIDTH, CUTOFFS = 50, 8, (10, 25)
 
@@ -19,7 +21,7 @@ class TiedModel(nn.Module):
   @nn.compact
   def __call__(self, token_ids):
     table = embeddings.WordEmbedding(vocab_size=VOCAB, width=WIDTH, name="input_layer")
-    head = heads.AdaptiveSoftmaxHead(vocab_size=VOCAB, embedding_width=WIDTH, cutoffs=self.cutoffs)
+    head = language_model.AdaptiveSoftmaxHead(vocab_size=VOCAB, embedding_width=WIDTH, cutoffs=self.cutoffs)
     return head(3.0 * table(token_ids, train=False), input_layer=table, train=False)
 
 

@@ -1,7 +1,7 @@
 """launch/benchmark.py's library function on the smoke config (what it reports, not how fast)."""
 
 from conftest import smoke_config
-from jaxlm import benchmark
+from jaxlm.tools import benchmark
 
 
 def test_benchmark_reports_throughput_flops_and_utilisation(tiny_corpus, cache_dir):

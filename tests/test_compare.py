@@ -1,4 +1,4 @@
-"""The grid runner (jaxlm.compare): every cell once, a finished grid reruns nothing, a killed cell
+"""The grid runner (jaxlm.tools.compare): every cell once, a finished grid reruns nothing, a killed cell
 reruns alone, pre-training first, and the table's numbers are the cells' own."""
 
 import csv
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from configs import compare_ru
-from jaxlm.compare import grid as grid_lib
-from jaxlm.compare import table
+from jaxlm.tools.compare import grid as grid_lib
+from jaxlm.tools.compare import table
 from task_fixtures import write_classification, write_treebank
 
 # The smoke grid's tasks on tests/task_fixtures.py's files (their names, not RuCoLA's and Taiga's).
@@ -286,14 +286,15 @@ def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_run
   config.pretrain.ru.mlm.overrides = config.pretrain.ru.mlm.overrides + ("train.stepz=10000",)
   grid = grid_lib.expand(config, str(tmp_path))
   calls = []
-  with pytest.raises(grid_lib.GridError, match=r"pretrain/ru/mlm_lstm: override 'train.stepz=10000'.*ru_mlm\.py"):
+  with pytest.raises(grid_lib.GridError, match=r"pretrain/ru/mlm_lstm: config configs/ru_mlm\.py.*--config\.train\.stepz: the config has no "
+                     r"key 'stepz' in train; did you mean 'steps'\?"):
     grid_lib.run_grid(grid, runner=lambda cell, cores: calls.append(cell.name), log=lambda line: None)
   assert calls == [] and not os.path.exists(os.path.join(str(tmp_path), "pretrain"))
   with pytest.raises(grid_lib.GridError, match="train.stepz"):
     grid_lib.status_lines(grid)
   # A value that is not of the key's type: the same kind of error.
   config.pretrain.ru.mlm.overrides = config.pretrain.ru.mlm.overrides[:-1] + ("train.steps=ten",)
-  with pytest.raises(grid_lib.GridError, match=r"override 'train.steps=ten'.*int"):
+  with pytest.raises(grid_lib.GridError, match=r"--config\.train\.steps=ten: .*int"):
     grid_lib.run_grid(grid_lib.expand(config, str(tmp_path)), runner=lambda cell, cores: calls.append(cell.name),
                       only=["*/mlm/*"], log=lambda line: None)
   assert calls == []

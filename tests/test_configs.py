@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import adaptive_softmax, optim
+from jaxlm.models.heads import adaptive_softmax
+from jaxlm.training import optim
 from jaxlm.data import corpora, text_files
 from jaxlm.models import BODIES, build_model
 

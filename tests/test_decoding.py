@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import decoding
+from jaxlm.models.heads import decoding
 
 VOCAB, DIM = 11, 4
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import losses
-from jaxlm.models import heads
+from jaxlm.models.heads import losses
+from jaxlm.models.heads import language_model
 
 # Three words in 3 dimensions; word 2 has no vector (padding / unknown).
 TABLE = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
@@ -87,7 +87,7 @@ def test_zero_vectors_give_finite_gradients(name):
 
 
 def test_embedding_head_keeps_the_table_frozen():
-  head = heads.EmbeddingHead(vocab_size=3, embedding_width=8, target_dim=3)
+  head = language_model.EmbeddingHead(vocab_size=3, embedding_width=8, target_dim=3)
   hidden = jnp.ones((2, 4, 8))
   variables = head.init(jax.random.PRNGKey(0), hidden, input_layer=None, train=False)
   assert set(variables) == {"params", "frozen"}

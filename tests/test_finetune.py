@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config, write_tiny_corpus
-from jaxlm import checkpoint, encoder_start, evaluate, predict, train
+from jaxlm import checkpoint
+from jaxlm.starts import pretrained_checkpoint
+from jaxlm.training import evaluate, experiments, loop, predict, steps
 from jaxlm.data import example_batches, text_files
 from task_fixtures import assert_one_device_step_matches_four, finetune_config, write_classification, write_treebank
 
@@ -43,7 +45,7 @@ def test_each_body_fine_tunes_and_evaluates(arg, metric, sentences, treebank, tm
   folder = sentences if "rucola" in arg else treebank
   config = finetune_config(arg, folder, **{"train.steps": 40, "train.eval_every": 20, "optim.lr": 3e-3,
                                            "optim.warmup_steps": 5, "train.patience": 0})
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [record["loss"] for record in records if record["kind"] == "train"]
   assert losses[-1] < losses[0]
@@ -57,7 +59,7 @@ def test_a_dev_set_of_any_size_counts_every_example_once(sentences, tmp_path):
   # 30 dev sentences in batches of 8 rows on 4 devices: the last batch is 6 real rows + 2 padding.
   config = finetune_config("task=rucola,body=transformer", sentences, **{"train.steps": 2,
                                                                          "train.eval_batch_size": 8})
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert summary["examples"] == 30
 
 
@@ -76,17 +78,17 @@ def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp
   pre_trained.model.width = 128  # configs/finetune.py's width
   pre_trained.model.input = "bag"
   pre_trained.model.bucket, pre_trained.model.min_n, pre_trained.model.max_n = 2000, 3, 5
-  train.train_and_evaluate(pre_trained, str(tmp_path / "lm"), progress=False)
+  loop.train_and_evaluate(pre_trained, str(tmp_path / "lm"), progress=False)
   config = finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
                            **{"init.checkpoint": str(tmp_path / "lm"), "model.width": 128,
                               "model.transformer.causal": True, "model.transformer.positions": "learned"})
-  experiment = train.build_experiment(config)
+  experiment = experiments.build_experiment(config)
   saved_words = checkpoint.load_words(str(tmp_path / "lm"))
   words = experiment.task.words
   # The bag keeps the pre-trained words and appends the task's own (Russian) words after them.
   assert words[:len(saved_words)] == saved_words and "кот" in words[len(saved_words):]
-  state = train.init_experiment_state(experiment)
-  saved = encoder_start.restore_encoder(str(tmp_path / "lm"))
+  state = experiments.init_experiment_state(experiment)
+  saved = pretrained_checkpoint.restore_encoder(str(tmp_path / "lm"))
   for restored, original in zip(jax.tree.leaves(state.params["body"]), jax.tree.leaves(saved["body"])):
     np.testing.assert_array_equal(np.asarray(restored), original)
   table, saved_table = np.asarray(state.params["input_layer"]["table"]), saved["input_layer"]["table"]
@@ -98,29 +100,29 @@ def test_a_restored_encoder_equals_the_pre_trained_one(cache_dir, sentences, tmp
   config.unlock()
   config.model.transformer.num_layers = 2
   with pytest.raises(ValueError, match="body/block_1"):
-    train.init_experiment_state(train.build_experiment(config))
+    experiments.init_experiment_state(experiments.build_experiment(config))
 
 
 def test_init_checkpoint_that_is_not_a_workdir_is_refused(sentences, tmp_path):
   config = finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
                            **{"init.checkpoint": str(tmp_path / "nothing")})
   with pytest.raises(FileNotFoundError, match="not a jaxlm workdir"):
-    train.build_experiment(config)
+    experiments.build_experiment(config)
 
 
 def test_bad_classification_inputs_are_clear_errors(sentences, tmp_path):
   with pytest.raises(text_files.DataError, match="no text column 'text'"):
-    train.build_experiment(finetune_config("task=rucola", sentences, **{"task.text_column": "text"}))
+    experiments.build_experiment(finetune_config("task=rucola", sentences, **{"task.text_column": "text"}))
   broken = tmp_path / "broken"
   write_classification(str(broken))
   with open(broken / "dev.csv", "a", encoding="utf-8") as handle:
     handle.write("99,Кот спит.,7\n")
   with pytest.raises(text_files.DataError, match="'7'"):
-    train.build_experiment(finetune_config("task=rucola", str(broken)))
+    experiments.build_experiment(finetune_config("task=rucola", str(broken)))
   with open(broken / "dev.csv", "w", encoding="utf-8") as handle:
     handle.write('id,sentence,acceptable\n0," ",1\n')
   with pytest.raises(text_files.DataError, match="dev.csv line 2"):
-    train.build_experiment(finetune_config("task=rucola", str(broken)))
+    experiments.build_experiment(finetune_config("task=rucola", str(broken)))
 
 
 def test_a_malformed_conllu_line_names_file_and_line(treebank, tmp_path):
@@ -129,12 +131,12 @@ def test_a_malformed_conllu_line_names_file_and_line(treebank, tmp_path):
   with open(broken / "dev.conllu", "a", encoding="utf-8") as handle:
     handle.write("1\tкот\tкот\n")
   with pytest.raises(text_files.DataError, match=r"dev.conllu.*line \d+"):
-    train.build_experiment(finetune_config("task=upos", str(broken)))
+    experiments.build_experiment(finetune_config("task=upos", str(broken)))
 
 
 def test_truncated_words_count_as_wrong(treebank):
   config = finetune_config("task=upos,body=transformer", treebank, **{"task.max_length": 4})
-  task = train.build_experiment(config).task
+  task = experiments.build_experiment(config).task
   batch = next(task.eval_batches("valid", batch_size=64))
   assert batch["weights"].sum() < batch["gold_words"].sum()  # some words are cut off
   sums = {"loss_sum": 0.0, "count": float(batch["weights"].sum()), "correct": float(batch["weights"].sum()),
@@ -145,15 +147,15 @@ def test_truncated_words_count_as_wrong(treebank):
 def test_frozen_encoder_steps_then_training(sentences):
   config = finetune_config("task=rucola,body=transformer", sentences, **{"optim.freeze_encoder_steps": 2,
                                                                          "optim.warmup_steps": 0})
-  experiment = train.build_experiment(config)
-  state = train.init_experiment_state(experiment)
-  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+  experiment = experiments.build_experiment(config)
+  state = experiments.init_experiment_state(experiment)
+  step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
                                state, config.seed)
   before = jax.device_get(state.params)
   snapshots = []
   for index in range(3):
     batch = experiment.task.train_batch(index, seed=0, batch_size=config.train.batch_size)
-    state, _ = step(state, train.global_batch(experiment.mesh, batch))
+    state, _ = step(state, experiments.global_batch(experiment.mesh, batch))
     snapshots.append(jax.device_get(state.params))
   for scope in ("input_layer", "body"):
     for old, new in zip(jax.tree.leaves(before[scope]), jax.tree.leaves(snapshots[1][scope])):
@@ -166,7 +168,7 @@ def test_frozen_encoder_steps_then_training(sentences):
 
 def test_predict_writes_every_test_example_in_the_leaderboard_format(sentences, tmp_path):
   config = finetune_config("task=rucola,body=transformer", sentences, **{"train.steps": 4})
-  train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   output = tmp_path / "test_predictions.csv"
   result = predict.predict_workdir(str(tmp_path / "run"), str(output), split="test", best=True, batch_size=3)
   rows = list(csv.reader(open(output, encoding="utf-8")))
@@ -184,10 +186,10 @@ def test_the_bag_keeps_dev_only_words_and_the_word_table_maps_them_to_unk(tmp_pa
   with open(os.path.join(folder, "dev.conllu"), "a", encoding="utf-8") as handle:
     handle.write("# sent_id = only-in-dev\n1\tпароход\tпароход\tNOUN\t_\t_\t0\troot\t_\t_\n\n")
     handle.write("# sent_id = hashtags\n1\t" + "#тег" * 20 + "\t_\tNOUN\t_\t_\t0\troot\t_\t_\n\n")
-  bag = train.build_experiment(finetune_config("task=upos,body=transformer", folder)).task
+  bag = experiments.build_experiment(finetune_config("task=upos,body=transformer", folder)).task
   assert "пароход" in bag.words  # composed from its n-grams, never <unk>
   assert max(len(word) for word in bag.words) <= 40  # an 80-character word would widen every bag
-  word = train.build_experiment(finetune_config("task=upos,body=transformer", folder,
+  word = experiments.build_experiment(finetune_config("task=upos,body=transformer", folder,
                                                 **{"model.input": "word"})).task
   assert "пароход" not in word.words
 
@@ -203,7 +205,7 @@ def test_tagging_scores_each_word_on_its_first_piece(treebank, tmp_path, monkeyp
   with open(os.path.join(folder, "dev.conllu"), "w", encoding="utf-8") as handle:  # one sentence
     handle.write("# sent_id = split-words\n1\tКот\t_\tNOUN\t_\t_\t0\troot\t_\t_\n"
                  "2\tпароходище\t_\tNOUN\t_\t_\t1\tdep\t_\t_\n3\tспит\t_\tVERB\t_\t_\t1\tdep\t_\t_\n\n")
-  task = train.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder)).task
+  task = experiments.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder)).task
   assert task.sentencepiece_model and task.words[:3] == ["<unk>", "<s>", "</s>"]
   batch = next(task.eval_batches("valid", batch_size=4))
   inputs, tags, weights = batch["inputs"][0], batch["tags"][0], batch["weights"][0]
@@ -235,7 +237,7 @@ def test_tagging_scores_each_word_on_its_first_piece(treebank, tmp_path, monkeyp
   predicted[first] = [noun, verb, verb]
   assert accuracy(predicted)["accuracy"] == pytest.approx(2 / 3)
   # A word whose first piece is cut off counts as wrong, as in word inputs.
-  short = train.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder,
+  short = experiments.build_experiment(finetune_config("task=upos,body=transformer,input=bpe", folder,
                                                  **{"task.max_length": first[2]})).task
   cut = next(short.eval_batches("valid", batch_size=4))
   assert cut["weights"][0].sum() == 2 and cut["gold_words"][0] == 3
@@ -248,14 +250,14 @@ def test_a_bpe_language_model_gives_its_pieces_to_the_fine_tuning_run(cache_dir,
                                                    "data.tokenizer": "bpe", "data.bpe_vocab_size": 320})
   pre_trained.model.width = 128  # configs/finetune.py's width
   lm = str(tmp_path / "lm")
-  train.train_and_evaluate(pre_trained, lm, progress=False)
+  loop.train_and_evaluate(pre_trained, lm, progress=False)
   model_file = os.path.join(lm, checkpoint.SENTENCEPIECE_FILE)
   assert checkpoint.sentencepiece_path(lm) == model_file  # the LM run keeps its .model
   spec = {"init.checkpoint": lm, "model.width": 128, "model.transformer.causal": True,
           "model.transformer.positions": "learned", "train.steps": 3, "train.eval_every": 3}
   config = finetune_config("task=rucola,body=transformer,start=checkpoint,input=bpe", sentences, **spec)
   workdir = str(tmp_path / "rucola")
-  summary = train.train_and_evaluate(config, workdir, progress=False)
+  summary = loop.train_and_evaluate(config, workdir, progress=False)
   # The task's texts became the LM's pieces (Russian through byte fallback), and the fine-tuned
   # run keeps the same model for whoever starts from it next.
   assert checkpoint.load_words(workdir) == checkpoint.load_words(lm)
@@ -265,7 +267,7 @@ def test_a_bpe_language_model_gives_its_pieces_to_the_fine_tuning_run(cache_dir,
 
   # A fine-tuning run whose tokenizer is not the checkpoint's is refused, naming the fix.
   with pytest.raises(ValueError, match="task.tokenizer='bpe'"):
-    train.build_experiment(finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
+    experiments.build_experiment(finetune_config("task=rucola,body=transformer,start=checkpoint", sentences,
                                            **{"init.checkpoint": lm}))
   words_only = tmp_path / "words_lm"
   words_only.mkdir()
@@ -276,23 +278,23 @@ def test_a_bpe_language_model_gives_its_pieces_to_the_fine_tuning_run(cache_dir,
   bpe_config = lambda workdir: finetune_config("task=rucola,body=transformer,start=checkpoint,input=bpe",
                                                sentences, **{"init.checkpoint": str(workdir)})
   with pytest.raises(ValueError, match="pre-trained on words"):
-    train.build_experiment(bpe_config(words_only))
+    experiments.build_experiment(bpe_config(words_only))
   saved.data.tokenizer = "bpe"  # a BPE run saved without its .model
   (words_only / checkpoint.CONFIG_FILE).write_text(saved.to_json())
   with pytest.raises(FileNotFoundError, match="no sentencepiece.model"):
-    train.build_experiment(bpe_config(words_only))
+    experiments.build_experiment(bpe_config(words_only))
   # Another run's .model (the task-trained one) does not fit the vocabulary.
-  other = train.build_experiment(finetune_config("task=rucola,body=transformer,input=bpe", sentences)).task
+  other = experiments.build_experiment(finetune_config("task=rucola,body=transformer,input=bpe", sentences)).task
   with open(other.sentencepiece_model, "rb") as source:
     (words_only / checkpoint.SENTENCEPIECE_FILE).write_bytes(source.read())
   with pytest.raises(ValueError, match="does not match"):
-    train.build_experiment(bpe_config(words_only))
+    experiments.build_experiment(bpe_config(words_only))
 
 
 def test_bpe_tagging_fine_tunes_and_evaluates(treebank, tmp_path, monkeypatch):
   monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "cache"))
   config = finetune_config("task=upos,body=lstm,input=bpe", treebank, **{"train.steps": 3, "train.eval_every": 3})
-  summary = train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   # Evaluation reads the workdir's own sentencepiece.model: with the cache emptied, nothing is retrained.
   monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "empty_cache"))
   from jaxlm.data import sentencepiece_tokenizer
@@ -305,4 +307,4 @@ def test_bpe_tagging_fine_tunes_and_evaluates(treebank, tmp_path, monkeypatch):
   assert valid["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-6) and 0 <= valid["accuracy"] <= 1
   config.task.sentencepiece_model = str(tmp_path / "missing.model")
   with pytest.raises(FileNotFoundError, match=r"task\.sentencepiece_model=.*missing\.model"):
-    train.build_experiment(config)
+    experiments.build_experiment(config)

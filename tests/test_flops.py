@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from jaxlm import flops
+from jaxlm.tools import flops
 
 
 def test_matrix_product_and_its_gradient():

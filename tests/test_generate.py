@@ -1,4 +1,4 @@
-"""Text generation (jaxlm.generate): incremental decoding equals full forward passes, seeds
+"""Text generation (jaxlm.tools.generate): incremental decoding equals full forward passes, seeds
 reproduce, prompts map to the run's vocabulary, and bad workdirs fail clearly."""
 
 import functools
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, smoke_config, write_tiny_corpus
-from jaxlm import decoding, generate
+from jaxlm.models.heads import decoding
+from jaxlm.tools import generate
 from tests.model_helpers import VOCAB, build, model_config
 
 # Causal bodies with every kind of position and state, tiny. Absolute positions cover PROMPT +
@@ -183,12 +184,12 @@ def test_bad_workdirs_fail_with_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_sample_launcher_on_a_trained_smoke_run(cache_dir, tmp_path):
   """Train the quickstart smoke config, then launch/sample.py with and without the cache."""
-  from jaxlm import train
+  from jaxlm.training import loop
   corpus = write_tiny_corpus(str(tmp_path / "corpus"))
   with open(os.path.join(corpus, "train.txt"), "a", encoding="utf-8") as handle:
     handle.write(" w1 <unk> w2 \n")  # WikiText's own <unk>, which unknown prompt words become
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(smoke_config(corpus, cache_dir), workdir, progress=False)
+  loop.train_and_evaluate(smoke_config(corpus, cache_dir), workdir, progress=False)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   outputs = []
   for cache_flag in ("--cache", "--nocache"):

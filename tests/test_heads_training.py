@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import target_vectors, train
+from jaxlm.starts import target_vectors
+from jaxlm.training import experiments, loop, steps
 from jaxlm.data import corpora, fasttext_vectors, lm_batches
 from jaxlm.models import build_model
 
@@ -65,17 +66,17 @@ def test_output_bias_false_leaves_out_every_output_bias(tiny_corpus, cache_dir, 
 @pytest.mark.parametrize("head", HEADS)
 def test_every_head_trains_with_the_same_train_step(tiny_corpus, cache_dir, vec_path, head):
   config = head_config(tiny_corpus, cache_dir, vec_path, head)
-  experiment = train.build_experiment(config)
+  experiment = experiments.build_experiment(config)
   mesh, model = experiment.mesh, experiment.model
   words = experiment.task.words
-  state = train.init_experiment_state(experiment)
+  state = experiments.init_experiment_state(experiment)
   before = jax.device_get(state)
-  step = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed)
+  step = steps.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed)
   tokens = experiment.task.corpus.splits["train"]
   for index in range(2):
     batch = lm_batches.window_batch(tokens, index, seed=0, batch_size=config.train.batch_size,
                                     length=config.train.seq_len)
-    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    state, step_metrics = step(state, experiments.global_batch(mesh, batch))
   after = jax.device_get(state)
   summary = experiment.task.summarise(jax.device_get(step_metrics))
   assert np.isfinite(summary["loss"]) and summary["tokens"] == config.train.batch_size * config.train.seq_len
@@ -97,7 +98,7 @@ def test_evaluation_reports_top1_and_top5_for_every_head(tiny_corpus, cache_dir,
   config = head_config(tiny_corpus, cache_dir, vec_path, head,
                        **{"train.steps": 2, "train.eval_every": 2, "train.log_every": 1,
                           "train.neighbour_chunk_size": 7})  # 7 does not divide the vocabulary
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert 0.0 <= summary["accuracy"] <= summary["accuracy_top5"] <= 1.0
   assert summary["accuracy_top5"] > 0.0  # frequent words are easy to get into a top 5
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -113,9 +114,9 @@ def test_a_missing_or_mismatched_target_file_is_a_clear_error(tiny_corpus, cache
   for overrides, message in (({"model.target_vectors": ""}, "needs model.target_vectors"),
                              ({"model.target_dim": DIM + 1}, "model.target_dim")):
     config = head_config(tiny_corpus, cache_dir, vec_path, "cosine", **overrides)
-    experiment = train.build_experiment(config)
+    experiment = experiments.build_experiment(config)
     with pytest.raises(ValueError, match=message):
-      train.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
+      experiments.init_state(experiment.model, experiment.optimizer, config, experiment.mesh, words=words)
 
 
 def test_target_table_rows_from_a_vec_file(vec_path):
@@ -145,7 +146,7 @@ def test_target_table_composes_unknown_words_from_a_bin(tmp_path):
 
 def test_head_cost_benchmark_runs_at_a_tiny_size():
   from configs import common
-  from jaxlm import benchmark
+  from jaxlm.tools import benchmark
   config = benchmark.head_cost_config(common.base_config(), "vmf", width=16, tokens_per_step=64, seq_len=16,
                                       num_layers=1)
   result = benchmark.head_cost(config, 300, warmup_steps=1, timed_steps=1)
@@ -170,9 +171,9 @@ def test_centered_targets_have_no_common_direction(vec_path):
 
 def test_the_config_switch_installs_centered_targets(tiny_corpus, cache_dir, vec_path):
   config = head_config(tiny_corpus, cache_dir, vec_path, "cosine", **{"model.center_targets": True})
-  experiment = train.build_experiment(config)
+  experiment = experiments.build_experiment(config)
   words = experiment.task.words
-  state = train.init_experiment_state(experiment)
+  state = experiments.init_experiment_state(experiment)
   installed = np.asarray(jax.device_get(state.frozen["frozen"]["head"]["target_table"]))
   np.testing.assert_allclose(installed, target_vectors.center(target_vectors.target_table(words, vec_path, DIM)),
                              atol=1e-6)
@@ -188,5 +189,5 @@ def test_heads_train_with_every_body(tiny_corpus, cache_dir, vec_path, config_na
   config.data.path, config.data.cache_dir = tiny_corpus, cache_dir
   config.model.head, config.model.target_dim, config.model.target_vectors = head, DIM, vec_path
   config.train.steps, config.train.eval_every, config.train.eval_tokens = 2, 2, 256
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert np.isfinite(summary["loss"]) and 0.0 <= summary["accuracy"] <= summary["accuracy_top5"] <= 1.0

@@ -154,11 +154,12 @@ def test_every_encoder_body_scores_a_padded_evaluation_batch_without_seeing_the_
 
 
 def test_smoke_training_lowers_the_masked_loss(tiny_corpus, cache_dir, tmp_path):
-  from jaxlm import checkpoint, train
+  from jaxlm import checkpoint
+  from jaxlm.training import loop
   # 32 x 16 tokens a step: 64 masked targets, enough for a loss curve that is not all noise.
   config = _config(tiny_corpus, cache_dir, **{"train.steps": 40, "train.eval_every": 20, "train.log_every": 4,
                                                 "train.batch_size": 32, "optim.lr": 1e-2})
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train_losses = [record["loss"] for record in records if record["kind"] == "train"]
   valid = [record for record in records if record["kind"] == "valid"]
@@ -173,8 +174,8 @@ def test_smoke_training_lowers_the_masked_loss(tiny_corpus, cache_dir, tmp_path)
 
 def test_the_benchmark_reports_the_masked_lm_steps_time_and_compiled_memory(tiny_corpus, cache_dir):
   # BENCHMARKS.md's masked-LM cost-by-head table reads tokens/s and the compiled step's
-  # memory (jaxlm.benchmark._memory_analysis) from this one result.
-  from jaxlm import benchmark
+  # memory (jaxlm.tools.benchmark._memory_analysis) from this one result.
+  from jaxlm.tools import benchmark
   config = _config(tiny_corpus, cache_dir, **{"model.head": "softmax"})
   result = benchmark.benchmark(config, warmup_steps=1, timed_steps=1, trials=1)
   assert result["tokens_per_second"] > 0

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import smoke_config
 from configs.common import base_config
-from jaxlm import optim, train
+from jaxlm.training import experiments, optim, steps
 from jaxlm.models import build_model
 from jaxlm.tasks import causal_lm
 from model_helpers import VOCAB, model_config
@@ -63,13 +63,13 @@ def _batches(encoder: bool):
 def _two_steps(config, devices, encoder: bool):
   model = build_model(config.model, VOCAB)
   optimizer = optim.build_optimizer(config.optim, 10)
-  mesh = train.make_mesh(devices)
-  state = train.init_state(model, optimizer, config, mesh)
-  step = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state, config.seed,
+  mesh = experiments.make_mesh(devices)
+  state = experiments.init_state(model, optimizer, config, mesh)
+  step = steps.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state, config.seed,
                                microbatches=config.train.microbatches)
   metrics = []
   for batch in _batches(encoder):
-    state, step_metrics = step(state, train.global_batch(mesh, batch))
+    state, step_metrics = step(state, experiments.global_batch(mesh, batch))
     metrics.append(jax.device_get(step_metrics))
   return jax.device_get(state), metrics
 
@@ -87,8 +87,8 @@ def test_accumulated_micro_batches_give_the_whole_batch_update(name, num_devices
   encoder = body.get("causal") is False
   whole, whole_metrics = _two_steps(_config(body), devices, encoder)
   accumulated, accumulated_metrics = _two_steps(_config(body, microbatches=microbatches), devices, encoder)
-  initial = jax.device_get(train.init_state(build_model(_config(body).model, VOCAB), optim.build_optimizer(
-      _config(body).optim, 10), _config(body), train.make_mesh(devices)).params)
+  initial = jax.device_get(experiments.init_state(build_model(_config(body).model, VOCAB), optim.build_optimizer(
+      _config(body).optim, 10), _config(body), experiments.make_mesh(devices)).params)
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(initial)))
   assert moved > 1e-3  # the comparison below is not vacuous
   for one, many in zip(jax.tree.leaves(whole.params), jax.tree.leaves(accumulated.params)):
@@ -107,7 +107,7 @@ def test_micro_batches_that_do_not_divide_a_device_batch_are_refused(tiny_corpus
   # 8 rows on 4 devices: 2 rows a device, which 4 micro-batches cannot split.
   config = smoke_config(tiny_corpus, cache_dir, **{"train.microbatches": 4})
   with pytest.raises(ValueError, match=r"train\.microbatches=4 .* \(2 rows"):
-    train.build_experiment(config)
+    experiments.build_experiment(config)
 
 
 REMAT_BODIES = {
@@ -161,16 +161,16 @@ def test_a_run_resumed_on_another_device_count_repeats_the_uninterrupted_one():
   model, optimizer = build_model(config.model, VOCAB), optim.build_optimizer(config.optim, 10)
   batches = _batches(encoder=False)
   uninterrupted, _ = _two_steps(config, devices, encoder=False)
-  mesh_four, mesh_one = train.make_mesh(devices), train.make_mesh(devices[:1])
-  state = train.init_state(model, optimizer, config, mesh_four)
-  step_four = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_four, state,
+  mesh_four, mesh_one = experiments.make_mesh(devices), experiments.make_mesh(devices[:1])
+  state = experiments.init_state(model, optimizer, config, mesh_four)
+  step_four = steps.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_four, state,
                                     config.seed)
-  state, _ = step_four(state, train.global_batch(mesh_four, batches[0]))
+  state, _ = step_four(state, experiments.global_batch(mesh_four, batches[0]))
   host_state = jax.device_get(state)
-  moved = jax.device_put(host_state, train.state_shardings(mesh_one, host_state))
-  step_one = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_one, moved,
+  moved = jax.device_put(host_state, experiments.state_shardings(mesh_one, host_state))
+  step_one = steps.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh_one, moved,
                                    config.seed)
-  resumed, _ = step_one(moved, train.global_batch(mesh_one, batches[1]))
+  resumed, _ = step_one(moved, experiments.global_batch(mesh_one, batches[1]))
   for one, many in zip(jax.tree.leaves(uninterrupted.params), jax.tree.leaves(jax.device_get(resumed.params))):
     np.testing.assert_allclose(one, many, atol=1e-5, rtol=1e-5)
 
@@ -244,14 +244,14 @@ BF16_LOSS_RTOL = 1e-3
 
 def _smoke_losses(tiny_corpus, cache_dir, compute_dtype: str):
   config = smoke_config(tiny_corpus, cache_dir, **{"model.compute_dtype": compute_dtype})
-  experiment = train.build_experiment(config)
-  state = train.init_experiment_state(experiment)
-  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+  experiment = experiments.build_experiment(config)
+  state = experiments.init_experiment_state(experiment)
+  step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
                                state, config.seed)
   losses = []
   for index in range(config.train.steps):
     batch = experiment.task.train_batch(index, seed=config.seed, batch_size=config.train.batch_size)
-    state, step_metrics = step(state, train.global_batch(experiment.mesh, batch))
+    state, step_metrics = step(state, experiments.global_batch(experiment.mesh, batch))
     losses.append(float(step_metrics["loss_sum"] / step_metrics["count"]))
   return np.asarray(losses)
 
@@ -265,7 +265,7 @@ def test_bfloat16_compute_tracks_float32_on_the_smoke_config(tiny_corpus, cache_
 
 
 def test_the_benchmark_reports_the_compiled_memory_of_the_configured_step(tiny_corpus, cache_dir):
-  from jaxlm import benchmark
+  from jaxlm.tools import benchmark
   config = smoke_config(tiny_corpus, cache_dir, **{"train.microbatches": 2, "model.remat": "full"})
   result = benchmark.benchmark(config, memory_only=True)
   assert result["microbatches"] == 2 and result["remat"] == "full"

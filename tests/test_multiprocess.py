@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import checkpoint, distributed, tasks, train
+from jaxlm import distributed, tasks
+from jaxlm.training import loop
 
 # One run, as flags for launch/train.py and as dotted keys for the in-process reference.
 RUN = {"train.steps": 6, "train.log_every": 1, "train.eval_every": 2, "train.keep_checkpoints": 3,
@@ -93,7 +94,7 @@ def assert_succeeded(results):
 
 
 def losses(workdir) -> dict:
-  return {record["step"]: record["loss"] for record in train._records(workdir) if record["kind"] == "train"}
+  return {record["step"]: record["loss"] for record in loop.read_records(workdir) if record["kind"] == "train"}
 
 
 def assert_same_losses(left: dict, right: dict, steps):
@@ -170,7 +171,7 @@ def test_two_processes_log_the_losses_of_one_process_with_the_same_devices(two_b
   assert "step 2: valid" in outputs[0] and "step 2: valid" not in outputs[1]
   # One process with the same 4 devices (this test process's simulated ones), the same global batch.
   config = smoke_config(tiny_corpus, cache_dir, **RUN)
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   assert_same_losses(two_process_losses, losses(str(tmp_path)), range(1, 7))
 
 
@@ -197,7 +198,7 @@ def test_checkpoints_move_between_two_processes_and_one_device_and_two_processes
                           environ=compilation_cache, script="evaluate.py")
   assert_succeeded(results)
   scored = json.loads(results[0][1].strip().splitlines()[-1])
-  validated = [record for record in train._records(copy) if record["kind"] == "valid"][-1]
+  validated = [record for record in loop.read_records(copy) if record["kind"] == "valid"][-1]
   assert validated["step"] == 6 and scored["tokens"] == validated["tokens"]
   np.testing.assert_allclose(scored["loss"], validated["loss"], rtol=2e-5)
   assert "valid at step 6" not in results[1][1]  # scores are printed by process 0 alone
@@ -215,7 +216,7 @@ def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_
   assert_succeeded(results)
   assert "stopping at step 1: train.max_minutes=30.0 reached" in results[0][1]
   assert sorted(losses(workdir)) == [1]
-  records = train._records(workdir)
+  records = loop.read_records(workdir)
   assert [(record["step"], record["kind"]) for record in records] == [(1, "train"), (1, "valid")]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "1"))
 

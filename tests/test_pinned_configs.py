@@ -105,9 +105,9 @@ def load_pins() -> dict:
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_smoke_variant_trains_and_scores_as_pinned(case, data, cache_dir, tmp_path):
-  from jaxlm import train
+  from jaxlm.training import loop
   config = case_config(case, data, cache_dir)
-  train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   found = observed(str(tmp_path / "run"))
   if RECORD:
     pins = load_pins()

@@ -37,8 +37,8 @@ def _config(name, corpus, cache):
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_causal_lm_smoke_losses_are_unchanged(name, tiny_corpus, cache_dir, tmp_path):
-  from jaxlm import train
-  train.train_and_evaluate(_config(name, tiny_corpus, cache_dir), str(tmp_path), progress=False)
+  from jaxlm.training import loop
+  loop.train_and_evaluate(_config(name, tiny_corpus, cache_dir), str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   logged = [(record["kind"], record["step"], record["loss"]) for record in records]
   assert [entry[:2] for entry in logged] == [entry[:2] for entry in PINNED[name]]

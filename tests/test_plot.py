@@ -5,7 +5,8 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from jaxlm import metrics, plot
+from jaxlm import metrics
+from jaxlm.tools import plot
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -11,7 +11,8 @@ import tempfile
 import pytest
 
 from conftest import REPO_ROOT
-from jaxlm import errors, evaluate, predict, train
+from jaxlm import errors
+from jaxlm.training import evaluate, loop, predict
 from task_fixtures import finetune_config, write_classification
 
 
@@ -20,7 +21,7 @@ def run(tmp_path_factory):
   """(workdir, data folder) of a 4-step RuCoLA-shaped classifier. Tests that edit the data put it back."""
   folder = write_classification(str(tmp_path_factory.mktemp("sentences")))
   workdir = str(tmp_path_factory.mktemp("runs") / "rucola")
-  train.train_and_evaluate(finetune_config("task=rucola,body=transformer", folder, **{"train.steps": 4}), workdir,
+  loop.train_and_evaluate(finetune_config("task=rucola,body=transformer", folder, **{"train.steps": 4}), workdir,
                            progress=False)
   return workdir, folder
 

@@ -14,7 +14,9 @@ import pytest
 
 from configs import ru_lm
 from configs.common import base_config
-from jaxlm import checkpoint, optim, pretrained, train
+from jaxlm import checkpoint
+from jaxlm.training import experiments, loop, optim, steps
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import corpora, fasttext_vectors, lm_batches, subwords
 from works_helpers import write_works
 
@@ -46,8 +48,8 @@ def input_vectors(experiment, state, token_ids):
 
 
 def init(config):
-  experiment = train.build_experiment(config)
-  return experiment, train.init_experiment_state(experiment), experiment.task.words
+  experiment = experiments.build_experiment(config)
+  return experiment, experiments.init_experiment_state(experiment), experiment.task.words
 
 
 def test_bag_from_fasttext_reproduces_gensim_through_build_model(setup):
@@ -69,7 +71,7 @@ def test_bag_from_fasttext_reproduces_gensim_through_build_model(setup):
   scaled = np.asarray(input_vectors(experiment, scaled_state, jnp.arange(len(words))[None])[0])
   np.testing.assert_allclose(scaled, factor * outputs, atol=1e-6)
   # The same state shapes as the restore target, n-gram ids included.
-  target = train.experiment_target(experiment)
+  target = experiments.experiment_target(experiment)
   assert jax.tree.map(lambda leaf: (leaf.shape, leaf.dtype), target) == jax.tree.map(
       lambda leaf: (leaf.shape, leaf.dtype), state)
 
@@ -95,15 +97,15 @@ def test_bag_checkpoint_restores_and_resumes_without_the_fasttext_file(setup, tm
   workdir = str(tmp_path / "run")
   experiment, state, _ = init(config)
   assert state.frozen["frozen"]["input_layer"]["ngram_mask"].sum(-1).max() > 1  # real bags, not placeholders
-  checkpoint.prepare_workdir(workdir, config)
+  checkpoint.write_workdir(workdir, config, run={"task": "causal_lm", "best_metric": "perplexity", "best_mode": "min"})
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints)
   checkpoint.save(manager, 0, state, {"perplexity": 1.0})
-  restored = checkpoint.restore(manager, 0, train.experiment_target(experiment))
+  restored = checkpoint.restore(manager, 0, experiments.experiment_target(experiment))
   manager.close()
   for saved, loaded in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(saved, loaded)
   os.remove(copy)  # a resume reads only its checkpoint
-  summary = train.train_and_evaluate(config, workdir, progress=False)
+  summary = loop.train_and_evaluate(config, workdir, progress=False)
   assert np.isfinite(summary["loss"])
 
 
@@ -120,13 +122,13 @@ def test_frozen_table_gets_no_update_and_no_optimiser_state(setup):
   trainable = sum(leaf.size for leaf in jax.tree.leaves(state.params)) - table.size
   assert sum(sizes) == 2 * trainable  # AdamW's two moments, for everything but the table
   before = jax.device_get(state.params)
-  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+  step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
                                state, config.seed)
 
   for index in range(2):
     batch = lm_batches.window_batch(experiment.task.corpus.splits["train"], index, seed=0,
                                     batch_size=config.train.batch_size, length=config.train.seq_len)
-    state, _ = step(state, train.global_batch(experiment.mesh, batch))
+    state, _ = step(state, experiments.global_batch(experiment.mesh, batch))
   after = jax.device_get(state.params)
   np.testing.assert_array_equal(after["input_layer"]["table"], table)
   moved = [not np.array_equal(new, old)
@@ -153,11 +155,11 @@ def test_embedding_learning_rate_multiplier():
 def test_fasttext_starts_fail_clearly(setup, tmp_path):
   folder, cache, path = setup
   with pytest.raises(ValueError, match="model.init='fasttext_bag' needs model.fasttext_path"):
-    train.build_experiment(ru_config("input=bag,init=fasttext", folder, cache, ""))
+    experiments.build_experiment(ru_config("input=bag,init=fasttext", folder, cache, ""))
   model_config = base_config().model
   model_config.update(init="fasttext_bag", input="word", fasttext_path=path)
   with pytest.raises(ValueError, match="needs model.input='bag'"):
-    pretrained.check_config(model_config)
+    fasttext_rows.check_config(model_config)
   missing = str(tmp_path / "missing.bin")
   with pytest.raises(FileNotFoundError, match=f"{missing}: FastText file not found"):
     init(ru_config("input=word,init=fasttext", folder, cache, missing))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxlm import evaluate, predict, train
+from jaxlm.training import evaluate, experiments, loop, predict
 from jaxlm.data import qa_windows, text_files
 from task_fixtures import (SQUAD_ARTICLES, assert_one_device_step_matches_four, finetune_config, squad_document,
                            write_squad)
@@ -20,7 +20,7 @@ def qa_folder(tmp_path_factory):
 
 
 def _task(folder, **overrides):
-  return train.build_experiment(finetune_config(ARG, folder, **overrides)).task
+  return experiments.build_experiment(finetune_config(ARG, folder, **overrides)).task
 
 
 def test_configs_build():
@@ -128,7 +128,7 @@ def test_overfits_four_questions_and_predicts_every_id(qa_folder, tmp_path):
       "optim.warmup_steps": 10, "optim.weight_decay": 0.0, "model.transformer.dropout": 0.0,
       "task.head_dropout": 0.0})
   workdir = str(tmp_path / "run")
-  summary = train.train_and_evaluate(config, workdir, progress=False)
+  summary = loop.train_and_evaluate(config, workdir, progress=False)
   assert np.isfinite(summary["loss"]) and summary["windows"] > 0
   predict.predict_workdir(workdir, str(tmp_path / "train.json"), split="train")
   (scores,) = evaluate.evaluate_workdir(workdir, splits=("train",))
@@ -171,7 +171,7 @@ def _bpe_config(folder, **overrides):
 def test_bpe_pieces_give_answers_back_by_character_offsets(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXLM_CACHE", str(tmp_path / "cache"))
   folder = write_squad(str(tmp_path / "qa"), squad_document(ROUND_TRIP_ARTICLES))
-  task = train.build_experiment(_bpe_config(folder, **{"task.max_length": 40, "task.stride": 8})).task
+  task = experiments.build_experiment(_bpe_config(folder, **{"task.max_length": 40, "task.stride": 8})).task
   assert task.words[:3] == ["<unk>", "<s>", "</s>"] and task.sentencepiece_model
   for split in ("train", "valid"):
     logits = np.zeros((task.num_examples(split), 2, task.length), np.float32)
@@ -197,6 +197,6 @@ def test_bpe_fine_tunes_and_scores(tmp_path, monkeypatch):
   folder = write_squad(str(tmp_path / "qa"), squad_document(ROUND_TRIP_ARTICLES))
   config = _bpe_config(folder, **{"train.steps": 3, "train.eval_every": 3, "task.max_length": 40, "task.stride": 8,
                                  "model.transformer.max_length": 40})
-  summary = train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   (valid,) = evaluate.evaluate_workdir(str(tmp_path / "run"), splits=("valid",))
   assert valid["questions"] == 3 and valid["f1"] == summary["f1"] and 0.0 <= valid["f1"] <= 100.0

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from conftest import smoke_config
-from jaxlm import checkpoint, train
+from jaxlm import checkpoint
+from jaxlm.training import evaluation, experiments, loop, steps
 from jaxlm.tasks import causal_lm
 
 
@@ -30,15 +31,15 @@ def kept_steps(workdir):
 def test_a_nan_state_is_never_saved_and_the_message_names_the_last_finite_checkpoint(tiny_corpus, cache_dir,
                                                                                    tmp_path):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   # An infinite learning rate makes every parameter NaN at step 4, which validates (and used
   # to save) before the log at step 6 could see it.
   broken = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 9, "optim.lr": float("inf"),
                                                    "train.eval_every": 1, "train.log_every": 3})
   config_json = open(os.path.join(tmp_path, "config.json")).read()
-  with pytest.raises(train.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=r"between steps 4 and 4.*last finite checkpoint is step 3 .*not saved"):
-    train.train_and_evaluate(broken, str(tmp_path), progress=False,
+    loop.train_and_evaluate(broken, str(tmp_path), progress=False,
                              allow_change=("optim.lr", "train.steps"))
   assert kept_steps(tmp_path) == [3]
   assert open(os.path.join(tmp_path, "config.json")).read() == config_json  # a failed run rewrites nothing
@@ -84,14 +85,14 @@ def poison_train_steps(monkeypatch, bad_steps):
 
 def test_a_skipped_step_changes_nothing_and_is_counted(tiny_corpus, cache_dir):
   config = smoke_config(tiny_corpus, cache_dir)
-  experiment = train.build_experiment(config)
-  state = train.init_experiment_state(experiment)
+  experiment = experiments.build_experiment(config)
+  state = experiments.init_experiment_state(experiment)
   before = jax.device_get((state.params, state.opt_state))
-  step = train.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
+  step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh,
                                state, config.seed, skip_nonfinite=True)
   batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
   batch["weights"][0, 0] = np.nan
-  state, metrics = step(state, train.global_batch(experiment.mesh, batch))
+  state, metrics = step(state, experiments.global_batch(experiment.mesh, batch))
   metrics = jax.device_get(metrics)
   assert metrics["nonfinite_steps"] == 1.0 and metrics["loss_sum"] == 0.0 and int(state.step) == 1
   for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get((state.params, state.opt_state)))):
@@ -101,15 +102,15 @@ def test_a_skipped_step_changes_nothing_and_is_counted(tiny_corpus, cache_dir):
 def test_max_bad_steps_skips_that_many_then_stops_with_the_range(tiny_corpus, cache_dir, tmp_path, monkeypatch):
   poison_train_steps(monkeypatch, {2, 4})  # steps 3 and 5
   skipping = smoke_config(tiny_corpus, cache_dir, **{"train.max_bad_steps": 2})
-  summary = train.train_and_evaluate(skipping, str(tmp_path / "skip"), progress=False)
+  summary = loop.train_and_evaluate(skipping, str(tmp_path / "skip"), progress=False)
   assert np.isfinite(summary["loss"])
   assert sum(record.get("skipped_steps", 0) for record in records(tmp_path / "skip")) == 2
   strict = smoke_config(tiny_corpus, cache_dir, **{"train.max_bad_steps": 1})
-  with pytest.raises(train.NonFiniteLossError, match=r"2 steps had .*max_bad_steps=1.*between steps 5 and 6"):
-    train.train_and_evaluate(strict, str(tmp_path / "strict"), progress=False)
+  with pytest.raises(loop.NonFiniteLossError, match=r"2 steps had .*max_bad_steps=1.*between steps 5 and 6"):
+    loop.train_and_evaluate(strict, str(tmp_path / "strict"), progress=False)
   assert kept_steps(tmp_path / "strict") == [3]
-  with pytest.raises(train.NonFiniteLossError, match=r"between steps 3 and 3.*no checkpoint was saved"):
-    train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "stop"), progress=False)
+  with pytest.raises(loop.NonFiniteLossError, match=r"between steps 3 and 3.*no checkpoint was saved"):
+    loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "stop"), progress=False)
 
 
 # ----------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def own_corpus(tmp_path_factory):
 @pytest.fixture
 def trained(own_corpus, cache_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), workdir, progress=False)
+  loop.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), workdir, progress=False)
   return workdir
 
 
@@ -149,13 +150,13 @@ def test_a_resume_of_another_run_is_refused_and_writes_nothing(own_corpus, cache
   if key == "train.steps":
     other.train.steps = value
   with pytest.raises(checkpoint.IncompatibleWorkdirError, match=rf"{key}: saved .*--allow_change={key}\."):
-    train.train_and_evaluate(other, trained, progress=False)
+    loop.train_and_evaluate(other, trained, progress=False)
   assert snapshot(trained) == before
 
 
 def test_an_allowed_change_goes_on_and_is_logged(own_corpus, cache_dir, trained):
   longer = smoke_config(own_corpus, cache_dir, **{"train.steps": 6})
-  train.train_and_evaluate(longer, trained, progress=False, allow_change=("train.steps",))
+  loop.train_and_evaluate(longer, trained, progress=False, allow_change=("train.steps",))
   changes = [record for record in records(trained) if record["kind"] == "config_change"]
   assert [(record["step"], record["changes"]) for record in changes] == [(3, ["train.steps: saved 3, requested 6"])]
   assert json.load(open(os.path.join(trained, "config.json")))["train"]["steps"] == 6
@@ -176,7 +177,7 @@ def test_an_allowed_optimiser_change_keeps_every_checkpoint_and_restarts_the_opt
   checkpoints stay where they are."""
   at_three = saved_arrays(trained, 3)
   changed = smoke_config(own_corpus, cache_dir, **{"train.steps": 6, key: value})
-  train.train_and_evaluate(changed, trained, progress=False, allow_change=(key, "train.steps"))
+  loop.train_and_evaluate(changed, trained, progress=False, allow_change=(key, "train.steps"))
   assert not os.path.exists(os.path.join(trained, "damaged_checkpoints"))
   assert kept_steps(trained) == [3, 6]
   assert saved_arrays(trained, 3)["step"] == 3  # untouched, and the resume started from it
@@ -192,13 +193,13 @@ def test_an_optimiser_state_that_does_not_fit_without_an_allowed_change_is_refus
     own_corpus, cache_dir, trained, monkeypatch):
   """The same run whose optimiser code now builds another state tree (no config change to blame):
   refused before anything is touched, never taken for damage."""
-  from jaxlm import optim
+  from jaxlm.training import optim
   original = optim.build_optimizer
   monkeypatch.setattr(optim, "build_optimizer",
                       lambda *args, **kwargs: optax.chain(optax.clip_by_global_norm(1.0), original(*args, **kwargs)))
   before = snapshot(trained)
   with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"optimiser state .*opt_state"):
-    train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
+    loop.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
   assert snapshot(trained) == before
 
 
@@ -208,7 +209,7 @@ def test_an_allowed_model_change_that_alters_the_parameters_is_refused_and_write
   wider = smoke_config(own_corpus, cache_dir, **{"train.steps": 3, "model.width": 48})
   with pytest.raises(checkpoint.IncompatibleWorkdirError,
                      match=r"step 3 .*parameters do not fit the model .*params/.*saved \(.*built \("):
-    train.train_and_evaluate(wider, trained, progress=False, allow_change=("model",))
+    loop.train_and_evaluate(wider, trained, progress=False, allow_change=("model",))
   assert snapshot(trained) == before
 
 
@@ -218,12 +219,12 @@ def test_an_old_workdir_without_the_new_keys_still_resumes(own_corpus, cache_dir
   del saved["train"]["max_bad_steps"], saved["data"]["tokenizer"]
   json.dump(saved, open(path, "w"))
   os.remove(os.path.join(trained, checkpoint.DATA_FINGERPRINT_FILE))
-  train.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
+  loop.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
 
 
 def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the_saved_vocabulary(
     own_corpus, cache_dir, trained):
-  from jaxlm import evaluate
+  from jaxlm.training import evaluate
   original = evaluate.evaluate_workdir(trained, splits=("test",))[0]
   before = snapshot(trained)
   train_file = os.path.join(own_corpus, "train.txt")
@@ -234,7 +235,7 @@ def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the
     resume = smoke_config(own_corpus, cache_dir, **{"train.steps": 6})
     with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"vocabulary: (\d+) words saved, \d+ built.*"
                        r"data.fingerprint: saved"):
-      train.train_and_evaluate(resume, trained, progress=False, allow_change=("train.steps",))
+      loop.train_and_evaluate(resume, trained, progress=False, allow_change=("train.steps",))
     assert snapshot(trained) == before
     with pytest.raises(evaluate.DataChangedError, match="--allow_data_change"):
       evaluate.evaluate_workdir(trained, splits=("test",))
@@ -256,17 +257,17 @@ def truncate_largest_file(step_directory):
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, cache_dir, tmp_path, capsys):
-  from jaxlm import evaluate
+  from jaxlm.training import evaluate
   workdir = str(tmp_path / "run")
   config = smoke_config(own_corpus, cache_dir)  # checkpoints 3 and 6
-  train.train_and_evaluate(config, workdir, progress=False)
+  loop.train_and_evaluate(config, workdir, progress=False)
   truncate_largest_file(os.path.join(workdir, "checkpoints", "6"))
   capsys.readouterr()
   assert evaluate.evaluate_workdir(workdir, splits=("valid",))[0]["step"] == 3
   warnings = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
   assert len(warnings) == 1 and "step 6" in warnings[0] and "restoring step 3" in warnings[0]
 
-  train.train_and_evaluate(config, workdir, progress=False)  # resumes from 3, moves 6 aside
+  loop.train_and_evaluate(config, workdir, progress=False)  # resumes from 3, moves 6 aside
   assert kept_steps(workdir) == [3, 6] and len(os.listdir(os.path.join(workdir, "damaged_checkpoints"))) == 1
   assert evaluate.evaluate_workdir(workdir, splits=("valid",))[0]["step"] == 6
 
@@ -278,22 +279,23 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(own_corpus, 
 
 def test_a_damaged_init_checkpoint_falls_back_to_an_earlier_step_and_names_the_key(
     own_corpus, cache_dir, tmp_path, capsys):
-  from jaxlm import encoder_start, errors
+  from jaxlm.starts import pretrained_checkpoint
+  from jaxlm import errors
   workdir = str(tmp_path / "pre_trained")
-  train.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)  # steps 3 and 6
+  loop.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)  # steps 3 and 6
   at_three = saved_arrays(workdir, 3)["params"]
   truncate_largest_file(os.path.join(workdir, "checkpoints", "6"))
   capsys.readouterr()
-  restored = encoder_start.restore_encoder(workdir)
+  restored = pretrained_checkpoint.restore_encoder(workdir)
   jax.tree.map(np.testing.assert_array_equal, restored["body"], at_three["body"])
   [warning] = [line for line in capsys.readouterr().err.splitlines() if "unreadable" in line]
   assert warning.startswith(f"warning: config init.checkpoint={workdir!r}: checkpoint step 6 ")
   assert warning.endswith("using step 3 instead")
   with pytest.raises(checkpoint.DamagedCheckpointError, match=r"init.checkpoint=.*no checkpoint of 6 in"):
-    encoder_start.restore_encoder(f"{workdir}:6")  # a named step: no other will do
+    pretrained_checkpoint.restore_encoder(f"{workdir}:6")  # a named step: no other will do
   truncate_largest_file(os.path.join(workdir, "checkpoints", "3"))
   with pytest.raises(errors.UserError, match=r"config init.checkpoint=.*no checkpoint of 6, 3 .*step 6: .*step 3: "):
-    encoder_start.restore_encoder(workdir)
+    pretrained_checkpoint.restore_encoder(workdir)
 
 
 # ----------------------------------------------------------------------------
@@ -303,12 +305,12 @@ def test_a_damaged_init_checkpoint_falls_back_to_an_earlier_step_and_names_the_k
 def test_a_resume_does_not_duplicate_metrics_records(own_corpus, cache_dir, tmp_path):
   workdir = str(tmp_path / "run")
   config = smoke_config(own_corpus, cache_dir, **{"train.log_every": 1})
-  train.train_and_evaluate(config, workdir, progress=False)
+  loop.train_and_evaluate(config, workdir, progress=False)
   # As if killed after logging steps 4-6 but before checkpoint 6 was written.
   import shutil
   shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
-  train.train_and_evaluate(config, workdir, progress=False)
-  train.train_and_evaluate(config, workdir, progress=False)  # a finished run started again logs nothing new
+  loop.train_and_evaluate(config, workdir, progress=False)
+  loop.train_and_evaluate(config, workdir, progress=False)  # a finished run started again logs nothing new
   logged = [(record["kind"], record["step"]) for record in records(workdir)]
   assert sorted(logged) == sorted(set(logged)) and ("train", 6) in logged and ("valid", 6) in logged
 
@@ -321,7 +323,7 @@ def test_unwritable_checkpoints_fail_before_training(own_corpus, cache_dir, tmp_
   workdir = str(tmp_path / "run")
   with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write checkpoints to .*checkpoints: "
                      r"Permission denied\. Make it writable"):
-    train.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)
+    loop.train_and_evaluate(smoke_config(own_corpus, cache_dir), workdir, progress=False)
   assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))  # no step ran
 
 
@@ -337,7 +339,7 @@ def test_a_full_disk_is_reported_in_one_line(own_corpus, cache_dir, tmp_path, mo
 
   monkeypatch.setattr(ocp.CheckpointManager, "save", full)
   with pytest.raises(checkpoint.CheckpointWriteError) as raised:
-    train.train_and_evaluate(smoke_config(own_corpus, cache_dir), str(tmp_path / "run"), progress=False)
+    loop.train_and_evaluate(smoke_config(own_corpus, cache_dir), str(tmp_path / "run"), progress=False)
   message = str(raised.value)
   assert "\n" not in message and "step 3" in message and "No space left on device" in message
   assert "/3/default/d/0a1b" in message
@@ -353,10 +355,10 @@ def test_batch_size_one_on_four_devices_scores_exactly_like_one_device(tiny_corp
   config.data.path, config.data.cache_dir = tiny_corpus, cache_dir
   scores = []
   for devices in (jax.devices()[:1], jax.devices()):
-    experiment = train.build_experiment(config)
-    experiment.mesh = train.make_mesh(devices)
-    state = train.init_experiment_state(experiment)
-    evaluate_split = train.make_evaluator(experiment)
+    experiment = experiments.build_experiment(config)
+    experiment.mesh = experiments.make_mesh(devices)
+    state = experiments.init_experiment_state(experiment)
+    evaluate_split = evaluation.make_evaluator(experiment)
     # AWD-LSTM's convention: one row, the whole split as one stream with state carried.
     scores.append(evaluate_split(state, "valid", batch_size=1))
   one, four = scores

@@ -13,7 +13,8 @@ import matplotlib.image
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import report, train
+from jaxlm.tools import report
+from jaxlm.training import loop
 from task_fixtures import finetune_config, write_classification
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,10 +25,10 @@ def two_runs(tiny_corpus, cache_dir, tmp_path_factory):
   """{name: workdir}: the quickstart smoke LM (best by perplexity, lower) and the FastText-baseline
   RuCoLA smoke classifier (best by MCC, higher), 6 steps each."""
   language_model = str(tmp_path_factory.mktemp("language_model"))
-  train.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), language_model, progress=False)
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), language_model, progress=False)
   sentences = write_classification(str(tmp_path_factory.mktemp("sentences")))
   classifier = str(tmp_path_factory.mktemp("classifier"))
-  train.train_and_evaluate(finetune_config("task=rucola,body=fasttext", sentences), classifier, progress=False)
+  loop.train_and_evaluate(finetune_config("task=rucola,body=fasttext", sentences), classifier, progress=False)
   return {"LM <smoke>": language_model, "RuCoLA": classifier}
 
 
@@ -105,7 +106,8 @@ def test_the_report_tables_and_images_match_the_runs_records(two_runs):
 def test_a_quantity_no_run_recorded_is_said_not_drawn(two_runs, tmp_path):
   workdir = tmp_path / "old_run"
   workdir.mkdir()
-  shutil.copy(os.path.join(two_runs["LM <smoke>"], "config.json"), workdir)
+  for name in ("config.json", "run.json"):
+    shutil.copy(os.path.join(two_runs["LM <smoke>"], name), workdir)
   records = [{"step": 2, "kind": "train", "loss": 4.0, "perplexity": 54.6, "training_seconds": 1.0},
              {"step": 3, "kind": "valid", "loss": 3.9, "perplexity": 49.4, "training_seconds": 1.5},
              {"step": 4, "kind": "train", "loss": 3.0, "perplexity": 20.1, "training_seconds": 0.5}]  # resumed

@@ -105,7 +105,7 @@ def test_rotary_needs_an_even_head_width():
 
 def test_the_rotary_recipe_variant_trains_on_the_fused_path(tiny_corpus, cache_dir, tmp_path):
   from configs import wt2_transformer
-  from jaxlm import train
+  from jaxlm.training import loop
   config = wt2_transformer.get_config("positions=rotary,smoke")
   body = config.model.transformer
   assert body.positions == "rotary" and body.memory_length > 0
@@ -115,7 +115,7 @@ def test_the_rotary_recipe_variant_trains_on_the_fused_path(tiny_corpus, cache_d
   assert attention.uses_fused_path(train=True, memory=body.memory_length)
   config.data.path, config.data.cache_dir, config.train.eval_tokens = tiny_corpus, cache_dir, 0
   config.train.steps, config.train.log_every, config.train.eval_every = 1, 1, 1
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses = [record["loss"] for record in records if record["kind"] in ("train", "valid")]
   assert len(losses) == 2 and np.all(np.isfinite(losses)), records

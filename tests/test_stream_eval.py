@@ -1,6 +1,6 @@
 """Evaluation with carried state equals scoring each row in one unbroken call.
 
-jaxlm.train.evaluate cuts a token stream into one contiguous row per device (4
+jaxlm.training.evaluation.evaluate cuts a token stream into one contiguous row per device (4
 simulated devices here) and reads each row in segments of `length`, carrying the
 LSTM state or the Transformer-XL memory from one segment to the next. Where the
 carry holds the whole history (always for an LSTM; for Transformer-XL when the
@@ -11,7 +11,8 @@ over the whole row.
 import jax
 import numpy as np
 
-from jaxlm import losses, train
+from jaxlm.models.heads import losses
+from jaxlm.training import evaluation, experiments
 from jaxlm.data import lm_batches
 from tests.model_helpers import VOCAB, build
 
@@ -26,16 +27,16 @@ def stream_and_reference(model, param_scale: float = 1.0):
   param_scale multiplies every initial parameter: larger weights sharpen attention, so
   far context changes the loss by more than the summation-order noise.
   """
-  mesh = train.make_mesh()
+  mesh = experiments.make_mesh()
   rows = jax.device_count()
   num_targets = rows * ROW - PADDING
   tokens = np.asarray(jax.random.randint(jax.random.key(0), (num_targets + 1,), 0, VOCAB), np.int32)
   params = model.init(jax.random.key(1), tokens[None, :LENGTH], train=False)["params"]
   params = jax.tree.map(lambda leaf: leaf * param_scale, params)
-  eval_step = train.make_eval_step(
+  eval_step = evaluation.make_eval_step(
       model, lambda outputs, batch: losses.softmax_cross_entropy(outputs, batch["targets"], batch["weights"]), mesh)
   batches = lm_batches.evaluation_batches(tokens, batch_size=rows, length=LENGTH)
-  streamed = train.evaluate(eval_step, model, mesh, params, {}, batches, rows=rows)
+  streamed = evaluation.evaluate(eval_step, model, mesh, params, {}, batches, rows=rows)
 
   pad = lambda values: np.concatenate([values, np.zeros(PADDING, values.dtype)]).reshape(rows, ROW)
   weights = pad(np.ones(num_targets, np.float32))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import checkpoint, optim, train
+from jaxlm import checkpoint
+from jaxlm.training import experiments, loop, optim, steps
 from jaxlm.data import lm_batches
 from jaxlm.models import build_model
 from jaxlm.tasks import causal_lm
@@ -19,9 +20,9 @@ def step_on(config, devices, vocab_size=60):
   """(mesh, initial state, jitted train step) of `config` on `devices`."""
   model = build_model(config.model, vocab_size)
   optimizer = optim.build_optimizer(config.optim, config.train.steps)
-  mesh = train.make_mesh(devices)
-  state = train.init_state(model, optimizer, config, mesh)
-  return mesh, state, train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state,
+  mesh = experiments.make_mesh(devices)
+  state = experiments.init_state(model, optimizer, config, mesh)
+  return mesh, state, steps.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state,
                                             config.seed)
 
 
@@ -30,7 +31,7 @@ def one_step_params(config, devices, vocab_size=60):
   tokens = np.random.default_rng(0).integers(0, vocab_size, 5000).astype(np.int32)
   batch = lm_batches.window_batch(tokens, 0, seed=0, batch_size=config.train.batch_size,
                                   length=config.train.seq_len)
-  state, step_metrics = step(state, train.global_batch(mesh, batch))
+  state, step_metrics = step(state, experiments.global_batch(mesh, batch))
   return jax.device_get(state.params), jax.device_get(step_metrics)
 
 
@@ -45,8 +46,8 @@ def test_four_devices_match_one_device_for_the_same_global_batch(tiny_corpus, ca
   config.optim.warmup_steps = 0  # a non-zero first learning rate, so the step moves the parameters
   params_one, metrics_one = one_step_params(config, jax.devices()[:1])
   params_four, metrics_four = one_step_params(config, jax.devices())
-  initial = jax.device_get(train.init_state(build_model(config.model, 60), optim.build_optimizer(
-      config.optim, config.train.steps), config, train.make_mesh(jax.devices()[:1])).params)
+  initial = jax.device_get(experiments.init_state(build_model(config.model, 60), optim.build_optimizer(
+      config.optim, config.train.steps), config, experiments.make_mesh(jax.devices()[:1])).params)
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(initial)))
   assert moved > 1e-4  # the comparison below is not vacuous
   for one, four in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_four)):
@@ -58,7 +59,7 @@ def test_four_devices_match_one_device_for_the_same_global_batch(tiny_corpus, ca
 def test_training_lowers_the_loss_and_writes_metrics(tiny_corpus, cache_dir, tmp_path, capsys):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 30, "train.eval_every": 30,
                                                    "train.log_every": 10})
-  summary = train.train_and_evaluate(config, str(tmp_path), progress=False)
+  summary = loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train_losses = [record["loss"] for record in records if record["kind"] == "train"]
   # Without a progress bar (a log file), each log interval is one plain line with its loss.
@@ -79,12 +80,12 @@ def test_training_lowers_the_loss_and_writes_metrics(tiny_corpus, cache_dir, tmp
 
 def test_a_workdir_of_another_model_is_refused_and_left_untouched(tiny_corpus, cache_dir, tmp_path):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   before = sorted(os.listdir(tmp_path / "checkpoints"))
   saved_config = (tmp_path / "config.json").read_text()
   wider = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 6, "model.width": 48})
   with pytest.raises(checkpoint.IncompatibleWorkdirError, match="model.width: saved 32, requested 48"):
-    train.train_and_evaluate(wider, str(tmp_path), progress=False)
+    loop.train_and_evaluate(wider, str(tmp_path), progress=False)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == before
   assert (tmp_path / "config.json").read_text() == saved_config
 
@@ -93,18 +94,18 @@ def test_checkpoints_without_a_config_are_refused(tmp_path):
   (tmp_path / "checkpoints" / "3").mkdir(parents=True)
   from configs import quickstart
   with pytest.raises(checkpoint.IncompatibleWorkdirError, match="no config.json"):
-    checkpoint.prepare_workdir(str(tmp_path), quickstart.get_config("smoke"))
+    checkpoint.check_workdir(str(tmp_path), quickstart.get_config("smoke"))
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_corpus, cache_dir, tmp_path):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   # Resume with an infinite learning rate: the first update makes every parameter NaN.
   broken = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 9, "optim.lr": float("inf"),
                                                    "train.log_every": 1})
   # Step 4's parameters are NaN: known at the step itself (their norm), so the run stops there.
-  with pytest.raises(train.NonFiniteLossError, match=r"between steps 4 and 4.*last finite checkpoint is step 3"):
-    train.train_and_evaluate(broken, str(tmp_path), progress=False,
+  with pytest.raises(loop.NonFiniteLossError, match=r"between steps 4 and 4.*last finite checkpoint is step 3"):
+    loop.train_and_evaluate(broken, str(tmp_path), progress=False,
                              allow_change=("optim.lr", "train.steps"))
   assert sorted(int(name) for name in os.listdir(tmp_path / "checkpoints")) == [3]
 
@@ -125,7 +126,7 @@ def _all_reduce_results(config, devices, vocab_size=60):
   batch = {"inputs": np.zeros((rows, config.train.seq_len), np.int32),
            "targets": np.zeros((rows, config.train.seq_len), np.int32),
            "weights": np.ones((rows, config.train.seq_len), np.float32), "reset": np.ones((rows,), bool)}
-  text = step.lower(state, train.global_batch(mesh, batch)).compile().as_text()
+  text = step.lower(state, experiments.global_batch(mesh, batch)).compile().as_text()
   return [line.split("=", 1)[1].split("all-reduce(")[0] for line in text.splitlines() if " all-reduce(" in line]
 
 
@@ -141,13 +142,34 @@ def test_one_device_does_not_all_reduce_the_gradients(tiny_corpus, cache_dir):
 
 def test_running_a_finished_run_again_reports_its_validation(tiny_corpus, cache_dir, tmp_path):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 3})
-  first = train.train_and_evaluate(config, str(tmp_path), progress=False)
-  again = train.train_and_evaluate(config, str(tmp_path), progress=False)  # used to fail on a closed file
+  first = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  again = loop.train_and_evaluate(config, str(tmp_path), progress=False)  # used to fail on a closed file
   assert again["loss"] == pytest.approx(first["loss"], rel=1e-6)
 
 
 def test_eval_every_zero_validates_only_at_the_end(tiny_corpus, cache_dir, tmp_path):
   config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 4, "train.eval_every": 0, "train.log_every": 0})
-  train.train_and_evaluate(config, str(tmp_path), progress=False)
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [(record["kind"], record["step"]) for record in records] == [("train", 4), ("valid", 4)]
+
+
+def test_a_workdir_describes_its_run_and_reopening_it_builds_no_task(tiny_corpus, cache_dir, tmp_path):
+  """run.json says the task and the metric that ranks its checkpoints, so a fine-tuning start
+  from "<workdir>:best" (or a report) reads them instead of importing every task."""
+  import subprocess
+  import sys
+  from conftest import REPO_ROOT
+  from jaxlm import errors
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), workdir, progress=False)
+  assert checkpoint.load_run(workdir) == {"task": "causal_lm", "best_metric": "perplexity", "best_mode": "min"}
+  program = ("import sys; from jaxlm.starts import pretrained_checkpoint; "
+             f"encoder = pretrained_checkpoint.restore_encoder({workdir + ':best'!r}); "
+             "print(sorted(encoder), 'jaxlm.tasks' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", program], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO_ROOT}, timeout=120)
+  assert result.stdout.strip() == "['body', 'input_layer'] False", result.stderr[-2000:]
+  os.remove(os.path.join(workdir, checkpoint.RUN_FILE))
+  with pytest.raises(errors.WorkdirError, match=r"run.json not found: .* does not say which validation metric"):
+    checkpoint.load_run(workdir)

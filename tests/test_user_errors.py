@@ -15,7 +15,9 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, smoke_config
-from jaxlm import errors, evaluate, generate, report, tasks
+from jaxlm import errors, tasks
+from jaxlm.training import evaluate
+from jaxlm.tools import generate, report
 from task_fixtures import finetune_config, squad_document, write_classification, write_squad, write_treebank
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from jaxlm import vmf
+from jaxlm.models.heads import vmf
 
 KAPPAS = np.logspace(-3, 4, 57)
 # The grid, plus orders either side of the Debye switch (v = 4.5, 5) and odd m.

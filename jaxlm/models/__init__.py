@@ -20,7 +20,7 @@ not. Heads get it too (`head(states, *, input_layer, train, mask)`): a pooling h
 needs it; a language-model head scores every position and leaves padding to the
 loss's weights.
 
-Incremental decoding (text generation, jaxlm.generate): a causal body also has
+Incremental decoding (text generation, jaxlm.tools.generate): a causal body also has
 `body.decode_cache(batch_size, width, length)`, the empty cache for decoding up to `length`
 tokens, and a call with `decode=True` takes that cache as `carry` and returns the updated
 one: calling it on a prefix and then on each next token gives, at every position, the
@@ -30,7 +30,7 @@ transformer's cache holds every layer's keys and values (and the position, an in
 scalar), the LSTM's is its carry, the TCN's each convolution's last inputs. Encoders
 (causal=False) refuse. A body with a bounded number of positions (a transformer with
 learned or sinusoidal positions) also has `decode_limit()`, that bound; a cache is never
-longer (jaxlm.generate slides a window past it). Training and evaluation never pass decode, so their paths are
+longer (jaxlm.tools.generate slides a window past it). Training and evaluation never pass decode, so their paths are
 unchanged.
 
 The body family "none" (jaxlm.models.identity) returns its input vectors unchanged:
@@ -44,7 +44,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxlm import errors
-from jaxlm.models import embedding_bag, embeddings, heads, identity, layers, lstm, tcn, transformer
+from jaxlm.models import embedding_bag, embeddings, identity, layers, lstm, tcn, transformer
+from jaxlm.models.heads import language_model
 
 BODIES = {
     "transformer": transformer.Transformer,
@@ -59,13 +60,13 @@ INPUT_LAYERS = {
     "bag": embedding_bag.EmbeddingBag,
 }
 HEADS = {
-    "softmax": heads.SoftmaxHead,
+    "softmax": language_model.SoftmaxHead,
     # The same exact distribution, factorised over frequency clusters: cheaper to train.
-    "adaptive": heads.AdaptiveSoftmaxHead,
-    # Predict a vector in the fixed FastText space; the loss (jaxlm.losses) picks the objective.
-    "cosine": heads.EmbeddingHead,
-    "l2": heads.EmbeddingHead,
-    "vmf": heads.EmbeddingHead,
+    "adaptive": language_model.AdaptiveSoftmaxHead,
+    # Predict a vector in the fixed FastText space; the loss (jaxlm.models.heads.losses) picks the objective.
+    "cosine": language_model.EmbeddingHead,
+    "l2": language_model.EmbeddingHead,
+    "vmf": language_model.EmbeddingHead,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -115,7 +116,7 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   """Builds the model named by `config.model`; each part's fields are its config keys.
 
   subword_width: for model.input="bag", the padded number of rows per word, decided from
-  the vocabulary (jaxlm.pretrained.subword_width) so that init and restore shapes agree.
+  the vocabulary (jaxlm.starts.fasttext_rows.subword_width) so that init and restore shapes agree.
   """
   dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
   family = model_config.family
@@ -139,9 +140,9 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
                   if input_class is embedding_bag.EmbeddingBag else {})
   input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
   head_class = _lookup(HEADS, model_config.head, "model.head")
-  head_fields = ({"target_dim": model_config.target_dim} if head_class is heads.EmbeddingHead else
+  head_fields = ({"target_dim": model_config.target_dim} if head_class is language_model.EmbeddingHead else
                  {"cutoffs": tuple(model_config.adaptive_cutoffs), "output_bias": model_config.output_bias}
-                 if head_class is heads.AdaptiveSoftmaxHead else {"output_bias": model_config.output_bias})
+                 if head_class is language_model.AdaptiveSoftmaxHead else {"output_bias": model_config.output_bias})
   head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
                     tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
   return LanguageModel(input_layer=input_layer, body=body, head=head,

@@ -8,7 +8,7 @@ computed once by `jaxlm.data.subwords.subword_ids` (or with a FastText model by
 freshly initialised bag behaves exactly like a word table.
 
 The ids' padded width (`subword_width`) is a module field, decided from the
-vocabulary before `init` (jaxlm.pretrained.subword_width), so the state built by
+vocabulary before `init` (jaxlm.starts.fasttext_rows.subword_width), so the state built by
 `init` and the Orbax restore target built by `eval_shape` have the same shapes.
 """
 

@@ -180,7 +180,7 @@ class SelfAttention(nn.Module):
       from `position` on are empty and written here). position: int32 scalar.
     relative_terms: (u, v, relative keys [capacity, heads, head_width] of distances 0 ... capacity - 1),
       relative positions only; the keys do not depend on the position, so XLA hoists them out of a
-      decoding loop (seen in the compiled HLO of jaxlm.generate's loop: one [capacity, width]
+      decoding loop (seen in the compiled HLO of jaxlm.tools.generate's loop: one [capacity, width]
       product, before the loop).
     Returns (attended [batch, length, heads, head_width], the cache with the new keys and values).
     """

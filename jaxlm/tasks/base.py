@@ -1,4 +1,4 @@
-"""The contract between a task and the one training loop (jaxlm/train.py).
+"""The contract between a task and the one training loop (jaxlm/training/loop.py).
 
 The loop knows no task: it asks the task for its batches, its model, its loss and its
 evaluation, and keeps the checkpoint that is best by the task's metric. A task is built
@@ -48,7 +48,7 @@ class Task(abc.ABC):
   # score_predictions, and the loop merges their scores into the summary.
   scores_predictions = False
   # Batch keys that eval_sums counts without the weights (padding rows added to fill the
-  # devices must have them 0: jaxlm.train.pad_rows).
+  # devices must have them 0: jaxlm.training.evaluation.pad_rows).
   unweighted_counts: tuple[str, ...] = ()
 
   @property

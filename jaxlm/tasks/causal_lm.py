@@ -10,7 +10,9 @@ lowest validation perplexity.
 
 import functools
 
-from jaxlm import decoding, errors, losses, metrics, pretrained
+from jaxlm.models.heads import decoding, losses
+from jaxlm import errors, metrics
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import corpora, lm_batches
 from jaxlm.tasks import base
 
@@ -37,7 +39,7 @@ class CausalLM(base.Task):
   splits = corpora.SPLITS
 
   def __init__(self, config):
-    pretrained.check_config(config.model)  # before a long corpus preparation
+    fasttext_rows.check_config(config.model)  # before a long corpus preparation
     self.corpus = corpora.load_corpus(config.data)
     self.words = self.corpus.vocabulary.words
     self.sentencepiece_model = self.corpus.sentencepiece_model
@@ -64,7 +66,7 @@ class CausalLM(base.Task):
   def build_model(self, model_config):
     from jaxlm.models import build_model
     return build_model(model_config, len(self.words),
-                       subword_width=pretrained.subword_width(model_config, self.words))
+                       subword_width=fasttext_rows.subword_width(model_config, self.words))
 
   def init_inputs(self):
     import numpy as np

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors, pretrained
+from jaxlm import errors
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import example_batches, labelled_text, text_files
 from jaxlm.tasks import base, example_task, scores, text_inputs
 
@@ -54,7 +55,7 @@ class Classification(example_task.ExampleTask):
         raise text_files.DataError(f"{path}: the {split} file needs the label column {task.label_column!r}")
       self.examples[split], words[split] = self._read(path)
     self.labels = labelled_text.LabelSet.from_examples(self.examples["train"], self.paths["train"])
-    pretrained.check_config(config.model)
+    fasttext_rows.check_config(config.model)
     self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
     self.words = text_inputs.task_vocabulary(
         config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
@@ -103,7 +104,7 @@ class Classification(example_task.ExampleTask):
     return split
 
   def head(self, model_config, dtype):
-    from jaxlm.models import task_heads
+    from jaxlm.models.heads import task_heads
     return task_heads.ClassificationHead(
         num_classes=len(self.labels), pooling=self.task_config.pooling, hidden_size=self.task_config.head_hidden,
         dropout=self.task_config.head_dropout, dtype=dtype)

@@ -14,7 +14,7 @@ import abc
 
 import numpy as np
 
-from jaxlm import pretrained
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import example_batches
 from jaxlm.tasks import base
 
@@ -31,12 +31,12 @@ class ExampleTask(base.Task):
 
   @abc.abstractmethod
   def head(self, model_config, dtype):
-    """The task's head module (jaxlm.models.task_heads)."""
+    """The task's head module (jaxlm.models.heads.task_heads)."""
 
   def build_model(self, model_config):
     from jaxlm.models import DTYPES, build_model
     language_model = build_model(model_config, len(self.words),
-                                 subword_width=pretrained.subword_width(model_config, self.words))
+                                 subword_width=fasttext_rows.subword_width(model_config, self.words))
     return language_model.clone(head=self.head(model_config, DTYPES[model_config.compute_dtype]))
 
   def init_inputs(self):

@@ -25,7 +25,7 @@ permutation each epoch); evaluation reads every window of a split once. The loss
 the mean of the start and end cross-entropies over each window's positions (padding
 masked by the head), per window. eval_sums can only sum, while SQuAD's exact match and
 F1 need every window of a question at once, so the task sets `scores_predictions`: the
-loop's evaluation (jaxlm.train.make_evaluator) also collects every window's start and end
+loop's evaluation (jaxlm.training.evaluation.make_evaluator) also collects every window's start and end
 logits and `score_predictions` post-processes and scores them (jaxlm.tasks.squad_scores,
 official and "unicode" normalisation), during training and in launch/evaluate.py alike.
 The best checkpoint is the one with the best valid F1 (official normalisation).
@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors, pretrained
+from jaxlm import errors
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
 from jaxlm.tasks import base, example_task, squad_scores, text_inputs
@@ -88,7 +89,7 @@ class SpanQA(example_task.ExampleTask):
     training_words = word_lists(train_questions)
     other_words = word_lists([question for split, questions in self.questions.items() if split != "train"
                               for question in questions])
-    pretrained.check_config(config.model)
+    fasttext_rows.check_config(config.model)
     self.sentencepiece_model = text_inputs.sentencepiece_model(config, training_words)
     self.words = text_inputs.task_vocabulary(config, training_words, other_words, piece_model=self.sentencepiece_model)
     self.processor = None
@@ -187,7 +188,7 @@ class SpanQA(example_task.ExampleTask):
   # The Task contract.
 
   def head(self, model_config, dtype):
-    from jaxlm.models import task_heads
+    from jaxlm.models.heads import task_heads
     return task_heads.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
                                dtype=dtype)
 
@@ -201,7 +202,7 @@ class SpanQA(example_task.ExampleTask):
     batch["start_positions"] = np.where(real, batch["start_positions"], 0).astype(np.int32)
     batch["end_positions"] = np.where(real, batch["end_positions"], 0).astype(np.int32)
     batch["weights"] = real.astype(np.float32)
-    batch["example_index"] = indices.astype(np.int32)  # the window's row in the split (jaxlm.predict)
+    batch["example_index"] = indices.astype(np.int32)  # the window's row in the split (jaxlm.training.predict)
     return batch
 
   def eval_batches(self, split, *, batch_size, limit=0):

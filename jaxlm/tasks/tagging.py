@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors, pretrained
+from jaxlm import errors
+from jaxlm.starts import fasttext_rows
 from jaxlm.data import conllu, example_batches, text_files
 from jaxlm.tasks import example_task, text_inputs
 
@@ -43,7 +44,7 @@ class Tagging(example_task.ExampleTask):
     tag_index = {tag: position for position, tag in enumerate(self.tags)}
     words = {split: [[text_inputs.normalise_word(word, task.tokenizer) for word in sentence.words]
                      for sentence in sentences] for split, sentences in self.sentences.items()}
-    pretrained.check_config(config.model)
+    fasttext_rows.check_config(config.model)
     self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
     self.words = text_inputs.task_vocabulary(
         config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
@@ -70,7 +71,7 @@ class Tagging(example_task.ExampleTask):
     self.length = task.max_length
 
   def head(self, model_config, dtype):
-    from jaxlm.models import task_heads
+    from jaxlm.models.heads import task_heads
     return task_heads.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
                                   dropout=self.task_config.head_dropout, dtype=dtype)
 

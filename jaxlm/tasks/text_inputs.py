@@ -7,7 +7,7 @@ training texts (config.task.max_vocab: the most frequent N, the rest <unk>). Wit
 embedding bag (model.input="bag") every task word the vocabulary lacks is appended:
 the bag composes any word from its character n-grams, as FastText does for unseen
 words, so a word missing from pre-training or from the training split keeps its
-n-grams instead of becoming <unk> (jaxlm.encoder_start gives a pre-trained bag's new
+n-grams instead of becoming <unk> (jaxlm.starts.pretrained_checkpoint gives a pre-trained bag's new
 words fresh rows between its word rows and its n-gram buckets). No label is read for
 this; a word seen only outside training keeps the row it started with.
 
@@ -33,7 +33,7 @@ import os
 from absl import logging
 import numpy as np
 
-from jaxlm import checkpoint, encoder_start, errors
+from jaxlm import checkpoint, errors
 from jaxlm.data import vocabulary as vocabulary_lib
 from jaxlm.data import works
 
@@ -68,6 +68,13 @@ def start_token(tokenizer: str) -> str:
   return PIECE_START if tokenizer == "bpe" else START
 
 
+def _start_workdir(config) -> str:
+  """The pre-trained workdir config.init.checkpoint names (its vocabulary and tokenizer are the
+  task's), or "" for a run that starts from no checkpoint."""
+  spec = config.init.checkpoint if "init" in config else ""
+  return checkpoint.spec_workdir(spec) if spec else ""
+
+
 def _check_pre_trained_tokenizer(config, workdir: str) -> str:
   """init.checkpoint's SentencePiece model path ("" for a word-level run), refusing a run
   whose tokenizer is not the task's: its ids would mean other tokens."""
@@ -92,7 +99,7 @@ def _check_pre_trained_tokenizer(config, workdir: str) -> str:
 
 def sentencepiece_model(config, training_word_lists) -> str:
   """task.tokenizer="bpe": the SentencePiece .model path (see the module docstring); else ""."""
-  workdir = encoder_start.source_workdir(config)
+  workdir = _start_workdir(config)
   model_path = _check_pre_trained_tokenizer(config, workdir) if workdir else ""
   if config.task.tokenizer != "bpe" or model_path:
     return model_path
@@ -120,7 +127,7 @@ def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_mode
   then, for the embedding bag, every task word (training split first) that they lack.
   With a SentencePiece `piece_model`: its pieces (the pre-trained run's vocabulary, which
   must begin with them: a masked LM's adds <mask> after them)."""
-  workdir = encoder_start.source_workdir(config)
+  workdir = _start_workdir(config)
   if piece_model:
     from jaxlm.data import sentencepiece_tokenizer
     pieces = sentencepiece_tokenizer.pieces_of(sentencepiece_tokenizer.load_sentencepiece(piece_model))

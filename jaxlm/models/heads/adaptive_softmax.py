@@ -20,7 +20,7 @@ tokens in a cluster than its capacity, that cluster falls back to all tokens (`l
 so only one branch runs), which gives the same loss and gradient. Evaluation's ranks
 (top-1/top-5) use the full log-probabilities, `log_probs`.
 
-The head module (jaxlm.models.heads.AdaptiveSoftmaxHead) returns a dict of arrays; the
+The head module (jaxlm.models.heads.language_model.AdaptiveSoftmaxHead) returns a dict of arrays; the
 functions here read it:
   hidden        [batch, length, width] the states the logits are products with
   head_logits   float32 [batch, length, c_1 + k]: head words, then one logit per tail cluster

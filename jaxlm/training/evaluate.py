@@ -6,7 +6,8 @@ split is scored exactly once; the task of the run (jaxlm/tasks) says how.
 
 import sys
 
-from jaxlm import checkpoint, errors, train
+from jaxlm import checkpoint, errors
+from jaxlm.training import evaluation, experiments
 
 
 class DataChangedError(errors.UserError, ValueError):
@@ -61,7 +62,7 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
     config.data.path = data_path
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
-  experiment = train.build_experiment(config)
+  experiment = experiments.build_experiment(config)
   use_saved_data_identity(experiment, workdir, allow_data_change=allow_data_change,
                           check_fingerprint=check_fingerprint)
   task = experiment.task
@@ -70,7 +71,7 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   steps = manager.all_steps()
   if not steps:
     raise errors.MissingFileError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
-  target = train.experiment_target(experiment)
+  target = experiments.experiment_target(experiment)
   if best or step is not None:  # a named checkpoint: no other will do
     if best:
       step = checkpoint.best_step(manager)
@@ -106,7 +107,7 @@ def evaluate_workdir(workdir: str, *, step: int | None = None, best: bool = Fals
   for split in splits:
     if split not in task.splits:
       raise errors.ConfigError(f"--split={split!r} is not one of {sorted(task.splits)}")
-  evaluate_split = train.make_evaluator(experiment)
+  evaluate_split = evaluation.make_evaluator(experiment)
   options = {"length": length} if length else {}
   results = []
   for split in splits:

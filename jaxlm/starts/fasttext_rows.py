@@ -1,6 +1,6 @@
 """The input layer's start from config.model: scratch or FastText tables, and the bag's n-gram ids.
 
-Two moments, so that `train.init_state` and `train.abstract_state` (the Orbax
+Two moments, so that `experiments.init_state` and `experiments.abstract_state` (the Orbax
 restore target) build the same shapes:
   before init   `subword_width(model_config, words)`: the bag's padded ids per word,
                 a pure function of the vocabulary and min_n/max_n/bucket (never of a
@@ -88,7 +88,7 @@ def _rescale(new: np.ndarray, old: np.ndarray, std: float) -> np.ndarray:
 def install_from_config(state, model_config, words):
   """Returns `state` with the input layer's initial arrays installed (see the module docstring).
 
-  state: a freshly initialised train.TrainState (params and frozen collections).
+  state: a freshly initialised experiments.TrainState (params and frozen collections).
   words: the model vocabulary, index = token id (SentencePiece pieces for fasttext_pieces).
   The optimiser state is left as it is: optax builds it from shapes (zeros), not values.
   """

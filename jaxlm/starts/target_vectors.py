@@ -2,13 +2,13 @@
 
 `EmbeddingHead` keeps its table [vocab, target_dim] in the "frozen" variable collection,
 zeros after `model.init`. `install_from_config` replaces it with the same shape, dtype and
-sharding after `train.init_state`, so `train.abstract_state` (the Orbax restore target) is
+sharding after `experiments.init_state`, so `experiments.abstract_state` (the Orbax restore target) is
 unchanged and a resumed run reads the table from its checkpoint.
 
 Rows are stored as FastText gives them (or, with model.center_targets, as unit rows minus
 their mean: `center`), not normalised: every embedding loss unit-normalises
-the target it gathers (jaxlm.losses) and nearest-neighbour decoding normalises the table
-(jaxlm.decoding), so one table serves every head.
+the target it gathers (jaxlm.models.heads.losses) and nearest-neighbour decoding normalises the table
+(jaxlm.models.heads.decoding), so one table serves every head.
 
 The row of vocabulary word w:
   w in the FastText vocabulary:         its word vector (for a .bin, gensim's wv[w], the word

@@ -35,11 +35,10 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 
-from jaxlm import errors
+from jaxlm import config_files, errors
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 RESULT_FILE = "result.json"
 LOG_FILE = "log.txt"  # the cell's commands' stdout and stderr, appended per attempt
 LOCK_FILE = ".running"  # flock'ed while a runner works in the cell's workdir
@@ -427,45 +426,16 @@ def run_subprocess(cell: Cell, cores: list[int]) -> dict:
 
 
 def load_config(spec: str, overrides=()):
-  """The config launch/train.py builds from --config=<spec> --config.<override>... ("key=value" each):
-  ml_collections' own config flag parses both, so a grid override means what it means there."""
+  """The config launch/train.py builds from --config=<spec> --config.<override>... ("key=value" each),
+  by the same code (jaxlm.config_files), so a grid override means what it means there."""
   path = spec if os.path.exists(spec.partition(":")[0]) else os.path.join(ROOT, spec)
   try:
-    return _parse_config_flags(path, overrides)
-  except Exception as error:  # noqa: BLE001 (absl, ml_collections and the config file raise many kinds)
-    reason = " ".join(str(error.args[0] if error.args else error).split())  # ConfigDict's "did you mean" too
-  from configs import common
-  try:  # the file and its variants alone, with their own errors (a missing file, an unknown variant)
-    common.load(path)
-  except Exception as error:  # noqa: BLE001
+    return config_files.load_with_overrides(path, overrides)
+  except errors.ConfigError as error:
+    raise GridError(f"config {spec}: {error}; fix the grid config's overrides or the --grid.* flag that "
+                    "sets them") from None
+  except errors.UserError as error:
     raise GridError(f"config {spec}: {error}") from None
-  culprit = next((override for override in overrides if not _applies(path, override)), None)
-  if culprit is None:
-    raise GridError(f"config {spec} with overrides {list(overrides)}: {reason}")
-  raise GridError(f"override {culprit!r} of {spec}: {reason}; fix the grid config's overrides or the --grid.* "
-                  "flag that sets them")
-
-
-def _parse_config_flags(path: str, overrides):
-  """launch/train.py's --config and --config.* flags, parsed in a FlagValues of their own: the ConfigDict."""
-  from absl import flags
-  from ml_collections import config_flags
-  argv = ["launch/train.py", f"--config={path}", *(f"--config.{override}" for override in overrides)]
-  flag_values = flags.FlagValues()  # its own: the process's absl flags stay as they are
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True, sys_argv=argv)
-  with warnings.catch_warnings():  # ml_collections loads config files with the deprecated load_module
-    warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
-    flag_values(argv)
-  return flag_values.config
-
-
-def _applies(path: str, override: str) -> bool:
-  """Whether `override` alone applies to the config at `path` (to name the wrong one of several)."""
-  try:
-    _parse_config_flags(path, (override,))
-  except Exception:  # noqa: BLE001
-    return False
-  return True
 
 
 def check_configs(cells) -> None:
@@ -483,9 +453,9 @@ def run_in_process(cell: Cell, cores: list[int]) -> dict:
   del cores
   if cell.kind == "fasttext":
     raise GridError(f"{cell.name}: FastText cells run as subprocesses only (run_subprocess)")
-  from jaxlm import evaluate, train
+  from jaxlm.training import evaluate, loop
   started = time.process_time()
-  train.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
+  loop.train_and_evaluate(load_config(cell.config, cell.overrides), cell.workdir, progress=False)
   evaluations = (evaluate.evaluate_workdir(cell.workdir, best=True, splits=cell.splits)
                  if cell.kind == "finetune" else [])
   return {"evaluations": evaluations, "cpu_seconds": time.process_time() - started}
@@ -493,7 +463,8 @@ def run_in_process(cell: Cell, cores: list[int]) -> dict:
 
 def _steps_and_batch(cell: Cell) -> tuple[int | None, dict]:
   """(the last trained step, the batch's shape) of a trained cell, from its metrics.jsonl and config.json."""
-  from jaxlm import checkpoint, plot
+  from jaxlm import checkpoint
+  from jaxlm.tools import plot
   config = checkpoint.load_config(cell.workdir)
   curve = plot.read_curve(os.path.join(cell.workdir, "metrics.jsonl"), kind="train", x="step", y="loss")
   return int(curve[-1][0]), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}

@@ -3,11 +3,11 @@
   runs = [report.load_run("transformer", "runs/quickstart"), report.load_run("LSTM", "runs/lstm")]
   html = report.render(runs, title="quickstart vs LSTM")
 
-Everything comes from what a workdir holds (jaxlm/train.py writes both): metrics.jsonl's
+Everything comes from what a workdir holds (jaxlm/training/loop.py writes both): metrics.jsonl's
 "train" and "valid" records and config.json. The metric a run is judged by, and whether
 lower or higher is better, is its task's (jaxlm.tasks: perplexity for language models,
 MCC, accuracy or F1 for fine-tuning), as its best checkpoint was chosen. Figures are PNGs
-in the page (base64), drawn by jaxlm.plot, so the page is one file that opens anywhere.
+in the page (base64), drawn by jaxlm.tools.plot, so the page is one file that opens anywhere.
 """
 
 import base64
@@ -17,7 +17,8 @@ import json
 import math
 import os
 
-from jaxlm import checkpoint, errors, metrics, plot, tasks
+from jaxlm import checkpoint, errors, metrics
+from jaxlm.tools import plot
 
 # The wall-time axis: seconds in training steps (evaluation and saving excluded).
 TIME_KEY = "training_seconds"
@@ -62,11 +63,11 @@ def load_run(name: str, workdir: str) -> Run:
   records = [record for record in records if record["kind"] in ("train", "valid")]
   if not records:
     raise errors.WorkdirError(f"run {name!r}: {metrics_path} has no train or valid records yet")
-  task = tasks.task_name(config)
-  if task not in tasks.TASKS:
-    raise errors.WorkdirError(f"run {name!r}: {workdir}/config.json has task.name={task!r}, not one of "
-                              f"{sorted(tasks.TASKS)}")
-  best_metric, best_mode = tasks.TASKS[task].best_of(config)
+  try:
+    run = checkpoint.load_run(workdir)  # the task and its best metric, as the run recorded them
+  except errors.UserError as error:
+    raise type(error)(f"run {name!r}: {error}") from error
+  task, best_metric, best_mode = run["task"], run["best_metric"], run["best_mode"]
   return Run(name=name, workdir=workdir, config=json.loads(config.to_json()), records=records, task=task,
              best_metric=best_metric, best_mode=best_mode, clock_restarts=clock_restarts)
 

@@ -4,12 +4,12 @@ A loss is `loss_fn(outputs, targets, weights) -> dict` of float32 sums:
   loss_sum  sum over positions of weight * loss    (the gradient is of loss_sum / count)
   count     sum of weights (the number of real target tokens)
 Extra keys are summed and reported the same way. Pick one by name from LOSSES.
-Top-1/top-5 accuracy is not part of the loss: `jaxlm.decoding.accuracy_sums` computes it
+Top-1/top-5 accuracy is not part of the loss: `jaxlm.models.heads.decoding.accuracy_sums` computes it
 at evaluation for every head, so the training step does not pay for an argmax over the
 vocabulary (on a CPU that pass costs about as much as the softmax itself).
 
 Softmax heads hand the loss float32 logits [batch, length, vocab]; the adaptive softmax
-head hands it the dict described in jaxlm.adaptive_softmax. Embedding heads hand it
+head hands it the dict described in jaxlm.models.heads.adaptive_softmax. Embedding heads hand it
 {"vectors": predicted [batch, length, dim], "target_table": fixed [vocab, dim]}, both
 float32; the loss gathers each target word's vector from the table and never sends a
 gradient into it.
@@ -18,7 +18,8 @@ gradient into it.
 import jax
 import jax.numpy as jnp
 
-from jaxlm import adaptive_softmax, errors, vmf
+from jaxlm.models.heads import adaptive_softmax, vmf
+from jaxlm import errors
 
 
 def softmax_cross_entropy(logits, targets, weights):

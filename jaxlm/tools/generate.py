@@ -9,13 +9,13 @@ to a fixed length, so it compiles once; causal outputs do not see the padding): 
 reference the cached path must equal, and the baseline of BENCHMARKS.md's speed-up.
 
 The next token is drawn from the head's scores at the last position:
-  softmax   its logits;   adaptive   its exact log-probabilities (jaxlm.adaptive_softmax);
+  softmax   its logits;   adaptive   its exact log-probabilities (jaxlm.models.heads.adaptive_softmax);
   vmf       the von Mises-Fisher log-density of each word's unit target vector, up to a
             constant: the predicted vector . unit(target), i.e. kappa * cosine; so temperature 1
             samples the model's own distribution restricted to the vocabulary;
   cosine, l2  the cosine between the predicted and each word's target vector. These heads
             define no distribution over words: greedy decoding picks the nearest word, as
-            evaluation's top-1 does (jaxlm.decoding); sampling draws from
+            evaluation's top-1 does (jaxlm.models.heads.decoding); sampling draws from
             softmax(cosine / temperature); cosines lie in [-1, 1], so only a small temperature
             (well below 1) makes near words much likelier than far ones.
 Sampling divides the scores by `temperature` (0: greedy, the largest score), then keeps the
@@ -43,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import adaptive_softmax, checkpoint, decoding, errors, evaluate
+from jaxlm.models.heads import adaptive_softmax, decoding
+from jaxlm import checkpoint, errors
+from jaxlm.training import evaluate
 from jaxlm.data import corpora, works
 from jaxlm.data.vocabulary import END_OF_SENTENCE, UNKNOWN
 

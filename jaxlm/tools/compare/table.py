@@ -14,7 +14,7 @@ mean ± sd at the checkpoints the task's metric picked.
 import math
 import os
 
-from jaxlm.compare import grid as grid_lib
+from jaxlm.tools.compare import grid as grid_lib
 from jaxlm.data import text_files
 
 CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
@@ -204,7 +204,7 @@ def plot(table: list[dict], path: str) -> None:
   figure, axes = pyplot.subplots(1, len(tasks), figsize=(4.5 * len(tasks) + 1.2, 3.6), squeeze=False)
   for axis, task in zip(axes[0], tasks):
     task_rows = [row for row in table if row["task"] == task]
-    # In the grid's order of starts (jaxlm.compare.grid.STARTS), not the order rows first use them,
+    # In the grid's order of starts (jaxlm.tools.compare.grid.STARTS), not the order rows first use them,
     # so that each body's line runs left to right (RuCoLA's bpe_fasttext row came before mlm).
     order = list(grid_lib.STARTS)
     starts = sorted(dict.fromkeys(row["start"] for row in task_rows),

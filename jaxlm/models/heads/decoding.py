@@ -9,7 +9,7 @@ would be 8 GB at once).
 import jax.numpy as jnp
 from jax import lax
 
-from jaxlm import adaptive_softmax
+from jaxlm.models.heads import adaptive_softmax
 
 
 def unit(vectors):

@@ -2,7 +2,7 @@
 
 Steady state only: the first steps (compilation, warm-up) are excluded. FLOPs
 per step are the matrix products of the forward and backward pass, counted from
-the program's jaxpr (jaxlm.flops), so the count is the same for every model
+the program's jaxpr (jaxlm.tools.flops), so the count is the same for every model
 family and backend without a hand-written formula. Utilisation is reported
 against the matrix-multiply FLOP/s that the same process measures on the same
 device and dtype, and, on known GPUs, against the vendor's quoted dense peak.
@@ -15,7 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors, flops, train
+from jaxlm import errors
+from jaxlm.tools import flops
+from jaxlm.training import experiments, steps
 from jaxlm.tasks import causal_lm
 
 # Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
@@ -74,7 +76,7 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
     started = time.perf_counter()
     for batch in group:
       state, step_metrics = step_fn(state, batch)
-      if jax.default_backend() == "cpu":  # see train.InFlight
+      if jax.default_backend() == "cpu":  # see jaxlm.training.evaluation.InFlight
         jax.block_until_ready(step_metrics)
     jax.block_until_ready(step_metrics)
     seconds.append((time.perf_counter() - started) / len(group))
@@ -84,11 +86,11 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
 
 
 def train_step_flops(experiment, state, local_batch: dict) -> float:
-  """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.flops)."""
+  """Model FLOPs of one step over the global batch: forward and backward matmuls (jaxlm.tools.flops)."""
   model, loss_fn = experiment.model, experiment.task.loss
 
   def objective(params):
-    outputs, _ = train.apply_model(model, {"params": params, **state.frozen}, local_batch, train=True,
+    outputs, _ = experiments.apply_model(model, {"params": params, **state.frozen}, local_batch, train=True,
                                    carry=state.carry, rngs={"dropout": jax.random.key(0)})
     return loss_fn(outputs, local_batch)["loss_sum"]
 
@@ -108,7 +110,7 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
   batch = {key: jnp.asarray(value) for key, value in local_batch.items() if key != "reset"}
 
   def loss(params):
-    outputs, _ = train.apply_model(model, {"params": params, **state.frozen}, batch, train=True, carry=carry,
+    outputs, _ = experiments.apply_model(model, {"params": params, **state.frozen}, batch, train=True, carry=carry,
                                    rngs={"dropout": jax.random.key(0)})
     sums = loss_fn(outputs, batch)
     return sums["loss_sum"] / sums["count"]
@@ -134,17 +136,17 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   its compile time. The step is the trainer's, with train.microbatches and model.remat as
   configured. memory_only: compile and report memory (and the compile time), run nothing.
   """
-  experiment = train.build_experiment(config)
+  experiment = experiments.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
-  state = train.init_experiment_state(experiment)
-  step_fn = train.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed,
+  state = experiments.init_experiment_state(experiment)
+  step_fn = steps.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed,
                                   microbatches=config.train.microbatches)
 
   def local_batch(step):
     return experiment.task.train_batch(step, seed=config.seed, batch_size=config.train.batch_size,
                                        process_index=jax.process_index(), process_count=jax.process_count())
 
-  batch = lambda step: train.global_batch(mesh, local_batch(step))
+  batch = lambda step: experiments.global_batch(mesh, local_batch(step))
   started = time.perf_counter()
   compiled = step_fn.lower(state, batch(0)).compile()
   device = jax.devices()[0]
@@ -238,27 +240,28 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   """Train-step time and memory of `config` (see head_cost_config) at `vocab_size` words.
 
   Synthetic uniform token ids and, for embedding heads, a random fixed target table: the
-  cost does not depend on the words. The step is the trainer's own (train.make_train_step).
+  cost does not depend on the words. The step is the trainer's own (steps.make_train_step).
   Memory: the compiled step's buffer sizes from XLA (on every backend), and on GPU the
   device's peak bytes in use, which never resets in a process, so give each setting its
   own process (launch/benchmark_heads.py does).
   """
-  from jaxlm import optim, target_vectors
+  from jaxlm.training import optim
+  from jaxlm.starts import target_vectors
   from jaxlm.models import build_model
 
   model = build_model(config.model, vocab_size)
   optimizer = optim.build_optimizer(config.optim, warmup_steps + timed_steps)
-  mesh = train.make_mesh()
-  state = train.init_state(model, optimizer, config, mesh)
+  mesh = experiments.make_mesh()
+  state = experiments.init_state(model, optimizer, config, mesh)
   if target_vectors.has_target_table(state):
     rng = np.random.default_rng(config.seed)
     state = target_vectors.install(state, rng.standard_normal((vocab_size, config.model.target_dim), np.float32))
-  step_fn = train.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state, config.seed)
+  step_fn = steps.make_train_step(model, causal_lm.batch_loss(config.model), optimizer, mesh, state, config.seed)
 
   rows, length = config.train.batch_size, config.train.seq_len
   def batch(step):
     window = np.random.default_rng([config.seed, step]).integers(0, vocab_size, (rows, length + 1), dtype=np.int32)
-    return train.global_batch(mesh, {"inputs": window[:, :-1], "targets": window[:, 1:],
+    return experiments.global_batch(mesh, {"inputs": window[:, :-1], "targets": window[:, 1:],
                                      "weights": np.ones((rows, length), np.float32),
                                      "reset": np.ones((rows,), bool)})
 

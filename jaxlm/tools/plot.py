@@ -4,7 +4,7 @@
   figure = line_plot({"word, scratch": curve, ...}, x_label="step", y_label="validation loss")
   save(figure, "benchmarks/ru_lm_valid_loss.png")
 
-BENCHMARKS.md's plots (launch/plot.py) and run reports (jaxlm/report.py) are drawn this
+BENCHMARKS.md's plots (launch/plot.py) and run reports (jaxlm/tools/report.py) are drawn this
 way, so every figure has the same look and can be regenerated from the runs' own records.
 Figures are plain matplotlib Figures on the Agg canvas: no pyplot, no display and no
 change to the global backend, so a headless machine writes them and a notebook shows them.

@@ -17,7 +17,8 @@ existing file unless `overwrite`; always in a folder that exists and can be writ
 import os
 import tempfile
 
-from jaxlm import checkpoint, errors, evaluate, train
+from jaxlm import checkpoint, errors
+from jaxlm.training import evaluate, evaluation
 
 
 def check_output(workdir: str, output: str, *, overwrite: bool = False) -> None:
@@ -86,7 +87,7 @@ def predict_workdir(workdir: str, output: str, *, split: str = "test", input_pat
     split = task.add_file(input_path)
   if split not in task.splits:
     raise errors.ConfigError(f"--split={split!r} is not one of {sorted(task.splits)}")
-  predictions = train.predict_split(experiment, train.make_predict_step(experiment), state, split,
+  predictions = evaluation.predict_split(experiment, evaluation.make_predict_step(experiment), state, split,
                                     batch_size=batch_size)
   check_output(workdir, output, overwrite=overwrite)  # again: a file may have appeared while it ran
   count = task.write_predictions(split, predictions, output)

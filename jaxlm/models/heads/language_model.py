@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxlm import adaptive_softmax
+from jaxlm.models.heads import adaptive_softmax
 from jaxlm.models import layers
 
 
@@ -78,7 +78,7 @@ class EmbeddingHead(nn.Module):
 
 
 class AdaptiveSoftmaxHead(nn.Module):
-  """An exact softmax factorised over frequency clusters (jaxlm.adaptive_softmax).
+  """An exact softmax factorised over frequency clusters (jaxlm.models.heads.adaptive_softmax).
 
   Scores the `cutoffs[0]` most frequent words plus one token per tail cluster for every
   position, and leaves each tail cluster's words to the loss, which scores them only for
@@ -87,7 +87,7 @@ class AdaptiveSoftmaxHead(nn.Module):
   parameters are the softmax head's plus one vector and one bias per cluster.
   `output_bias=False` leaves out every bias (the tail biases are None): on 2 CPU cores the
   biases' additions and gradients cost ~3% of the quickstart's step. Returns the dict
-  jaxlm.adaptive_softmax reads (its docstring gives the shapes).
+  jaxlm.models.heads.adaptive_softmax reads (its docstring gives the shapes).
   """
   vocab_size: int
   embedding_width: int

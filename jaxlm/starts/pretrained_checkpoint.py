@@ -16,44 +16,20 @@ its table [pre-trained words + new words + n-gram buckets, width] takes the pre-
 word rows and buckets and keeps fresh rows for the new words.
 """
 
-import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxlm import checkpoint, errors
 
 ENCODER_SCOPES = ("input_layer", "body")
 
 
-def parse(spec: str) -> tuple[str, str]:
-  """"<workdir>[:best|:<step>]" -> (workdir, "latest" | "best" | "<step>")."""
-  workdir, _, which = spec.rpartition(":")
-  if workdir and (which == "best" or which.isdigit()):
-    return workdir, which
-  return spec, "latest"
-
-
-def _checked_workdir(spec: str) -> str:
-  workdir, _ = parse(spec)
-  if not os.path.isfile(os.path.join(workdir, checkpoint.CONFIG_FILE)):
-    raise errors.MissingFileError(f"config init.checkpoint={spec!r}: {workdir} is not a jaxlm workdir (no "
-                            f"{checkpoint.CONFIG_FILE}); give the --workdir of a run made by launch/train.py")
-  return workdir
-
-
-def source_workdir(config) -> str:
-  """The pre-trained workdir named by config.init.checkpoint, or "" for no checkpoint start."""
-  spec = config.init.checkpoint if "init" in config else ""
-  return _checked_workdir(spec) if spec else ""
-
-
 def _steps(manager, spec: str) -> list[int]:
   """The kept steps to try, in order: the named one alone; the best, then the others from the
   latest; the latest, then the earlier ones (a damaged one is passed over with a warning, as
   training's own restore does)."""
-  _, which = parse(spec)
+  _, which = checkpoint.parse_spec(spec)
   steps = sorted(manager.all_steps(), reverse=True)
   if not steps:
     raise errors.MissingFileError(f"config init.checkpoint={spec!r}: the workdir has no checkpoint yet")
@@ -70,12 +46,12 @@ def _steps(manager, spec: str) -> list[int]:
 
 def restore_encoder(spec: str) -> dict:
   """{scope: numpy parameter tree} of the checkpoint's input layer and body."""
-  workdir = _checked_workdir(spec)
+  workdir = checkpoint.spec_workdir(spec)
   saved = checkpoint.load_config(workdir)
-  from jaxlm import tasks
-  best_metric, best_mode = tasks.TASKS[tasks.task_name(saved)].best_of(saved)
+  # Only ":best" needs the run's best metric, which the workdir records (run.json): no task is built.
+  best = checkpoint.load_run(workdir) if checkpoint.parse_spec(spec)[1] == "best" else {}
   manager = checkpoint.manager(workdir, saved.train.keep_checkpoints, read_only=True,
-                               best_metric=best_metric, best_mode=best_mode)
+                               best_metric=best.get("best_metric", "loss"), best_mode=best.get("best_mode", "min"))
   try:
     _, tree = checkpoint.restore_first_readable(manager, _steps(manager, spec),
                                                 source=f"config init.checkpoint={spec!r}")
@@ -99,7 +75,7 @@ def _grow_bag_table(restored: dict, params: dict, spec: str) -> None:
     return
   if saved_table.shape[1] != fresh_table.shape[1]:
     return  # another width: the shape check reports it
-  saved_words = checkpoint.load_words(parse(spec)[0]) or []
+  saved_words = checkpoint.load_words(checkpoint.parse_spec(spec)[0]) or []
   extra = fresh_table.shape[0] - saved_table.shape[0]
   fresh = np.asarray(jax.device_get(fresh_table))
   vocab = len(saved_words)

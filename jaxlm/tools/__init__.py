@@ -1,0 +1,1 @@
+"""Tools over trained runs: generation, reports, plots, benchmarks and the comparison grid."""
