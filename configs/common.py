@@ -6,8 +6,6 @@ fails at start-up. Variants are `--config=configs/x.py:smoke` or
 `--config=configs/x.py:model=lstm,smoke`, parsed by `parse_variants`.
 """
 
-import os
-
 import ml_collections
 
 from jaxlm import errors
@@ -68,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "dots_with_no_batch_dims_saveable" keep matmul outputs (jax.checkpoint_policies). Same
   # gradients and parameter tree either way (jaxlm.models.layers.REMAT_POLICIES). XLA:CPU saves
   # memory with it only under XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false
-  # (BENCHMARKS.md, issue 16).
+  # (BENCHMARKS.md, "Memory and speed").
   config.model.remat = "none"
   # Input start (jaxlm.starts.fasttext_rows): scratch | fasttext_words (word rows) | fasttext_bag (word rows
   # and n-gram buckets; input="bag") | fasttext_pieces (SentencePiece rows; data.tokenizer="bpe",
@@ -282,11 +280,11 @@ SMOKE_BODY = (("num_layers", 1), ("num_heads", 2), ("hidden_size", 32), ("memory
 SMOKE_SEQ_LEN = 16
 
 
-def use_quickstart_recipe_of_2026_11_23(config: ml_collections.ConfigDict) -> None:
-  """The quickstart's batch, optimiser and head biases as they were when configs/wt2_families.py
-  and configs/wt2_heads.py were measured: 16 x 64 tokens a step, AdamW 2e-3 after 50 warmup
-  steps, output biases on. The quickstart has since moved to 4,096-token steps without
-  output biases (a faster CPU step); these configs keep the recipe their results came from.
+def use_small_batch_recipe(config: ml_collections.ConfigDict) -> None:
+  """The batch, optimiser and head biases configs/wt2_families.py and configs/wt2_heads.py were
+  measured with: 16 x 64 tokens a step, AdamW 2e-3 after 50 warmup steps, output biases on.
+  The quickstart itself takes 4,096-token steps without output biases (a faster CPU step);
+  these configs keep the recipe their results came from.
   """
   config.train.batch_size = 16
   config.train.log_every = 20

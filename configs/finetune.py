@@ -1,4 +1,5 @@
-"""Fine-tuning an encoder on a sentence, token or span task: RuCoLA, UD Russian-Taiga UPOS, SST-2, XQuAD.
+"""Fine-tuning an encoder on a sentence, token or span task: RuCoLA, UD Russian-Taiga UPOS, SST-2,
+XQuAD, or your own CSV/TSV, CoNLL-U or SQuAD JSON files.
 
   python launch/train.py --config=configs/finetune.py:task=rucola,body=transformer \
       --config.task.path=../shared/data/rucola --workdir=runs/finetune/rucola_transformer_scratch
@@ -12,6 +13,16 @@
       --split=valid                      # SQuAD v1.1 EM / F1, official and "unicode" normalisation
   python launch/predict.py --workdir=runs/finetune/xquad_ru_transformer_scratch --best --split=valid \
       --output=xquad_ru_valid.json       # {question id: answer text}, SQuAD's prediction format
+
+Your own labelled files (task=csv, conllu or squad_json; the keys below are config.task's):
+
+  python launch/train.py --config=configs/finetune.py:task=csv,body=fasttext --config.task.path=my_data \
+      --config.task.files.train=train.tsv --config.task.files.valid=dev.tsv --config.task.files.test=test.tsv \
+      --config.task.text_column=review --config.task.label_column=stars --workdir=runs/my_task
+  python launch/train.py --config=configs/finetune.py:task=conllu,body=lstm --config.task.path=my_treebank \
+      --config.task.files.test='' --workdir=runs/my_tagger
+  python launch/train.py --config=configs/finetune.py:task=squad_json,body=transformer \
+      --config.task.path=my_qa --config.task.file=my_squad.json --workdir=runs/my_qa
 
 Variants (`:task=upos,body=lstm,start=fasttext`):
   task=rucola  RuCoLA acceptability (binary; best checkpoint by Matthews correlation;
@@ -33,6 +44,16 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                what needs no word meaning can transfer (matching question words in the
                context, punctuation, numbers, positions). Rows that mean the same in both
                languages need a bilingual pre-trained start, which no config here makes
+  task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
+               (a .tsv name reads tab-separated, unquoted), a header row with the columns
+               "text" and "label" (task.text_column, task.label_column; any labels, two or
+               more), rows numbered unless task.id_column names an id column; the test file
+               may lack the label column (then it is only predicted), and
+               --config.task.files.test='' leaves it out. Best checkpoint by dev accuracy
+  task=conllu  your own CoNLL-U treebank: train.conllu, dev.conllu, test.conllu (UPOS
+               tagging as task=upos; --config.task.files.test='' where there is none)
+  task=squad_json  your own SQuAD v1.1 JSON file, qa.json (task.file): every 10th article
+               (task.dev_fraction 0.1) is "valid", the rest train, as task=xquad_ru
   body=transformer | lstm | tcn   bidirectional encoders (causal=False) of one small size,
                the shapes configs/ru_mlm.py pre-trains (common.use_small_encoder)
   body=fasttext  the FastText baseline: no body, the mean of the FastText bag vectors
@@ -89,6 +110,11 @@ TASKS = {
     # sized set, so a quarter of its 48 articles is held out and the rest is all the training.
     "xquad_ru": ("squad", dict(file="xquad.ru.json", dev_fraction=0.25)),
     "xquad_en_to_ru": ("squad", dict(file="xquad.en.json", eval_file="xquad.ru.json", dev_fraction=0.25)),
+    # A user's own files, named by task.path and --config.task.* overrides (the docstring's commands).
+    "csv": ("classification", dict(files=dict(train="train.csv", valid="dev.csv", test="test.csv"),
+                                   text_column="text", label_column="label")),
+    "conllu": ("tagging", dict(files=dict(train="train.conllu", valid="dev.conllu", test="test.conllu"))),
+    "squad_json": ("squad", dict(file="qa.json", dev_fraction=0.1)),
 }
 BODIES = ("transformer", "lstm", "tcn", "fasttext")
 INPUTS = ("bag", "bpe")
@@ -142,7 +168,7 @@ def get_config(arg: str | None = None):
   # The recurrent and convolutional encoders need more: at 1e-3 both mostly stayed at RuCoLA's
   # majority class in 400 steps (dev MCC 0). RuCoLA dev MCC, seed 0, from scratch, for lr 1e-3 /
   # 3e-3 / 1e-2: BiLSTM 0.153 / 0.252 / 0.203, TCN 0.000 / 0.167 / 0.225; the transformer
-  # 0.233 at 1e-3, 0.153 at 3e-3 (BENCHMARKS.md issue 15: tuned on that dev set, one seed).
+  # 0.233 at 1e-3, 0.153 at 3e-3 (BENCHMARKS.md, "The comparison grid": tuned on that dev set, one seed).
   if body == "lstm":
     config.optim.lr = 3e-3
   if body == "tcn":

@@ -1,6 +1,6 @@
 """Russian LM pre-training on RusLit: scratch vs FastText starts, for word, bag and BPE inputs.
 
-The question (issue 4): does starting from FastText (and composing words from
+The question: does starting from FastText (and composing words from
 n-grams, as FastText does) converge faster than training from scratch, and what
 does freezing the FastText table cost? One model size and budget for all runs: a
 2-layer, width-128 transformer with the adaptive softmax (the exact softmax,
@@ -17,7 +17,7 @@ Variants (`--config=configs/ru_lm.py:input=bag,init=fasttext`):
                so the bag starts at FastText's word vectors, times one scale factor:
                model.fasttext_std below); bpe: fasttext_pieces
   init=frozen  the FastText start, with the input table frozen (tied: the output too)
-  head=adaptive (default) | softmax | cosine | l2 | vmf   the output layer (issue 5); the
+  head=adaptive (default) | softmax | cosine | l2 | vmf   the output layer; the
                embedding heads need --config.model.target_vectors=<the FastText .bin>
   smoke        seconds on a CPU once the corpus is cached (width 32, tiny bucket/vocab)
 Every vocabulary is the same size, so every model has the same parameter count and
@@ -89,7 +89,7 @@ def get_config(arg: str | None = None):
   # perplexities as a full softmax at ~2.5x the steps per CPU-minute. Its output rows are the
   # tied input rows, so a FastText start shapes the output layer too.
   config.model.head = variants.get("head", "adaptive")
-  # Embedding heads: raw FastText targets decode to hub words (BENCHMARKS.md, issue 5).
+  # Embedding heads: raw FastText targets decode to hub words (BENCHMARKS.md, "Output heads").
   config.model.center_targets = True
   if tokenizer == "bpe":
     # Piece ids are SentencePiece's merge order, not frequency: more tokens fall in the tail
@@ -130,7 +130,7 @@ def get_config(arg: str | None = None):
     config.model.bucket = 2000
     config.train.max_minutes = 0.0
     config.fasttext.epochs = 1
-  # Embedding heads (issue 5) predict a width-d vector against each next word's FastText
+  # Embedding heads predict a width-d vector against each next word's FastText
   # vector: the same .bin as model.fasttext_path, given as --config.model.target_vectors.
   config.model.target_dim = config.model.width
   return common.finish(config)

@@ -5,9 +5,9 @@
   python launch/train.py --config=configs/wt2_families.py:family=tcn --workdir=runs/families/tcn
   python launch/evaluate.py --workdir=runs/families/lstm --split=valid,test   # each in turn
 
-The question (issue 3): on a 2-core CPU and a fixed 30 minutes of training, which body
-learns WikiText-2 fastest? Everything but the body is shared and is the quickstart's as
-it was when these were measured (common.use_quickstart_recipe_of_2026_11_23): width 256,
+The question: on a 2-core CPU and a fixed 30 minutes of training, which body
+learns WikiText-2 fastest? Everything but the body is shared: the quickstart's model with
+the small-batch recipe these were measured with (common.use_small_batch_recipe): width 256,
 the tied adaptive softmax with output biases, 16 x 64 tokens a step, AdamW at 2e-3 with
 50 warmup steps and a cosine decay that ends with the budget, no dropout (a few epochs at
 most: nothing to overfit yet). The bodies have about the same number of parameters, 1.58M:
@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   family = variants.get("family", "transformer")
   config = quickstart.get_config()
   config.unlock()  # the body section is replaced below; finish() locks again
-  common.use_quickstart_recipe_of_2026_11_23(config)  # the recipe the results below were measured with
+  common.use_small_batch_recipe(config)  # the recipe the results below were measured with
   if family == "lstm":
     common.use_body(config, "lstm", num_layers=3, hidden_size=256, weight_drop=0.0,
                     dropout_input=0.0, dropout_between=0.0, dropout_output=0.0)

@@ -9,7 +9,7 @@ schedule follows `steps` (max_minutes only stops early, and checkpoints):
   python launch/train.py --config=configs/wt2_transformer.py --workdir=runs/wt2_transformer_30m \\
       --config.train.steps=20000 --config.train.max_minutes=30
 
-Anchor (issue 3): a 16-layer Transformer-XL with discrete embedding dropout, locked
+Anchor: a 16-layer Transformer-XL with discrete embedding dropout, locked
 input and output dropout and weight decay reaches 63.4 test perplexity on WikiText-2
 after 125,000 steps (~600M tokens, about 7 hours); the same kind of model without
 those regularisers stalls near 90-97. The target here: below 63.4 test perplexity
@@ -52,7 +52,7 @@ Variants:
          (jaxlm/models/transformer.py says why). No attention dropout (jax's fused call
          has none; the other dropouts stay) and no u/v biases or relative-key
          projection (41.2M parameters, 2.4M fewer). Measured: CPU only so far (BENCHMARKS.md,
-         issue 17); its GPU speed and perplexity are not measured yet
+         "Rotary positions on the fused attention path"); its GPU speed and perplexity are not measured yet
          (launch/gpu_recipe.sh is the prepared run).
   fast   no memory, learned absolute positions, no attention dropout: the cuDNN flash
          attention path (bf16) in training and evaluation. Segments of 256 at the same

@@ -67,10 +67,8 @@ def signature(config: ml_collections.ConfigDict) -> dict:
   """What must match for a checkpoint to be resumed: IDENTITY's keys, without LOCATIONS.
 
   Through JSON, as config.json stores it, so a tuple in the config equals the list saved.
-  A config saved before tasks existed has no task section: it was a causal LM.
   """
   flat = json.loads(config.to_json())
-  flat.setdefault("task", {"name": "causal_lm"})
   identity = {}
   for dotted in IDENTITY:
     section, _, key = dotted.partition(".")
@@ -85,15 +83,16 @@ def signature(config: ml_collections.ConfigDict) -> dict:
   return identity
 
 
+ABSENT = "<absent>"  # the value of a key one side of a comparison lacks
+
+
 def _differences(saved: dict, requested: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-  """(dotted key, saved value, requested value) for each difference. A key absent from the saved
-  config (added to jaxlm after the run was saved) is not one: a shape change still fails at restore."""
+  """(dotted key, saved value, requested value) for each difference; a key only one side has is
+  one, its missing value "<absent>"."""
   keys = sorted(set(saved) | set(requested))
   found = []
   for key in keys:
-    if key not in saved:
-      continue
-    left, right = saved[key], requested.get(key, "<absent>")
+    left, right = saved.get(key, ABSENT), requested.get(key, ABSENT)
     if isinstance(left, dict) and isinstance(right, dict):
       found += _differences(left, right, f"{prefix}{key}.")
     elif left != right:
@@ -113,12 +112,13 @@ def workdir_differences(workdir: str, config: ml_collections.ConfigDict, *, word
   """How `config` (and the data it reads: its vocabulary `words`, its files' `fingerprint`)
   differ from the run saved in `workdir`. Keys: config keys, "vocabulary", "data.fingerprint"."""
   found = _differences(signature(load_config(workdir)), signature(config))
-  saved_words = load_words(workdir)
-  if words is not None and saved_words is not None and list(words) != saved_words:
-    found.append(("vocabulary", "vocabulary.txt", _vocabulary_difference(saved_words, list(words))))
+  if words is not None:
+    saved_words = load_words(workdir)
+    if list(words) != saved_words:
+      found.append(("vocabulary", "vocabulary.txt", _vocabulary_difference(saved_words, list(words))))
   saved_fingerprint = load_fingerprint(workdir)
-  if fingerprint and saved_fingerprint and fingerprint != saved_fingerprint:
-    found.append(("data.fingerprint", saved_fingerprint, fingerprint))
+  if fingerprint and fingerprint != saved_fingerprint:
+    found.append(("data.fingerprint", saved_fingerprint or f"<no {DATA_FINGERPRINT_FILE}>", fingerprint))
   return found
 
 
@@ -144,6 +144,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, *, words=None
     raise IncompatibleWorkdirError(f"--workdir {workdir} is a file, not a folder: choose a folder")
   config_path = os.path.join(workdir, CONFIG_FILE)
   if not has_checkpoints(workdir):
+    if os.path.exists(config_path):
+      load_config(workdir)  # another program's config.json is refused, never overwritten
     return []
   if not os.path.exists(config_path):
     raise IncompatibleWorkdirError(
@@ -184,8 +186,13 @@ def write_workdir(workdir: str, config: ml_collections.ConfigDict, *, run: dict,
   `sentencepiece_model` (process 0, each file atomically; every process returns once they are
   written)."""
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    text_files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      text_files.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+    except OSError as error:  # the first write: permissions, a read-only or full disk
+      raise CheckpointWriteError(f"cannot write {os.path.join(workdir, CONFIG_FILE)}: "
+                                 f"{error.strerror or error}. Make {workdir} writable, or choose another "
+                                 "--workdir.") from None
     text_files.write_text(os.path.join(workdir, RUN_FILE), json.dumps(run, indent=1) + "\n")
     if words is not None:
       save_words(workdir, words)
@@ -228,7 +235,7 @@ def spec_workdir(spec: str, key: str = "init.checkpoint") -> str:
 
 
 def load_fingerprint(workdir: str) -> str:
-  """The data files' fingerprint saved with the run ("" for a workdir saved before it existed)."""
+  """The data files' fingerprint saved with the run ("" for a task whose data has none: Task.fingerprint)."""
   path = os.path.join(workdir, DATA_FINGERPRINT_FILE)
   if not os.path.exists(path):
     return ""
@@ -253,6 +260,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if missing:
     raise errors.WorkdirError(f"{path} is not a jaxlm config: it has no {'/'.join(map(repr, missing))} section; "
                               f"is {workdir} a jaxlm workdir (made by launch/train.py)?")
+  if "task" not in config:  # every run's config names its task (jaxlm.tasks)
+    raise errors.WorkdirError(f"{path} has no 'task' section, which every run's config.json has; train "
+                              f"the run again in a new --workdir")
   return config
 
 
@@ -263,17 +273,18 @@ def save_words(workdir: str, words: list[str]) -> None:
   text_files.write_text(os.path.join(workdir, VOCABULARY_FILE), "".join(word + "\n" for word in words))
 
 
-def load_words(workdir: str) -> list[str] | None:
-  """The vocabulary saved by save_words, or None for a workdir saved before it existed."""
+def load_words(workdir: str) -> list[str]:
+  """The vocabulary saved by save_words (every run saves its task's words)."""
   path = os.path.join(workdir, VOCABULARY_FILE)
   if not os.path.exists(path):
-    return None
+    raise errors.MissingFileError(f"{path} not found: {workdir} does not record its vocabulary, which every "
+                                  "run's workdir has; is it a jaxlm workdir (made by launch/train.py)?")
   with open(path, encoding="utf-8") as handle:
     return handle.read().split("\n")[:-1]
 
 
 def sentencepiece_path(workdir: str) -> str:
-  """The run's SentencePiece model file, or "" for a word-level run (or one saved before it was kept)."""
+  """The run's SentencePiece model file, or "" for a word-level run."""
   path = os.path.join(workdir, SENTENCEPIECE_FILE)
   return path if os.path.isfile(path) else ""
 
@@ -311,8 +322,8 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
   worst = math.inf if best_mode == "min" else -math.inf
 
   def ranked(metrics) -> float:
-    """The step's metric; ranked worst: a NaN/Inf one (never saved since issue 12; older workdirs)
-    and an off-schedule one (see save)."""
+    """The step's metric; ranked worst: an off-schedule one (see save) and a NaN/Inf one (the
+    loop stops before saving one, but no caller of save can make one the best)."""
     value = float(metrics[key])
     return value if math.isfinite(value) and not metrics.get(OFF_SCHEDULE_KEY) else worst
 
@@ -323,7 +334,9 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
       preservation_policy.BestN(get_metric_fn=ranked, reverse=best_mode == "min", n=1),
   ])
   # best_fn also makes Orbax write each step's metrics beside it (read back by best_step).
+  # read_only with save_interval_steps 0: Orbax would otherwise warn that it set it so itself.
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=ranked,
+                                         save_interval_steps=0 if read_only else 1,
                                          best_mode=best_mode, create=not read_only,
                                          read_only=read_only, enable_async_checkpointing=False,
                                          # a save killed half-way leaves N.orbax-checkpoint-tmp-*: removed
@@ -384,6 +397,31 @@ class DamagedCheckpointError(IncompatibleWorkdirError):
 
 class MismatchedCheckpointError(IncompatibleWorkdirError):
   """A readable checkpoint whose arrays do not fit the state the config builds."""
+
+
+def _ignore_abandoned_reads() -> None:
+  """Keeps Orbax's abandoned reads of a damaged checkpoint quiet: after a failed restore, its
+  reader coroutines are collected with their event loop closed, and Python prints each one
+  ("Exception ignored in <coroutine ...>", "Event loop is closed"), up to thousands of lines
+  around the one-line warning that already says which step is damaged and why."""
+  if getattr(sys.unraisablehook, "ignores_abandoned_reads", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    text = f"{unraisable.object!r} {unraisable.exc_value!r}"
+    if "_read_array_index_and_device_put" in text or "Event loop is closed" in text or "orbax" in text:
+      return
+    previous(unraisable)
+
+  hook.ignores_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
+def _read_failure(error: BaseException) -> str:
+  """A failed read's cause in one line (_one_line), with Orbax's abandoned reads kept quiet."""
+  _ignore_abandoned_reads()
+  return _one_line(error)
 
 
 def _one_line(error: BaseException) -> str:
@@ -488,6 +526,24 @@ def _restore_fitting(checkpoint_manager, step: int, abstract_state, saved_tree: 
   return state, mismatched
 
 
+def restore_step(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state, *, restartable=()):
+  """(state, restarted) of checkpoint `step` alone (a step the user named: no other will do),
+  with restore_readable's rule for a readable checkpoint that does not fit; a damaged one is
+  an error naming it."""
+  directory = os.path.join(str(checkpoint_manager.directory), str(step))
+  cause = _missing_file(directory)
+  if cause is None:
+    try:
+      saved_tree = saved_tree_metadata(directory)
+    except Exception as error:  # noqa: BLE001 (an unreadable manifest or metadata file)
+      cause = _read_failure(error)
+  if cause is not None:
+    raise DamagedCheckpointError(f"checkpoint step {step} in {checkpoint_manager.directory} cannot be read "
+                                 f"({cause}); name another kept step, or leave out --step/--best for the "
+                                 "latest readable one")
+  return _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree, restartable)
+
+
 def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, *, on_damaged=None,
                      restartable=()):
   """(step, state, restarted) of the latest kept checkpoint that reads; each damaged one on the
@@ -512,14 +568,14 @@ def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, 
         # fit is refused here, the same on every process (they read the same files).
         saved_tree = saved_tree_metadata(directory)
       except Exception as error:  # noqa: BLE001 (an unreadable manifest or metadata file)
-        cause = _one_line(error)
+        cause = _read_failure(error)
       else:
         try:
           state, restarted = _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree, restartable)
         except MismatchedCheckpointError:
           raise
         except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
-          cause = _one_line(error)
+          cause = _read_failure(error)
     # One process's failed read makes the step damaged for all: they must go on from one state.
     if not distributed.agree_any([cause is not None])[0]:
       return step, state, restarted
@@ -549,7 +605,7 @@ def restore_first_readable(checkpoint_manager: ocp.CheckpointManager, steps, *, 
       try:
         tree = checkpoint_manager.restore(step, args=ocp.args.StandardRestore())
       except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
-        cause = _one_line(error)
+        cause = _read_failure(error)
     if not distributed.agree_any([cause is not None])[0]:
       return step, tree
     cause = cause or f"unreadable on another of the {jax.process_count()} processes"

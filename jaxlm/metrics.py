@@ -5,17 +5,7 @@ import math
 import os
 from typing import Mapping
 
-import numpy as np
-
 from jaxlm import errors
-
-
-def add(totals: Mapping[str, float] | None, update: Mapping[str, float]) -> dict:
-  """Adds two dicts of sums key by key (totals may be None)."""
-  update = {key: float(np.asarray(value)) for key, value in update.items()}
-  if not totals:
-    return update
-  return {key: totals.get(key, 0.0) + value for key, value in update.items()}
 
 
 def summarise(sums: Mapping[str, float]) -> dict:

@@ -1,4 +1,6 @@
-"""Flag parsing for the launchers that take a config file (train.py, benchmark.py, fasttext.py; compare.py's --grid).
+"""Flag parsing for every launcher: absl's own flag errors (an unknown, missing or mistyped flag)
+as one line, and for those that take a config file (train.py, benchmark.py, fasttext.py;
+compare.py's --grid) its mistakes too.
 
 ml_collections' config flag defers a config file that does not exist to the config's first
 use, reports an unknown variant inside a traceback of its own, and raises absl's traceback for
@@ -13,11 +15,12 @@ from absl import flags
 from jaxlm import config_files, errors
 
 
-def parse_flags(program: str, name: str = "config"):
-  """app.run's flags_parser for a launcher whose --<name> flag is a config file[:variants]."""
+def parse_flags(program: str, name: str | None = "config"):
+  """app.run's flags_parser for a launcher whose --<name> flag is a config file[:variants]
+  (name None: a launcher without one)."""
   @errors.one_line(program)
   def parse(argv):
-    spec = _flag_value(argv, name)
+    spec = _flag_value(argv, name) if name else None
     # The file and its variants alone first, with their own errors (config_files.load: the file's
     # MissingFileError, check_variants' ConfigError); ml_collections then builds the config again.
     config = config_files.load(spec) if spec is not None else None

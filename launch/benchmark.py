@@ -37,7 +37,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   if _STEPS.value < 1 or _TRIALS.value < 1:
-    raise app.UsageError(f"--steps={_STEPS.value} and --trials={_TRIALS.value} must be at least 1")
+    raise errors.ConfigError(f"--steps={_STEPS.value} and --trials={_TRIALS.value} must be at least 1")
   result = benchmark.benchmark(_CONFIG.value, timed_steps=_STEPS.value, trials=_TRIALS.value, breakdown=_BREAKDOWN.value,
                                memory_only=_MEMORY_ONLY.value)
   print(json.dumps(result))

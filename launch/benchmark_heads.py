@@ -1,6 +1,6 @@
-"""Output-layer cost: train-step time and peak memory of softmax vs cosine vs vMF heads (issue 5).
+"""Output-layer cost: train-step time and peak memory of softmax vs cosine vs vMF heads.
 
-  python launch/benchmark_heads.py                     # 3 heads x 33k/100k/250k words, the issue's setting
+  python launch/benchmark_heads.py                     # 3 heads x 33k/100k/250k words, the setting below
   python launch/benchmark_heads.py --heads=softmax,vmf --vocab_sizes=250000 --timed_steps=10
   python launch/benchmark_heads.py --vocab_sizes=1000 --tokens_per_step=256 --seq_len=32 --width=32  # sanity
 
@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags, logging
 
@@ -60,7 +61,7 @@ def _run_isolated(head: str, vocab_size: int) -> dict:
 @errors.one_line("launch/benchmark_heads.py")
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
   if not all(size.isdigit() for size in _VOCAB_SIZES.value):
     raise errors.ConfigError(f"--vocab_sizes={','.join(_VOCAB_SIZES.value)}: give whole numbers, e.g. "
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/benchmark_heads.py", None))

@@ -41,7 +41,7 @@ flags.mark_flags_as_required(["grid", "workdir"])
 @errors.one_line("launch/compare.py")
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
   grid = grid_lib.expand(_GRID.value, _WORKDIR.value)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   with open(os.path.join(_WORKDIR.value, "commands.sh"), "w", encoding="utf-8") as handle:

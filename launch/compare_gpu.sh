@@ -1,11 +1,11 @@
 #!/bin/bash
-# Issue 15 on one GPU: does ten times the masked-LM pre-training change RuCoLA's answer?
+# The pre-training question on one GPU: does ten times the masked-LM pre-training change RuCoLA's answer?
 #
 #   bash launch/compare_gpu.sh [PRETRAIN_STEPS]     # default 10000; sized for ~8 minutes on one H200
 #
 # On the 2-core CPU the grid pre-trains each masked-LM start for 1,000 steps (1M tokens, not
 # converged) and those starts cost the transformer and the BiLSTM RuCoLA MCC (BENCHMARKS.md,
-# issue 15). Is that the objective or the budget? This runs configs/compare_ru.py's RuCoLA
+# "The comparison grid"). Is that the objective or the budget? This runs configs/compare_ru.py's RuCoLA
 # cells {transformer, BiLSTM} x {scratch, mlm} x seeds 0-2 on a GPU, with the masked-LM
 # pre-training at PRETRAIN_STEPS (same batch, a cosine over the longer run, 8 validations,
 # train.max_minutes=4 as a guard that it leaves time to fine-tune):
@@ -19,7 +19,7 @@
 #      workdir, so the result.json files and the table are the grid's own (the scratch rows say
 #      whether the device changes the numbers).
 #
-# Measured on one H200 (2026-11-30, BENCHMARKS.md issue 15): smoke 38 s, FastText done at 72 s,
+# Measured on one H200 (2026-11-30, BENCHMARKS.md, "The comparison grid"): smoke 38 s, FastText done at 72 s,
 # the BiLSTM's 10,000 steps 268 s, its 3 fine-tuning cells ~66 s: ~410 s of the 470. The
 # transformer's pre-training cell failed then (a TFDS cache race, fixed since) and was not rerun.
 #

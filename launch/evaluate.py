@@ -14,6 +14,7 @@ import json
 import sys
 
 import _distributed
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
@@ -55,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/evaluate.py", None))

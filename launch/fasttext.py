@@ -27,7 +27,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the Facebook .bin 
 @errors.one_line("launch/fasttext.py")
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   if "fasttext" not in config:
     raise errors.ConfigError("the config has no `fasttext` section (its training settings); use one that does, "

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Issue 17's GPU work in two prepared commands, sized to one 15-minute GPU slot:
+# The rotary recipe's GPU work in two prepared commands, sized to one 15-minute GPU slot:
 #
-#   bash launch/gpu_recipe.sh check                         # ~3 min (run once: H200, 2026-11-30, BENCHMARKS.md issue 17): cuDNN correctness, old vs new step
+#   bash launch/gpu_recipe.sh check                         # ~3 min (run once: H200, 2026-11-30, BENCHMARKS.md, "Rotary positions on the fused attention path"): cuDNN correctness, old vs new step
 #   TOKENS_PER_SECOND=<new step's> bash launch/gpu_recipe.sh train   # <= 9 min: train, checkpointing, then test
 #
 # check: the cuDNN rotary path against the explicit one (tests/test_rotary.py's GPU test,
@@ -11,7 +11,7 @@
 # line (tokens/s, MFU against the measured bf16 matmul rate and the quoted peak) goes to
 # $RESULTS/benchmark_{relative,rotary}.json.
 #
-# train: the rotary recipe with the issue's stronger regularisation (embedding dropout 0.2,
+# train: the rotary recipe with stronger regularisation (embedding dropout 0.2,
 # locked input 0.6 and output 0.5, residual 0.2, weight decay 0.2; no attention dropout on
 # the fused path). The schedule's steps come from TOKENS_PER_SECOND (the check's rotary
 # figure) so the cosine ends after SCHEDULE_MINUTES of steps (default 6.5; compilation and

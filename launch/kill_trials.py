@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
@@ -120,4 +121,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/kill_trials.py", None))

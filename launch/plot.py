@@ -11,6 +11,7 @@ page, with their final and best metrics and config differences, use launch/repor
 
 import os
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
@@ -31,19 +32,19 @@ _LOG_Y = flags.DEFINE_bool("log_y", False, "A logarithmic y axis (e.g. for perpl
 @errors.one_line("launch/plot.py")
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
   if not _OUTPUT.value.lower().endswith((".png", ".svg")):
-    raise app.UsageError(f"--output={_OUTPUT.value!r}: give a .png or .svg file name")
+    raise errors.ConfigError(f"--output={_OUTPUT.value!r}: give a .png or .svg file name")
   series = {}
   for run in _RUNS.value:
     try:
       label, workdir = plot.parse_run(run)
     except errors.ConfigError as error:  # the flag's shape: a usage error, with the usage
-      raise app.UsageError(str(error)) from error
+      raise errors.ConfigError(str(error)) from error
     series[label] = plot.read_curve(os.path.join(workdir, "metrics.jsonl"), kind=_KIND.value, x=_X.value,
                                     y=_Y.value)
   if not series:
-    raise app.UsageError("give at least one --run=LABEL=WORKDIR")
+    raise errors.ConfigError("give at least one --run=LABEL=WORKDIR")
   figure = plot.line_plot(series, x_label=_X_LABEL.value or _X.value, y_label=_Y_LABEL.value or _Y.value,
                           title=_TITLE.value, log_y=_LOG_Y.value, integer_x=_X.value == "step")
   plot.save(figure, _OUTPUT.value)
@@ -51,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/plot.py", None))

@@ -9,6 +9,7 @@ best metrics (best by each run's task: perplexity, MCC, accuracy, F1), and the c
 in which the runs differ. --figures=DIR also writes each figure as a PNG there.
 """
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 from absl import app, flags
 
@@ -24,11 +25,11 @@ _FIGURES = flags.DEFINE_string("figures", "", "A folder to write each figure to 
 @errors.one_line("launch/report.py")
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
   runs = report.load_runs(_RUNS.value)  # its errors name the run and what is wrong
   report.write(runs, _OUTPUT.value, title=_TITLE.value, figures_dir=_FIGURES.value or None)
   print(f"wrote {_OUTPUT.value}: {len(runs)} runs ({', '.join(run.name for run in runs)})")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/report.py", None))

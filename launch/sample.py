@@ -13,6 +13,7 @@ cache. Scoring rules per head, tokenisation and <unk>: jaxlm/tools/generate.py.
 import json
 import sys
 
+import _config_flags
 import _path  # noqa: F401  (repository root on sys.path)
 import _workdir_flags
 from absl import app, flags, logging
@@ -56,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_config_flags.parse_flags("launch/sample.py", None))

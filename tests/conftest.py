@@ -74,6 +74,17 @@ def smoke_config(corpus_dir: str, cache: str, **overrides):
   return override(config, **overrides)
 
 
+def snapshot(folder: str) -> dict:
+  """{relative path: bytes} of every file under `folder` (a refused run must change none)."""
+  files = {}
+  for root, _, names in _os.walk(folder):
+    for name in names:
+      path = _os.path.join(root, name)
+      with open(path, "rb") as handle:
+        files[_os.path.relpath(path, folder)] = handle.read()
+  return files
+
+
 def override(config, **overrides):
   """Sets dotted keys of a config, as --config.<path>=<value> does; returns the config."""
   for dotted, value in overrides.items():

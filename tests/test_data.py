@@ -3,7 +3,6 @@
 import os
 import threading
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -13,7 +12,11 @@ from jaxlm.data.vocabulary import Vocabulary
 
 
 def data_config(path, cache):
-  return ml_collections.ConfigDict(dict(corpus="wikitext2", path=path, cache_dir=cache, batching="windows"))
+  """config.data as configs/common.py shapes it (WikiText-2, word-level), reading `path`."""
+  from configs.common import base_config
+  config = base_config().data
+  config.path, config.cache_dir = path, cache
+  return config
 
 
 def test_vocabulary_follows_the_wikitext_convention():
@@ -44,7 +47,7 @@ def test_load_corpus_counts_tokens_and_caches(tiny_corpus, tmp_path):
 def test_cells_that_build_the_same_corpus_at_once_take_turns(tiny_corpus, tmp_path, monkeypatch):
   """Two grid cells started together both build the same TFDS cache. TFDS renames its own
   temporary folder onto the version folder, which fails for the second once the first's is
-  there (seen on a GPU machine, 2026-11-30: FileExistsError). Builders take turns instead: the
+  there (seen on a GPU machine: FileExistsError). Builders take turns instead: the
   second waits, then reads the first's dataset. (flock: a thread's own open() is another
   holder, as another process would be.)"""
   from jaxlm.data import word_corpus

@@ -26,7 +26,7 @@ BODIES = {
     # Transformer-XL's config: relative positions and memory (decoding uses the cache instead).
     "transformer_relative_memory": ("transformer", dict(num_layers=2, num_heads=2, positions="relative",
                                                         memory_length=4)),
-    # RoPE with memory (issue 17's fused path); decoding rotates the new tokens at their positions.
+    # RoPE with memory (the fused attention path's positions); decoding rotates the new tokens at their positions.
     "transformer_rotary_memory": ("transformer", dict(num_layers=2, num_heads=2, positions="rotary",
                                                       memory_length=4)),
     "lstm": ("lstm", dict(num_layers=2, hidden_size=24)),

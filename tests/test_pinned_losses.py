@@ -5,7 +5,7 @@ with the pinned jax on CPU: the quickstart smoke run (transformer, adaptive soft
 random windows) and the LSTM smoke run (stream batches, carried state, dropout). Any
 change to the data order, the randomness, the loss or the step moves them. The LSTM's were
 re-recorded once, deliberately, when dropout masks became a function of the global row
-instead of the device (issue 12: a resume on another device count repeats the run); the
+instead of the device (so that a resume on another device count repeats the run); the
 quickstart smoke run has no dropout, and its numbers did not move.
 """
 

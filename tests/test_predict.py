@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, snapshot
 from jaxlm import errors
 from jaxlm.training import evaluate, loop, predict
 from task_fixtures import finetune_config, write_classification
@@ -24,17 +24,6 @@ def run(tmp_path_factory):
   loop.train_and_evaluate(finetune_config("task=rucola,body=transformer", folder, **{"train.steps": 4}), workdir,
                            progress=False)
   return workdir, folder
-
-
-def snapshot(folder):
-  """{relative path: bytes} of every file under folder."""
-  files = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as handle:
-        files[os.path.relpath(path, folder)] = handle.read()
-  return files
 
 
 @pytest.fixture

@@ -97,7 +97,8 @@ def test_bag_checkpoint_restores_and_resumes_without_the_fasttext_file(setup, tm
   workdir = str(tmp_path / "run")
   experiment, state, _ = init(config)
   assert state.frozen["frozen"]["input_layer"]["ngram_mask"].sum(-1).max() > 1  # real bags, not placeholders
-  checkpoint.write_workdir(workdir, config, run={"task": "causal_lm", "best_metric": "perplexity", "best_mode": "min"})
+  checkpoint.write_workdir(workdir, config, run={"task": "causal_lm", "best_metric": "perplexity", "best_mode": "min"},
+                           words=experiment.task.words, fingerprint=experiment.task.fingerprint)  # as a run writes it
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints)
   checkpoint.save(manager, 0, state, {"perplexity": 1.0})
   restored = checkpoint.restore(manager, 0, experiments.experiment_target(experiment))

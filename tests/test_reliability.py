@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import smoke_config
+from conftest import smoke_config, snapshot
 from jaxlm import checkpoint
 from jaxlm.training import evaluation, experiments, loop, steps
 from jaxlm.tasks import causal_lm
@@ -117,17 +117,6 @@ def test_max_bad_steps_skips_that_many_then_stops_with_the_range(tiny_corpus, ca
 # 3. The workdir records what makes the run the run.
 
 
-def snapshot(workdir):
-  """Every file's bytes under `workdir` (a refused run must change none)."""
-  files = {}
-  for root, _, names in os.walk(workdir):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as handle:
-        files[os.path.relpath(path, workdir)] = handle.read()
-  return files
-
-
 @pytest.fixture(scope="module")
 def own_corpus(tmp_path_factory):
   """A private copy of the tiny corpus (tests here edit it)."""
@@ -187,6 +176,9 @@ def test_an_allowed_optimiser_change_keeps_every_checkpoint_and_restarts_the_opt
   assert any(line.startswith("optimiser state restarted at step 3") for line in change["changes"]), change
   assert [record["step"] for record in records(trained) if record["kind"] == "train"][-1] == 6
   assert json.load(open(os.path.join(trained, "config.json")))[key.split(".")[0]][key.split(".")[1]] == value
+  # A step saved before the change still scores: evaluation reads no optimiser state.
+  from jaxlm.training import evaluate
+  assert evaluate.evaluate_workdir(trained, step=3, splits=("valid",))[0]["step"] == 3
 
 
 def test_an_optimiser_state_that_does_not_fit_without_an_allowed_change_is_refused_and_writes_nothing(
@@ -213,13 +205,42 @@ def test_an_allowed_model_change_that_alters_the_parameters_is_refused_and_write
   assert snapshot(trained) == before
 
 
-def test_an_old_workdir_without_the_new_keys_still_resumes(own_corpus, cache_dir, trained):
+def test_a_workdir_without_what_every_run_saves_is_refused_naming_it(own_corpus, cache_dir, trained):
+  """A config key, the task section, data_fingerprint.txt or vocabulary.txt that every run writes,
+  missing (a workdir from another jaxlm, or edited by hand): the resume or the evaluation names
+  it in one line and changes nothing."""
+  from jaxlm import errors
+  from jaxlm.training import evaluate
+  resume = smoke_config(own_corpus, cache_dir, **{"train.steps": 3})
   path = os.path.join(trained, "config.json")
-  saved = json.load(open(path))
-  del saved["train"]["max_bad_steps"], saved["data"]["tokenizer"]
-  json.dump(saved, open(path, "w"))
-  os.remove(os.path.join(trained, checkpoint.DATA_FINGERPRINT_FILE))
-  loop.train_and_evaluate(smoke_config(own_corpus, cache_dir, **{"train.steps": 3}), trained, progress=False)
+  original = open(path).read()
+  saved = json.loads(original)
+  del saved["data"]["tokenizer"]
+  open(path, "w").write(json.dumps(saved))
+  before = snapshot(trained)
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"data.tokenizer: saved '<absent>', requested 'word'"):
+    loop.train_and_evaluate(resume, trained, progress=False)
+  assert snapshot(trained) == before
+  del saved["task"]
+  open(path, "w").write(json.dumps(saved))
+  with pytest.raises(errors.WorkdirError, match=r"config.json has no 'task' section"):
+    evaluate.evaluate_workdir(trained, splits=("valid",))
+  open(path, "w").write(original)
+  before = snapshot(trained)
+
+  fingerprint = os.path.join(trained, checkpoint.DATA_FINGERPRINT_FILE)
+  os.rename(fingerprint, fingerprint + ".moved")
+  with pytest.raises(checkpoint.IncompatibleWorkdirError, match=r"data.fingerprint: saved '<no data_fingerprint.txt>'"):
+    loop.train_and_evaluate(resume, trained, progress=False)
+  with pytest.raises(evaluate.DataChangedError, match=r"no data_fingerprint.txt"):
+    evaluate.evaluate_workdir(trained, splits=("valid",))
+  os.rename(fingerprint + ".moved", fingerprint)
+  vocabulary = os.path.join(trained, checkpoint.VOCABULARY_FILE)
+  os.rename(vocabulary, vocabulary + ".moved")
+  with pytest.raises(errors.MissingFileError, match=r"vocabulary.txt not found"):
+    evaluate.evaluate_workdir(trained, splits=("valid",))
+  os.rename(vocabulary + ".moved", vocabulary)
+  assert snapshot(trained) == before
 
 
 def test_changed_data_is_refused_for_training_and_evaluation_and_scored_with_the_saved_vocabulary(

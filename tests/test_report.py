@@ -127,12 +127,16 @@ def test_bad_runs_are_clear_errors_naming_them(two_runs, tmp_path):
     report.load_runs([f"a={two_runs['RuCoLA']}", f"a={two_runs['RuCoLA']}"])
   with pytest.raises(FileNotFoundError, match=f"run 'gone': workdir {tmp_path}/gone does not exist"):
     report.load_run("gone", str(tmp_path / "gone"))
+  # A folder that is no jaxlm run is named as such before anything else is looked for.
+  with pytest.raises(FileNotFoundError, match="run 'empty': .*config.json not found"):
+    report.load_run("empty", str(tmp_path))
+  (tmp_path / "config.json").write_text('{"foo": 1}')
+  with pytest.raises(ValueError, match="run 'empty': .*config.json is not a jaxlm config"):
+    report.load_run("empty", str(tmp_path))
+  shutil.copy(os.path.join(two_runs["RuCoLA"], "config.json"), tmp_path)
   with pytest.raises(FileNotFoundError, match="run 'empty': .*metrics.jsonl does not exist"):
     report.load_run("empty", str(tmp_path))
   (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "kind": "config_change", "changes": []}) + "\n")
-  with pytest.raises(FileNotFoundError, match="run 'empty': .*config.json not found"):
-    report.load_run("empty", str(tmp_path))
-  shutil.copy(os.path.join(two_runs["RuCoLA"], "config.json"), tmp_path)
   with pytest.raises(ValueError, match="run 'empty': .*no train or valid records"):
     report.load_run("empty", str(tmp_path))
 

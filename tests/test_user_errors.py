@@ -74,6 +74,17 @@ LAUNCHER_MISTAKES = {
                              "{tmp}/missing/metrics.jsonl does not exist"),
     "kill_trials-no-steps": ("kill_trials.py", ["--overrides=train.log_every=1", "--root={tmp}/trials"],
                              "must set train.steps=N"),
+    # absl's own flag errors, and the launchers' usage checks, are one line too.
+    "evaluate-step-not-a-number": ("evaluate.py", ["--workdir={tmp}/missing", "--step=last"],
+                                   "flag --step=last: invalid literal for int()"),
+    "evaluate-step-and-best": ("evaluate.py", ["--workdir={tmp}/foreign", "--step=3", "--best"],
+                               "give --step or --best, not both"),
+    "predict-no-output": ("predict.py", ["--workdir={tmp}/missing"], "--output"),
+    "plot-not-an-image": ("plot.py", ["--run=a={tmp}/missing", "--output={tmp}/plot.pdf"], "give a .png or .svg"),
+    "compare-a-training-config": ("compare.py", ["--grid=configs/quickstart.py:smoke", "--workdir={tmp}/grid"],
+                                  "it is not a grid config"),
+    "train-foreign-config-json": ("train.py", ["--config=configs/quickstart.py:smoke", "--workdir={tmp}/foreign"],
+                                  "{tmp}/foreign/config.json is not a jaxlm config"),
 }
 
 
@@ -81,9 +92,12 @@ LAUNCHER_MISTAKES = {
 def test_every_launcher_reports_a_user_error_in_one_line(mistake, foreign_workdir, tmp_path):
   script, arguments, expected = LAUNCHER_MISTAKES[mistake]
   (tmp_path / "a_file").write_text("not a folder\n")
+  foreign_files = {name: (foreign_workdir / name).read_bytes() for name in os.listdir(foreign_workdir)}
   result = launch(script, *(argument.format(tmp=tmp_path) for argument in arguments))
   assert_one_line(result, script, expected.format(tmp=tmp_path))
   assert not os.path.exists(tmp_path / "missing")
+  # Another program's folder is never written to.
+  assert {name: (foreign_workdir / name).read_bytes() for name in os.listdir(foreign_workdir)} == foreign_files
 
 
 def test_jaxlm_traceback_shows_the_traceback():
@@ -175,3 +189,22 @@ def test_max_tokens_beyond_the_bound_is_refused_before_the_checkpoint_is_read(tm
   with pytest.raises(errors.ConfigError, match=f"--max_tokens=100000000 must be between 1 and {generate.MAX_TOKENS}"):
     generate.sample_workdir(str(tmp_path / "missing"), max_tokens=10**8)
   generate.check_max_tokens(generate.MAX_TOKENS)
+
+
+def test_a_workdir_that_cannot_be_written_is_one_line_before_training(tiny_corpus, cache_dir, tmp_path, monkeypatch):
+  """As root (CI), permissions do not stop a write; the failing write itself is simulated."""
+  from conftest import smoke_config
+  from jaxlm import checkpoint
+  from jaxlm.data import text_files
+  from jaxlm.training import loop
+
+  write_text = text_files.write_text
+
+  def refuse(path, text):
+    if path.endswith("config.json"):
+      raise PermissionError(13, "Permission denied", path)
+    write_text(path, text)
+
+  monkeypatch.setattr(text_files, "write_text", refuse)
+  with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write .*config.json: Permission denied. Make "):
+    loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "run"), progress=False)

@@ -11,7 +11,8 @@ from scipy import special
 from jaxlm.models.heads import vmf
 
 KAPPAS = np.logspace(-3, 4, 57)
-# The grid, plus orders either side of the Debye switch (v = 4.5, 5) and odd m.
+# Dimensions from 2 to 1,024 (FastText's 300 among them), plus orders either side of the
+# Debye switch (v = 4.5, 5) and odd m.
 DIMS = [2, 3, 4, 11, 12, 16, 100, 300, 512, 1024]
 
 

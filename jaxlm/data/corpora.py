@@ -157,8 +157,7 @@ def _sentencepiece_encoder(model_path: str):
 
 
 def load_corpus(data_config) -> Corpus:
-  # A data config without these keys (an older workdir's config.json) reads as word-level, uncapped.
-  tokenizer, max_vocab = data_config.get("tokenizer", "word"), data_config.get("max_vocab", 0)
+  tokenizer, max_vocab = data_config.tokenizer, data_config.max_vocab
   if tokenizer not in TOKENIZERS:
     raise errors.ConfigError(f"config data.tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZERS)}")
   cache_root = data_config.cache_dir or default_cache_dir()

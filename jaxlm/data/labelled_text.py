@@ -40,14 +40,15 @@ def _delimiter_of(path: str, delimiter: str | None) -> str:
   extension = os.path.splitext(name)[1].lower()
   if extension not in _DELIMITERS:
     raise text_files.DataError(f"{path}: cannot tell the delimiter from the extension {extension!r}; "
-                               f"name the file .csv or .tsv, or pass delimiter=")
+                               f"name the file .csv or .tsv")
   return _DELIMITERS[extension]
 
 
 def _column_index(header: list[str], column: str, path: str, role: str) -> int:
   if column not in header:
     raise text_files.DataError(f"{path}: no {role} column {column!r}; the header has columns {header}. "
-                               f"Pass the right {role}_column for this file.")
+                               f"Name the column in the file's header, or set --config.task.{role}_column "
+                               f"(a trained run's predict.py --input needs the column its run read).")
   return header.index(column)
 
 

@@ -126,7 +126,7 @@ def read_squad(path: str, *, skip_mismatched: bool = False,
             skipped_ids.append(question_id)
             continue
           raise text_files.DataError(f"{mismatched}; fix answer_start, or read with "
-                                     f"skip_mismatched=True to drop such questions")
+                                     f"--config.task.skip_mismatched=True to drop such questions")
         if require_answers and not answers:
           raise text_files.DataError(f"{path}: {where_question} has no answers; training and "
                                      f"evaluation data need at least one per question")

@@ -128,11 +128,9 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
                              f"the body's size: set the body with configs/common.py use_body(config, {family!r}, "
                              f"<fields>), or start from a config that has it (configs/wt2_families.py:family={family})")
   body_fields = dict(model_config[family])
-  # A config saved before model.remat existed trained without it.
-  remat = model_config.get("remat", "none")
-  layers.check_remat(remat)
+  layers.check_remat(model_config.remat)
   try:
-    body = body_class(**body_fields, dtype=dtype, remat=remat)
+    body = body_class(**body_fields, dtype=dtype, remat=model_config.remat)
   except TypeError as error:
     raise errors.ConfigError(f"config model.{family} does not fit {body_class.__name__}: {error}") from error
   input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")

@@ -15,6 +15,6 @@ def apply(state, config, words):
   words: the task's vocabulary, in id order. Shapes and shardings stay the state's."""
   state = target_vectors.install_from_config(state, config.model, words)
   state = fasttext_rows.install_from_config(state, config.model, words)
-  if "init" in config and config.init.checkpoint:
+  if config.init.checkpoint:
     state = pretrained_checkpoint.install(state, config.init.checkpoint)
   return state

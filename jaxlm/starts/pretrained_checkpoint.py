@@ -75,7 +75,7 @@ def _grow_bag_table(restored: dict, params: dict, spec: str) -> None:
     return
   if saved_table.shape[1] != fresh_table.shape[1]:
     return  # another width: the shape check reports it
-  saved_words = checkpoint.load_words(checkpoint.parse_spec(spec)[0]) or []
+  saved_words = checkpoint.load_words(checkpoint.parse_spec(spec)[0])
   extra = fresh_table.shape[0] - saved_table.shape[0]
   fresh = np.asarray(jax.device_get(fresh_table))
   vocab = len(saved_words)

@@ -1,8 +1,6 @@
 """Tasks by name: what the one loop trains and evaluates (jaxlm/tasks/base.py is the contract).
 
-`config.task.name` picks one from TASKS; a config without a `task` section (a workdir
-saved before tasks existed) is a causal language model. Adding a task is one module
-and one line here.
+`config.task.name` picks one from TASKS. Adding a task is one module and one line here.
 """
 
 from jaxlm import errors
@@ -18,7 +16,7 @@ TASKS = {
 
 
 def task_name(config) -> str:
-  return config.task.name if "task" in config else "causal_lm"
+  return config.task.name
 
 
 def build_task(config) -> base.Task:

@@ -8,9 +8,10 @@ sums a confusion matrix, so accuracy, Matthews correlation and macro-F1 are exac
 any number of batches, devices and padding rows. The best checkpoint is the one with
 the best task.best_metric on the "valid" split.
 
-Splits are the keys of task.files (file names inside task.path): "train" and "valid"
-are required; any other labelled file (RuCoLA's out-of-domain dev) evaluates too, and
-an unlabelled one (a hidden test set) can only be predicted (launch/predict.py).
+Splits are the keys of task.files (file names inside task.path; an empty name leaves the
+split out): "train" and "valid" are required; any other labelled file (RuCoLA's
+out-of-domain dev) evaluates too, and an unlabelled one (a hidden test set) can only be
+predicted (launch/predict.py).
 """
 
 import jax
@@ -29,7 +30,7 @@ def _split_path(task_config, split: str) -> str:
   if not task_config.path:
     raise errors.ConfigError(f"config task.path is empty: set it to the folder holding {dict(task_config.files)}")
   return text_files.find_file(task_config.path, task_config.files[split],
-                              f"config task.path/task.files.{split} name it")
+                              f"config task.path/task.files.{split} name it{example_task.optional_split_hint(split)}")
 
 
 class Classification(example_task.ExampleTask):
@@ -42,12 +43,9 @@ class Classification(example_task.ExampleTask):
 
   def __init__(self, config):
     task = config.task
-    for required in ("train", "valid"):
-      if required not in task.files:
-        raise errors.ConfigError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
     self.best_metric, self.best_mode = self.best_of(config)
     self.task_config = task
-    self.splits = tuple(task.files)
+    self.splits = example_task.file_splits(task.files)
     self.paths = {split: _split_path(task, split) for split in self.splits}
     self.examples, words = {}, {}
     for split, path in self.paths.items():

@@ -14,9 +14,27 @@ import abc
 
 import numpy as np
 
+from jaxlm import errors
 from jaxlm.starts import fasttext_rows
 from jaxlm.data import example_batches
 from jaxlm.tasks import base
+
+REQUIRED_SPLITS = ("train", "valid")
+
+
+def file_splits(files) -> tuple[str, ...]:
+  """The splits of a task's files (task.files: split -> file name), in order. An empty name
+  leaves its split out (--config.task.files.test='' where there is no test file); "train"
+  and "valid" are required."""
+  for required in REQUIRED_SPLITS:
+    if not files.get(required):
+      raise errors.ConfigError(f"config task.files needs a {required!r} file; it has {dict(files)}")
+  return tuple(split for split, name in files.items() if name)
+
+
+def optional_split_hint(split: str) -> str:
+  """The end of a missing file's message: how to do without an optional split."""
+  return "" if split in REQUIRED_SPLITS else f"; --config.task.files.{split}='' leaves the split out"
 
 
 class ExampleTask(base.Task):

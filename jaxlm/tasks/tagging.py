@@ -10,8 +10,8 @@ with gold tokenisation: a word whose first position is cut off by task.max_lengt
 counts as wrong (the count is reported when the data is read), so truncation never
 inflates the number.
 
-Splits are the keys of task.files (file names inside task.path); "train" and "valid"
-are required. The tag set is the training split's; a tag outside it is an error.
+Splits are the keys of task.files (file names inside task.path; an empty name leaves the
+split out); "train" and "valid" are required. The tag set is the training split's; a tag outside it is an error.
 """
 
 import jax
@@ -30,14 +30,12 @@ class Tagging(example_task.ExampleTask):
 
   def __init__(self, config):
     task = config.task
-    for required in ("train", "valid"):
-      if required not in task.files:
-        raise errors.ConfigError(f"config task.files needs a {required!r} file; it has {sorted(task.files)}")
+    self.splits = example_task.file_splits(task.files)
     if not task.path:
       raise errors.ConfigError(f"config task.path is empty: set it to the folder holding {dict(task.files)}")
     self.task_config = task
-    self.splits = tuple(task.files)
-    self.paths = {split: text_files.find_file(task.path, task.files[split], f"config task.files.{split} names it")
+    self.paths = {split: text_files.find_file(task.path, task.files[split], f"config task.files.{split} names it"
+                                              f"{example_task.optional_split_hint(split)}")
                   for split in self.splits}
     self.sentences = {split: conllu.read_conllu(path) for split, path in self.paths.items()}
     self.tags = sorted({tag for sentence in self.sentences["train"] for tag in sentence.upos})

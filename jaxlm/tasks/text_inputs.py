@@ -71,7 +71,7 @@ def start_token(tokenizer: str) -> str:
 def _start_workdir(config) -> str:
   """The pre-trained workdir config.init.checkpoint names (its vocabulary and tokenizer are the
   task's), or "" for a run that starts from no checkpoint."""
-  spec = config.init.checkpoint if "init" in config else ""
+  spec = config.init.checkpoint
   return checkpoint.spec_workdir(spec) if spec else ""
 
 
@@ -80,7 +80,8 @@ def _check_pre_trained_tokenizer(config, workdir: str) -> str:
   whose tokenizer is not the task's: its ids would mean other tokens."""
   model_path = checkpoint.sentencepiece_path(workdir)
   saved = checkpoint.load_config(workdir)
-  saved_bpe = bool(model_path) or ("data" in saved and saved.data.get("tokenizer") == "bpe") or (
+  # A language model's tokenizer is data.tokenizer; a fine-tuned run's (no data section), task.tokenizer.
+  saved_bpe = bool(model_path) or ("data" in saved and saved.data.tokenizer == "bpe") or (
       saved.task.get("tokenizer") == "bpe")
   spec = f"config init.checkpoint={config.init.checkpoint!r}"
   if config.task.tokenizer != "bpe" and saved_bpe:
@@ -89,8 +90,8 @@ def _check_pre_trained_tokenizer(config, workdir: str) -> str:
   if config.task.tokenizer == "bpe" and not model_path:
     if saved_bpe:
       raise errors.MissingFileError(
-          f"{spec}: {workdir} has no {checkpoint.SENTENCEPIECE_FILE} (it was saved before runs kept "
-          f"it): copy that run's .model (under $JAXLM_CACHE/sentencepiece, named by its corpus and "
+          f"{spec}: {workdir} has no {checkpoint.SENTENCEPIECE_FILE}, which a BPE run keeps "
+          f"there: copy that run's .model (under $JAXLM_CACHE/sentencepiece, named by its corpus and "
           f"data.bpe_vocab_size) to {os.path.join(workdir, checkpoint.SENTENCEPIECE_FILE)}")
     raise errors.ConfigError(f"{spec} was pre-trained on words, not SentencePiece pieces; set task.tokenizer='words' "
                              f"(or start from a data.tokenizer='bpe' run)")
@@ -103,7 +104,7 @@ def sentencepiece_model(config, training_word_lists) -> str:
   model_path = _check_pre_trained_tokenizer(config, workdir) if workdir else ""
   if config.task.tokenizer != "bpe" or model_path:
     return model_path
-  given = config.task.get("sentencepiece_model", "")
+  given = config.task.sentencepiece_model
   if given:
     if not os.path.isfile(given):
       raise errors.MissingFileError(f"config task.sentencepiece_model={given!r} is not a file: give a SentencePiece "
@@ -134,17 +135,13 @@ def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_mode
     if not workdir:
       return pieces
     words = checkpoint.load_words(workdir)
-    if words is None or words[:len(pieces)] != pieces:
+    if words[:len(pieces)] != pieces:
       raise errors.WorkdirError(f"config init.checkpoint={config.init.checkpoint!r}: {piece_model} does not match "
                                 f"{workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the vocabulary's first "
                                 f"{len(pieces)} entries); the workdir's files come from different runs")
     return words
   if workdir:
     words = checkpoint.load_words(workdir)
-    if words is None:
-      raise errors.MissingFileError(
-          f"config init.checkpoint={config.init.checkpoint!r}: {workdir} has no {checkpoint.VOCABULARY_FILE}, "
-          "so its vocabulary is unknown; is it a jaxlm workdir (made by launch/train.py)?")
     if UNKNOWN not in words:
       raise errors.WorkdirError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
     missing = list(training_word_lists) + list(other_word_lists)

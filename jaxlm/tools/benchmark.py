@@ -202,7 +202,7 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
 
 
 # ----------------------------------------------------------------------------
-# Output-layer cost: softmax vs embedding heads at large vocabularies (issue 5).
+# Output-layer cost: softmax vs embedding heads at large vocabularies.
 
 HEAD_COST_HEADS = ("softmax", "cosine", "vmf")
 HEAD_COST_VOCABULARIES = (33_278, 100_000, 250_000)  # WikiText-2, a mid-size and a Russian-size vocabulary
@@ -210,7 +210,8 @@ HEAD_COST_VOCABULARIES = (33_278, 100_000, 250_000)  # WikiText-2, a mid-size an
 
 def head_cost_config(base_config, head: str, *, width: int = 300, tokens_per_step: int = 8192,
                      seq_len: int = 128, num_layers: int = 2, tie_embeddings: bool = True):
-  """`base_config` (configs.common.base_config()) set to the issue's setting for one head."""
+  """`base_config` (configs.common.base_config()) set to the head-cost setting for one head:
+  a `num_layers`-layer transformer of `width`, `tokens_per_step` tokens in rows of `seq_len`."""
   if tokens_per_step % seq_len:
     raise errors.ConfigError(f"tokens_per_step={tokens_per_step} is not a multiple of seq_len={seq_len}")
   config = base_config.copy_and_resolve_references()

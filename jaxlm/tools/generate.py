@@ -348,4 +348,4 @@ def sample_workdir(workdir: str, prompt: str = "", *, step: int | None = None, b
 
 def _saved_task_name(workdir: str) -> str:
   config = checkpoint.load_config(workdir)  # a missing or foreign workdir: a UserError naming it
-  return config.task.name if "task" in config else "causal_lm"  # saved before tasks existed
+  return config.task.name

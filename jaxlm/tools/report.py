@@ -51,14 +51,14 @@ def load_run(name: str, workdir: str) -> Run:
   """A run's records and config; errors name the run, the workdir and what is missing."""
   if not os.path.isdir(workdir):
     raise errors.MissingFileError(f"run {name!r}: workdir {workdir} does not exist")
+  try:  # first: a folder that is no jaxlm run is named as such
+    config = checkpoint.load_config(workdir)
+  except errors.UserError as error:
+    raise type(error)(f"run {name!r}: {error}") from error
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(metrics_path):
     raise errors.MissingFileError(f"run {name!r}: {metrics_path} does not exist: the run has not logged a step yet "
                                   f"(launch/train.py writes it every train.log_every steps)")
-  try:
-    config = checkpoint.load_config(workdir)
-  except errors.UserError as error:
-    raise type(error)(f"run {name!r}: {error}") from error
   records, clock_restarts = metrics.read_metrics(metrics_path)
   records = [record for record in records if record["kind"] in ("train", "valid")]
   if not records:
@@ -152,7 +152,7 @@ def config_differences(runs: list[Run]) -> tuple[list[tuple[str, list]], list[tu
   return differing, shared
 
 
-ABSENT = "(absent)"  # a key one run's config does not have (another task, or an older jaxlm)
+ABSENT = "(absent)"  # a key one run's config does not have (another task's, another body's)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

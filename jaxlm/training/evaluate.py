@@ -25,16 +25,17 @@ def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool
   """
   task = experiment.task
   saved, now = checkpoint.load_fingerprint(workdir), task.fingerprint
-  if check_fingerprint and saved and now and saved != now:
-    message = (f"the data files differ from those {workdir} was trained on (fingerprint saved {saved}, "
-               f"now {now}; see config.data / config.task paths)")
+  if check_fingerprint and now and saved != now:
+    message = (f"the data files differ from those {workdir} was trained on (fingerprint saved "
+               f"{saved or f'<none: no {checkpoint.DATA_FINGERPRINT_FILE}>'}, now {now}; see config.data / "
+               "config.task paths)")
     if not allow_data_change:
       # Both launch/evaluate.py and launch/predict.py have the flag.
       raise DataChangedError(f"{message}. Pass --allow_data_change to use them anyway, with the saved "
                              "vocabulary.")
     print(f"warning: {message}; using them with the saved vocabulary (--allow_data_change)", file=sys.stderr)
   words = checkpoint.load_words(workdir)
-  if words is not None and words != list(task.words):
+  if words != list(task.words):
     if not hasattr(task, "use_vocabulary"):
       raise DataChangedError(f"{workdir}/{checkpoint.VOCABULARY_FILE} differs from the vocabulary built from "
                              f"the data ({checkpoint._vocabulary_difference(words, list(task.words))}), and the "
@@ -54,7 +55,7 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   """
   config = checkpoint.load_config(workdir)
   own_pieces = checkpoint.sentencepiece_path(workdir)
-  if own_pieces and config.get("task", {}).get("tokenizer") == "bpe":
+  if own_pieces and config.task.get("tokenizer") == "bpe":  # a fine-tuning task's own pieces
     # A task-trained SentencePiece model is read from the workdir, not retrained from the
     # task's texts (a moved workdir, an emptied cache or another sentencepiece version).
     config.task.sentencepiece_model = own_pieces
@@ -72,14 +73,15 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
   if not steps:
     raise errors.MissingFileError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}: train first")
   target = experiments.experiment_target(experiment)
+  # Scoring reads no optimiser state: a checkpoint saved before an allowed optimiser change
+  # (whose state no longer fits the config's optimiser) scores all the same.
   if best or step is not None:  # a named checkpoint: no other will do
     if best:
       step = checkpoint.best_step(manager)
     elif step not in steps:
       raise errors.ConfigError(f"--step={step} is not kept in {workdir}; kept steps: {sorted(steps)}")
-    state = checkpoint.restore(manager, step, target)
+    state, _ = checkpoint.restore_step(manager, step, target, restartable=("opt_state",))
   else:  # the latest readable one: a damaged latest is reported and the previous one scored
-    # Evaluation reads no optimiser state: one saved by an older optimiser layout still scores.
     step, state, _ = checkpoint.restore_readable(manager, target, restartable=("opt_state",))
   manager.close()
   return experiment, int(step), state

@@ -162,7 +162,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   if config.train.batch_size % devices:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
-  check_microbatches(config.train.batch_size // devices, config.train.get("microbatches", 1))
+  check_microbatches(config.train.batch_size // devices, config.train.microbatches)
   # Process 0 reads the data first, writing any cache (token ids, vocabulary, TFDS,
   # SentencePiece) once; the others then read that cache (on a file system they share).
   task = distributed.primary_first("data caches built", lambda: tasks.build_task(config))

@@ -28,15 +28,16 @@ class MetricWriter:
   """JSON lines in the workdir plus TensorBoard event files (no TensorFlow needed)."""
 
   def __init__(self, workdir: str):
-    self.enabled = jax.process_index() == 0
-    if self.enabled:
-      from tensorboardX import SummaryWriter
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self.tensorboard = SummaryWriter(workdir)
+    self.enabled, self.workdir = jax.process_index() == 0, workdir
+    self.jsonl = self.tensorboard = None  # opened at the first record: a run with none writes no file
 
   def write(self, step: int, kind: str, values: dict) -> None:
     if not self.enabled:
       return
+    if self.jsonl is None:
+      from tensorboardX import SummaryWriter
+      self.jsonl = open(os.path.join(self.workdir, "metrics.jsonl"), "a")
+      self.tensorboard = SummaryWriter(self.workdir)
     self.jsonl.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
     self.jsonl.flush()
     for key, value in values.items():
@@ -45,7 +46,7 @@ class MetricWriter:
     self.tensorboard.flush()
 
   def close(self):
-    if self.enabled:
+    if self.jsonl is not None:
       self.jsonl.close()
       self.tensorboard.close()
 
@@ -240,8 +241,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     # An allowed change (optim.clip_norm, optim.name, ...) can change the optimiser state's
     # tree: the parameters restore and the optimiser state starts anew. Without one, a state
     # that does not fit is refused (checkpoint.MismatchedCheckpointError), never moved aside.
-    _, state, restarted = checkpoint.restore_readable(manager, experiments.experiment_target(experiment), on_damaged=move_aside,
-                                                      restartable=("opt_state",) if changes else ())
+    try:
+      _, state, restarted = checkpoint.restore_readable(manager, experiments.experiment_target(experiment),
+                                                        on_damaged=move_aside,
+                                                        restartable=("opt_state",) if changes else ())
+    except checkpoint.DamagedCheckpointError as error:
+      raise checkpoint.DamagedCheckpointError(
+          f"{error} They were moved to {os.path.join(workdir, 'damaged_checkpoints')}/: the same command now "
+          "starts this run again from step 0.") from None
     if restarted:
       state = state.replace(opt_state=experiments.restart_optimizer_state(experiment, state))
       changes = changes + [f"optimiser state restarted at step {int(state.step)} (the saved one does not fit: "
@@ -254,7 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
-  max_bad_steps = train_config.get("max_bad_steps", 0)
+  max_bad_steps = train_config.max_bad_steps
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = steps.make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
                                skip_nonfinite=max_bad_steps > 0, microbatches=train_config.microbatches)

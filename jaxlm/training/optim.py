@@ -58,9 +58,6 @@ def embedding_labels(params):
           for scope, tree in params.items()}
 
 
-ENCODER_SCOPES = ("input_layer", "body")  # what a fine-tuning run starts from a checkpoint
-
-
 def encoder_labels(params):
   """"embeddings" under the input layer, "body" under the body, "head" for the rest (a task's head)."""
   names = {"input_layer": "embeddings", "body": "body"}

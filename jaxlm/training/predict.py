@@ -82,7 +82,9 @@ def predict_workdir(workdir: str, output: str, *, split: str = "test", input_pat
                                                      check_fingerprint=not input_path)
   task = experiment.task
   if not hasattr(task, "predict"):
-    raise errors.ConfigError(f"the {type(task).__name__} task of {workdir} writes no predictions")
+    raise errors.ConfigError(f"the {type(task).__name__} task of {workdir} writes no predictions: predict.py "
+                             "predicts classification and span-QA runs; score a language model with "
+                             "launch/evaluate.py, or continue text with launch/sample.py")
   if input_path:
     split = task.add_file(input_path)
   if split not in task.splits:

@@ -152,8 +152,15 @@ def _format(text: str, **values) -> str:
   return text
 
 
+GRID_KEYS = ("tasks", "bodies", "starts", "seeds", "task", "pretrain", "finetune", "finetune_variants", "overrides")
+
+
 def expand(grid_config, workdir: str) -> Grid:
   """Every cell of the grid (configs/compare_ru.py documents the keys), pre-training cells first."""
+  missing = [key for key in GRID_KEYS if key not in grid_config]
+  if missing:
+    raise GridError(f"the --grid config has no {', '.join(missing)}: it is not a grid config (a training config "
+                    "goes to launch/train.py); give one like configs/compare_ru.py")
   cells: dict[str, Cell] = {}
   not_applicable = []
 
