@@ -341,7 +341,18 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
                                          read_only=read_only, enable_async_checkpointing=False,
                                          # a save killed half-way leaves N.orbax-checkpoint-tmp-*: removed
                                          cleanup_tmp_directories=not read_only)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR)), options=options)
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  if not read_only:
+    return ocp.CheckpointManager(directory, options=options)
+  # Orbax logs a warning that a read-only manager's directory is read-only: said before any
+  # message of the tool that opened it (evaluate, predict, sample), it says nothing to the user.
+  from absl import logging
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(directory, options=options)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 _WRITE_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Permission denied")

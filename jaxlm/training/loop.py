@@ -221,14 +221,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                                      allow_change=allow_change)  # writes nothing
   resuming = checkpoint.has_checkpoints(workdir)
   if not resuming:
+    # The starts first (FastText rows, a pre-trained checkpoint): one that fails leaves no workdir.
+    state = experiments.init_experiment_state(experiment)
     checkpoint.write_workdir(workdir, config, **workdir_files)
   manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
                                best_mode=task.best_mode)
   checkpoint.check_writable(manager.directory)  # now, not at the first save after training
 
-  if not resuming:
-    state = experiments.init_experiment_state(experiment)
-  else:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
+  if resuming:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
     # A damaged checkpoint (a truncated file, a half-written save) is moved aside to
     # damaged_checkpoints/, so the run goes on from the previous kept one and saves over nothing.
     def move_aside(step):
