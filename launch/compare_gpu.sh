@@ -19,7 +19,7 @@
 #      workdir, so the result.json files and the table are the grid's own (the scratch rows say
 #      whether the device changes the numbers).
 #
-# Measured on one H200 (2026-11-30, BENCHMARKS.md, "The comparison grid"): smoke 38 s, FastText done at 72 s,
+# On one H200 (BENCHMARKS.md, "The comparison grid"): smoke 38 s, FastText done at 72 s,
 # the BiLSTM's 10,000 steps 268 s, its 3 fine-tuning cells ~66 s: ~410 s of the 470. The
 # transformer's pre-training cell failed then (a TFDS cache race, fixed since) and was not rerun.
 #

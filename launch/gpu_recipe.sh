@@ -1,7 +1,7 @@
 #!/bin/bash
 # The rotary recipe's GPU work in two prepared commands, sized to one 15-minute GPU slot:
 #
-#   bash launch/gpu_recipe.sh check                         # ~3 min (run once: H200, 2026-11-30, BENCHMARKS.md, "Rotary positions on the fused attention path"): cuDNN correctness, old vs new step
+#   bash launch/gpu_recipe.sh check                         # ~3 min on an H200 (BENCHMARKS.md, "Rotary positions on the fused attention path"): cuDNN correctness, old vs new step
 #   TOKENS_PER_SECOND=<new step's> bash launch/gpu_recipe.sh train   # <= 9 min: train, checkpointing, then test
 #
 # check: the cuDNN rotary path against the explicit one (tests/test_rotary.py's GPU test,
