@@ -537,22 +537,57 @@ def _restore_fitting(checkpoint_manager, step: int, abstract_state, saved_tree: 
   return state, mismatched
 
 
+def _first_readable(checkpoint_manager: ocp.CheckpointManager, steps, read, *, source: str = "",
+                    fallback: str = "restoring", on_damaged=None, none_read):
+  """(step, read(step, directory)) of the first of `steps` whose files read.
+
+  Each unreadable step on the way is one warning line on stderr (prefixed by `source`, what
+  the user wrote, e.g. "config init.checkpoint=..."), then passed to on_damaged(step). A
+  MismatchedCheckpointError (readable, but not what the config builds) is never damage: it
+  propagates. When none reads: DamagedCheckpointError(none_read(causes)). One process's failed
+  read makes a step damaged for all: they must go on from one state.
+  """
+  prefix = f"{source}: " if source else ""
+  causes = []
+  for index, step in enumerate(steps):
+    directory = os.path.join(str(checkpoint_manager.directory), str(step))
+    result, cause = None, _missing_file(directory)
+    if cause is None:
+      try:
+        result = read(step, directory)
+      except MismatchedCheckpointError:
+        raise
+      except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
+        cause = _read_failure(error)
+    if not distributed.agree_any([cause is not None])[0]:
+      return step, result
+    cause = cause or f"unreadable on another of the {jax.process_count()} processes"
+    causes.append(f"step {step}: {cause}")
+    following = f"; {fallback} step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
+    print(f"warning: {prefix}checkpoint step {step} in {checkpoint_manager.directory} is unreadable "
+          f"({cause}){following}", file=sys.stderr)
+    if on_damaged is not None:
+      on_damaged(step)
+  raise DamagedCheckpointError(none_read("; ".join(causes)))
+
+
+def _fitting_reader(checkpoint_manager, abstract_state, restartable):
+  """read(step, directory) -> (state, restarted): the saved tree's shapes first (no values
+  read), so a readable checkpoint that does not fit is refused before anything is moved."""
+  def read(step, directory):
+    return _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree_metadata(directory), restartable)
+  return read
+
+
 def restore_step(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state, *, restartable=()):
   """(state, restarted) of checkpoint `step` alone (a step the user named: no other will do),
   with restore_readable's rule for a readable checkpoint that does not fit; a damaged one is
   an error naming it."""
-  directory = os.path.join(str(checkpoint_manager.directory), str(step))
-  cause = _missing_file(directory)
-  if cause is None:
-    try:
-      saved_tree = saved_tree_metadata(directory)
-    except Exception as error:  # noqa: BLE001 (an unreadable manifest or metadata file)
-      cause = _read_failure(error)
-  if cause is not None:
-    raise DamagedCheckpointError(f"checkpoint step {step} in {checkpoint_manager.directory} cannot be read "
-                                 f"({cause}); name another kept step, or leave out --step/--best for the "
-                                 "latest readable one")
-  return _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree, restartable)
+  _, (state, restarted) = _first_readable(
+      checkpoint_manager, [step], _fitting_reader(checkpoint_manager, abstract_state, restartable),
+      none_read=lambda causes: (f"checkpoint {causes} in {checkpoint_manager.directory} cannot be read; name "
+                                "another kept step, or leave out --step/--best for the latest readable one"))
+  return state, restarted
 
 
 def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, *, on_damaged=None,
@@ -567,66 +602,25 @@ def restore_readable(checkpoint_manager: ocp.CheckpointManager, abstract_state, 
   for the caller to start anew. Only when no kept checkpoint reads is it a DamagedCheckpointError
   naming each one's cause.
   """
-  causes = []
-  steps = sorted(checkpoint_manager.all_steps(), reverse=True)
-  for index, step in enumerate(steps):
-    directory = os.path.join(str(checkpoint_manager.directory), str(step))
-    cause = _missing_file(directory)
-    state, restarted = None, {}
-    if cause is None:
-      try:
-        # The saved tree's shapes first (no values read): a readable checkpoint that does not
-        # fit is refused here, the same on every process (they read the same files).
-        saved_tree = saved_tree_metadata(directory)
-      except Exception as error:  # noqa: BLE001 (an unreadable manifest or metadata file)
-        cause = _read_failure(error)
-      else:
-        try:
-          state, restarted = _restore_fitting(checkpoint_manager, step, abstract_state, saved_tree, restartable)
-        except MismatchedCheckpointError:
-          raise
-        except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
-          cause = _read_failure(error)
-    # One process's failed read makes the step damaged for all: they must go on from one state.
-    if not distributed.agree_any([cause is not None])[0]:
-      return step, state, restarted
-    cause = cause or f"unreadable on another of the {jax.process_count()} processes"
-    causes.append(f"step {step}: {cause}")
-    following = f"; restoring step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
-    print(f"warning: checkpoint step {step} in {checkpoint_manager.directory} is unreadable ({cause}){following}",
-          file=sys.stderr)
-    if on_damaged is not None:
-      on_damaged(step)
-  raise DamagedCheckpointError(
-      f"no kept checkpoint in {checkpoint_manager.directory} could be restored ({'; '.join(causes)}). The "
-      "files are damaged: choose a new --workdir.")
+  step, (state, restarted) = _first_readable(
+      checkpoint_manager, sorted(checkpoint_manager.all_steps(), reverse=True),
+      _fitting_reader(checkpoint_manager, abstract_state, restartable), on_damaged=on_damaged,
+      none_read=lambda causes: (f"no kept checkpoint in {checkpoint_manager.directory} could be restored "
+                                f"({causes}). The files are damaged: choose a new --workdir."))
+  return step, state, restarted
 
 
 def restore_first_readable(checkpoint_manager: ocp.CheckpointManager, steps, *, source: str):
   """(step, Orbax's raw tree) of the first of `steps` whose files read (no target: the saved
-  structure, e.g. a pre-trained run's, restored without rebuilding its optimiser). Each
-  unreadable step on the way is one warning line on stderr; when none reads, a
-  DamagedCheckpointError names `source` (what the user wrote, e.g. "config init.checkpoint=...")
-  and each step's cause. Every process must agree, as they go on from one tree."""
-  causes = []
-  for index, step in enumerate(steps):
-    directory = os.path.join(str(checkpoint_manager.directory), str(step))
-    tree, cause = None, _missing_file(directory)
-    if cause is None:
-      try:
-        tree = checkpoint_manager.restore(step, args=ocp.args.StandardRestore())
-      except Exception as error:  # noqa: BLE001 (any failure to read: a truncated file, a bad manifest)
-        cause = _read_failure(error)
-    if not distributed.agree_any([cause is not None])[0]:
-      return step, tree
-    cause = cause or f"unreadable on another of the {jax.process_count()} processes"
-    causes.append(f"step {step}: {cause}")
-    following = f"; using step {steps[index + 1]} instead" if index + 1 < len(steps) else ""
-    print(f"warning: {source}: checkpoint step {step} in {checkpoint_manager.directory} is unreadable "
-          f"({cause}){following}", file=sys.stderr)
-  raise DamagedCheckpointError(f"{source}: no checkpoint of {', '.join(str(step) for step in steps)} in "
-                               f"{checkpoint_manager.directory} could be read ({'; '.join(causes)}); name another "
-                               "kept step (<workdir>:<step>) or another workdir")
+  structure, e.g. a pre-trained run's, restored without rebuilding its optimiser). Unreadable
+  steps are reported and passed over as restore_readable does; the errors name `source`."""
+  return _first_readable(
+      checkpoint_manager, list(steps),
+      lambda step, directory: checkpoint_manager.restore(step, args=ocp.args.StandardRestore()),
+      source=source, fallback="using",
+      none_read=lambda causes: (f"{source}: no checkpoint of {', '.join(str(step) for step in steps)} in "
+                                f"{checkpoint_manager.directory} could be read ({causes}); name another kept "
+                                "step (<workdir>:<step>) or another workdir"))
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, abstract_state):
