@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from jaxlm import errors
 from jaxlm.tools.compare import grid as grid_lib
-from jaxlm.tools.compare import table
+from jaxlm.tools.compare import scheduler, table
 
 _GRID = config_flags.DEFINE_config_file("grid", None, "Grid config, e.g. configs/compare_ru.py[:small].",
                                         lock_config=True)
@@ -49,18 +49,18 @@ def main(argv):
                  "# fine-tuning cell with launch/evaluate.py --best)\n")
     handle.writelines(f"{cell.command_line()}  # {cell.name}\n" for cell in grid.cells)
   if _DRY_RUN.value:
-    print("\n".join(grid_lib.status_lines(grid, _ONLY.value)))
+    print("\n".join(scheduler.status_lines(grid, _ONLY.value)))
     return
   report = None
   if not _TABLE_ONLY.value:
-    report = grid_lib.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
-                               log=lambda line: print(line, flush=True))  # progress in a redirected log too
+    report = scheduler.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
+                                log=lambda line: print(line, flush=True))  # progress in a redirected log too
     print(" ".join(f"{key}: {len(names)}" for key, names in report.items() if key != "stop_signal"))
   paths = table.write_all(grid, _WORKDIR.value)
   print(open(paths["md"], encoding="utf-8").read())
   print("written: " + ", ".join(paths.values()))
   if report is not None:
-    sys.exit(grid_lib.exit_status(report))  # a scheduler should not take a stopped or failed grid as done
+    sys.exit(scheduler.exit_status(report))  # a job scheduler should not take a stopped or failed grid as done
 
 
 if __name__ == "__main__":

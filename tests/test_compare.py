@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from configs import compare_ru
+from jaxlm.tools.compare import cell_configs, processes, result_files, scheduler, table
 from jaxlm.tools.compare import grid as grid_lib
-from jaxlm.tools.compare import table
 from task_fixtures import write_classification, write_treebank
 
 # The smoke grid's tasks on tests/task_fixtures.py's files (their names, not RuCoLA's and Taiga's).
@@ -43,9 +43,9 @@ class CountingRunner:
   def __init__(self):
     self.calls = []
 
-  def __call__(self, cell, cores):
+  def __call__(self, cell, cores, children):
     self.calls.append(cell.name)
-    return grid_lib.run_in_process(cell, cores)
+    return processes.run_in_process(cell, cores, children)
 
 
 def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
@@ -54,22 +54,22 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   assert len(names) == 8 and all(cell.kind == "finetune" for cell in grid.cells)
 
   runner = CountingRunner()
-  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
   assert sorted(runner.calls) == sorted(names) and sorted(report["ran"]) == sorted(names)
-  assert grid_lib.exit_status(report) == 0
+  assert scheduler.exit_status(report) == 0
 
   runner.calls.clear()
-  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
   assert runner.calls == [] and sorted(report["finished_before"]) == sorted(names)
 
   # A cell killed before its result was written: its workdir (checkpoints, metrics) stays, the
   # result goes. It alone runs again, resuming its finished checkpoint, with the same numbers.
   killed = grid.cell("upos/transformer/scratch/seed1")
-  before = grid_lib.read_result(killed)
-  os.remove(os.path.join(killed.workdir, grid_lib.RESULT_FILE))
-  report = grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
+  before = result_files.read_result(killed)
+  os.remove(os.path.join(killed.workdir, result_files.RESULT_FILE))
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
   assert runner.calls == [killed.name] and report["ran"] == [killed.name]
-  after = grid_lib.read_result(killed)
+  after = result_files.read_result(killed)
   assert after["dev"] == pytest.approx(before["dev"]) and after["best_step"] == before["best_step"]
   assert after["examples_seen"] == 6 * 8  # the smoke budget: 6 steps of 8 examples
 
@@ -78,7 +78,7 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
     rows = list(csv.DictReader(handle))
   assert len(rows) == 4 and os.path.getsize(paths["svg"]) > 0
   for row in rows:
-    seeds = [grid_lib.read_result(grid.cell(f"{row['task']}/{row['body']}/{row['start']}/seed{seed}"))
+    seeds = [result_files.read_result(grid.cell(f"{row['task']}/{row['body']}/{row['start']}/seed{seed}"))
              for seed in (0, 1)]
     dev = [result["dev"] for result in seeds]
     assert float(row["dev_mean"]) == pytest.approx(np.mean(dev))
@@ -97,11 +97,11 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
     else:
       assert row["dev_accuracy_mean"] == row["dev_accuracy_std"] == ""
   # The per-split numbers come from the best checkpoint's evaluation, the dev one included.
-  result = grid_lib.read_result(grid.cell("rucola/transformer/scratch/seed0"))
+  result = result_files.read_result(grid.cell("rucola/transformer/scratch/seed0"))
   assert result["dev"] == result["splits"]["valid"]["mcc"] and "valid_out_of_domain" in result["splits"]
   # Each result names the code it ran on, and the table counts the cells per version: a grid run
   # over several sittings says which cells ran on which commit.
-  assert result["code"] == grid_lib.code_version()
+  assert result["code"] == result_files.code_version()
   with open(paths["md"], encoding="utf-8") as handle:
     text = handle.read()
   assert f"Code: {result['code'] or 'not recorded'} (8 cells)." in text
@@ -122,8 +122,8 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   with open(config_path, "w", encoding="utf-8") as handle:
     json.dump(saved, handle)
   with pytest.raises(grid_lib.GridError, match=r"optim\.lr.*Move .*seed1 aside"):
-    grid_lib.run_grid(grid, runner=runner, log=lambda line: None)
-  assert os.path.exists(os.path.join(stale.workdir, grid_lib.RESULT_FILE))
+    scheduler.run_grid(grid, runner=runner, log=lambda line: None)
+  assert os.path.exists(os.path.join(stale.workdir, result_files.RESULT_FILE))
 
 
 def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
@@ -137,19 +137,19 @@ def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   assert f"init.checkpoint={tmp_path}/pretrain/ru/mlm_lstm:best" in grid.cell("rucola/lstm/mlm/seed0").overrides
   calls = []
 
-  def failing(cell, cores):
+  def failing(cell, cores, children):
     calls.append(cell.name)
-    raise grid_lib.CellFailed(f"{cell.name}: simulated")
+    raise processes.CellFailed(f"{cell.name}: simulated")
 
-  report = grid_lib.run_grid(grid, runner=failing, log=lambda line: None)
+  report = scheduler.run_grid(grid, runner=failing, log=lambda line: None)
   assert calls == ["pretrain/ru/fasttext", "rucola/lstm/scratch/seed0"]
   assert report["blocked"] == ["pretrain/ru/mlm_lstm", "rucola/lstm/mlm/seed0"]
-  assert grid_lib.exit_status(report) == 1  # a scheduler should not take it as done
+  assert scheduler.exit_status(report) == 1  # a scheduler should not take it as done
   # A cell another process is running (its workdir locked) is left alone.
   calls.clear()
-  with grid_lib.cell_lock(grid.cell("rucola/lstm/scratch/seed0")) as locked:
+  with processes.cell_lock(grid.cell("rucola/lstm/scratch/seed0")) as locked:
     assert locked
-    report = grid_lib.run_grid(grid, runner=failing, only=["*/scratch/*"], log=lambda line: None)
+    report = scheduler.run_grid(grid, runner=failing, only=["*/scratch/*"], log=lambda line: None)
   assert calls == [] and report["busy"] == ["rucola/lstm/scratch/seed0"]
   # --only picks cells by name and brings what they need.
   assert [cell.name for cell in grid_lib.select(grid, ["*/mlm/*"])] == [
@@ -163,7 +163,7 @@ def test_every_cell_of_the_full_grid_is_a_config_that_builds():
   for variant in (None, "small"):
     grid = grid_lib.expand(compare_ru.get_config(variant), "runs/compare_ru")
     for cell in grid.cells:
-      config = grid_lib.load_config(cell.config, cell.overrides)
+      config = cell_configs.load_config(cell.config, cell.overrides)
       if cell.kind == "finetune":
         assert config.seed == cell.seed and config.train.steps == 400
   grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
@@ -192,8 +192,8 @@ def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():
     if cell.kind != "finetune" or cell.start not in ("mlm", "clm") or cell.needs[0] in checked:
       continue
     pre_trained = grid.cell(cell.needs[0])
-    assert encoder_shapes(grid_lib.load_config(pre_trained.config, pre_trained.overrides)) == encoder_shapes(
-        grid_lib.load_config(cell.config, cell.overrides)), (pre_trained.name, cell.name)
+    assert encoder_shapes(cell_configs.load_config(pre_trained.config, pre_trained.overrides)) == encoder_shapes(
+        cell_configs.load_config(cell.config, cell.overrides)), (pre_trained.name, cell.name)
     checked.add(pre_trained.name)
   assert len(checked) == 8  # ru and en: masked LMs of 3 bodies, a causal transformer
 
@@ -202,10 +202,10 @@ def test_a_result_from_another_command_is_refused(tmp_path):
   grid = smoke_grid(tmp_path)
   cell = grid.cells[0]
   os.makedirs(cell.workdir)
-  with open(os.path.join(cell.workdir, grid_lib.RESULT_FILE), "w", encoding="utf-8") as handle:
+  with open(os.path.join(cell.workdir, result_files.RESULT_FILE), "w", encoding="utf-8") as handle:
     json.dump({"command": "python launch/train.py --config=configs/other.py"}, handle)
   with pytest.raises(grid_lib.GridError, match="delete"):
-    grid_lib.read_result(cell)
+    result_files.read_result(cell)
 
 
 def test_differences_within_the_spread_are_marked():
@@ -230,8 +230,8 @@ def test_differences_within_the_spread_are_marked():
 def test_a_cell_stopped_by_a_signal_stops_the_grid_even_before_its_handler_was_set():
   # 143 / 130: launch/train.py's own exit after saving; -15 / -2: the signal killed it while it still
   # read its data (seen: a SIGTERM'd SST-2 cell counted as failed and the grid went on to the next).
-  assert all(grid_lib.CellFailed("stopped", code).interrupted for code in (143, 130, -15, -2))
-  assert not any(grid_lib.CellFailed("failed", code).interrupted for code in (1, 2, -9))
+  assert all(processes.CellFailed("stopped", code).interrupted for code in (143, 130, -15, -2))
+  assert not any(processes.CellFailed("failed", code).interrupted for code in (1, 2, -9))
 
 
 def test_each_pre_trained_start_says_what_its_pre_training_cost_and_bought():
@@ -264,12 +264,12 @@ def test_the_subprocess_runner_trains_scores_and_skips(tmp_path):
   cwd = os.getcwd()
   os.chdir(grid_lib.ROOT)  # commands name launch/*.py relative to the repository root
   try:
-    report = grid_lib.run_grid(grid, only=only, log=lambda line: None)
+    report = scheduler.run_grid(grid, only=only, log=lambda line: None)
     assert report["ran"] == only
-    result = grid_lib.read_result(grid.cell(only[0]))
+    result = result_files.read_result(grid.cell(only[0]))
     assert np.isfinite(result["dev"]) and result["cpu_seconds"] > 0 and result["examples_seen"] == 48
     assert result["command"].startswith("python launch/train.py --config=configs/finetune.py:task=rucola,")
-    report = grid_lib.run_grid(grid, only=only, log=lambda line: None)
+    report = scheduler.run_grid(grid, only=only, log=lambda line: None)
     assert report["finished_before"] == only and not report["ran"]
   finally:
     os.chdir(cwd)
@@ -288,21 +288,22 @@ def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_run
   calls = []
   with pytest.raises(grid_lib.GridError, match=r"pretrain/ru/mlm_lstm: config configs/ru_mlm\.py.*--config\.train\.stepz: the config has no "
                      r"key 'stepz' in train; did you mean 'steps'\?"):
-    grid_lib.run_grid(grid, runner=lambda cell, cores: calls.append(cell.name), log=lambda line: None)
+    scheduler.run_grid(grid, runner=lambda cell, cores, children: calls.append(cell.name), log=lambda line: None)
   assert calls == [] and not os.path.exists(os.path.join(str(tmp_path), "pretrain"))
   with pytest.raises(grid_lib.GridError, match="train.stepz"):
-    grid_lib.status_lines(grid)
+    scheduler.status_lines(grid)
   # A value that is not of the key's type: the same kind of error.
   config.pretrain.ru.mlm.overrides = config.pretrain.ru.mlm.overrides[:-1] + ("train.steps=ten",)
   with pytest.raises(grid_lib.GridError, match=r"--config\.train\.steps=ten: .*int"):
-    grid_lib.run_grid(grid_lib.expand(config, str(tmp_path)), runner=lambda cell, cores: calls.append(cell.name),
-                      only=["*/mlm/*"], log=lambda line: None)
+    scheduler.run_grid(grid_lib.expand(config, str(tmp_path)),
+                       runner=lambda cell, cores, children: calls.append(cell.name), only=["*/mlm/*"],
+                       log=lambda line: None)
   assert calls == []
   # A config file or variant that does not load is its own error, not blamed on an override.
   with pytest.raises(grid_lib.GridError, match=r"^config configs/finetune.py:task=nope: .*variant task='nope'"):
-    grid_lib.load_config("configs/finetune.py:task=nope", ("seed=1",))
+    cell_configs.load_config("configs/finetune.py:task=nope", ("seed=1",))
   with pytest.raises(grid_lib.GridError, match=r"^config configs/nope.py: config file .*nope.py not found"):
-    grid_lib.load_config("configs/nope.py", ("seed=1",))
+    cell_configs.load_config("configs/nope.py", ("seed=1",))
 
 
 def test_a_resumed_cell_counts_the_cost_of_its_stopped_attempts(tmp_path):
@@ -315,17 +316,17 @@ def test_a_resumed_cell_counts_the_cost_of_its_stopped_attempts(tmp_path):
   grid = grid_lib.expand(config, str(tmp_path))
   attempts = []
 
-  def stopped_then_finished(cell, cores):
+  def stopped_then_finished(cell, cores, children):
     attempts.append(cell.name)
     if len(attempts) == 1:
-      raise grid_lib.CellFailed(f"{cell.name}: stopped", -15, cpu_seconds=30.0)
+      raise processes.CellFailed(f"{cell.name}: stopped", -15, cpu_seconds=30.0)
     return {"cpu_seconds": 12.0}
 
   only = ["pretrain/ru/fasttext"]
-  report = grid_lib.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
-  assert report["interrupted"] == only and grid_lib.read_result(grid.cell(only[0])) is None
-  report = grid_lib.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
-  result = grid_lib.read_result(grid.cell(only[0]))
+  report = scheduler.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
+  assert report["interrupted"] == only and result_files.read_result(grid.cell(only[0])) is None
+  report = scheduler.run_grid(grid, runner=stopped_then_finished, only=only, log=lambda line: None)
+  result = result_files.read_result(grid.cell(only[0]))
   assert report["ran"] == only and attempts == only * 2
   assert result["cpu_seconds"] == 42.0 and result["attempts"] == 2
 
@@ -360,11 +361,12 @@ def test_a_sigterm_to_the_grid_reaches_each_running_cell_once_and_nothing_starts
   parallel = min(2, len(os.sched_getaffinity(0)))
   running, queued = seeds[:parallel], seeds[parallel:]
 
-  def stoppable(cell, cores):
+  def stoppable(cell, cores, children):
     os.makedirs(cell.workdir, exist_ok=True)
     with open(os.path.join(cell.workdir, "log.txt"), "a", encoding="utf-8") as log:
-      code, cpu_seconds, _ = grid_lib._run_pinned(["python", "-c", STOPPABLE_COMMAND, cell.workdir], cores, log)
-    raise grid_lib.CellFailed(f"{cell.name}: exited {code}", code, cpu_seconds)
+      code, cpu_seconds, _ = processes._run_pinned(["python", "-c", STOPPABLE_COMMAND, cell.workdir], cores, log,
+                                                    children)
+    raise processes.CellFailed(f"{cell.name}: exited {code}", code, cpu_seconds)
 
   def signal_the_grid_once_its_cells_run():
     deadline = time.time() + 60
@@ -376,17 +378,17 @@ def test_a_sigterm_to_the_grid_reaches_each_running_cell_once_and_nothing_starts
   handler_before = signal.getsignal(signal.SIGTERM)
   sender = threading.Thread(target=signal_the_grid_once_its_cells_run)
   sender.start()
-  report = grid_lib.run_grid(grid, parallel=parallel, only=["rucola/*"], runner=stoppable, log=lambda line: None)
+  report = scheduler.run_grid(grid, parallel=parallel, only=["rucola/*"], runner=stoppable, log=lambda line: None)
   sender.join()
   assert signal.getsignal(signal.SIGTERM) is handler_before  # this process's own handling is back
   assert sorted(report["interrupted"]) == sorted(cell.name for cell in running)
   assert not report["ran"] and not report["failed"]
   # launch/compare.py exits as launch/train.py does: 128 + the signal, so a scheduler requeues it.
-  assert report["stop_signal"] == signal.SIGTERM and grid_lib.exit_status(report) == 143
+  assert report["stop_signal"] == signal.SIGTERM and scheduler.exit_status(report) == 143
   for cell in running:
     with open(os.path.join(cell.workdir, "signals.txt"), encoding="utf-8") as handle:
       received = handle.read().split()
     assert received[0] == str(int(signal.SIGTERM)) and len(received) == 2  # once, not twice
     assert int(received[1]) != os.getpgrp()  # in its own process group
-    assert [attempt["exit_code"] for attempt in grid_lib._earlier_attempts(cell)] == [143]
+    assert [attempt["exit_code"] for attempt in result_files._earlier_attempts(cell)] == [143]
   assert queued and not any(os.path.exists(os.path.join(cell.workdir, "log.txt")) for cell in queued)

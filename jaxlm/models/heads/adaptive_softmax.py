@@ -20,8 +20,7 @@ tokens in a cluster than its capacity, that cluster falls back to all tokens (`l
 so only one branch runs), which gives the same loss and gradient. Evaluation's ranks
 (top-1/top-5) use the full log-probabilities, `log_probs`.
 
-The head module (jaxlm.models.heads.language_model.AdaptiveSoftmaxHead) returns a dict of arrays; the
-functions here read it:
+The head module (AdaptiveSoftmaxHead, below) returns a dict of arrays; the functions here read it:
   hidden        [batch, length, width] the states the logits are products with
   head_logits   float32 [batch, length, c_1 + k]: head words, then one logit per tail cluster
   tail_tables   tuple of k [cluster size, width] output rows (tied: slices of the input table)
@@ -30,12 +29,16 @@ functions here read it:
 
 import functools
 import math
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxlm import errors
+from jaxlm.models import layers
+from jaxlm.models.heads import contract, ranking, softmax
 
 
 def check_cutoffs(cutoffs, vocab_size: int) -> tuple:
@@ -217,3 +220,68 @@ def log_probs(outputs):
     logits = _tail_logits(outputs["hidden"], table, bias)  # [batch, length, cluster size]
     pieces.append(head[..., head_size + index, None] + jax.nn.log_softmax(logits, axis=-1))
   return jnp.concatenate(pieces, axis=-1)
+
+
+class AdaptiveSoftmaxHead(nn.Module):
+  """An exact softmax factorised over frequency clusters (the functions above).
+
+  Scores the `cutoffs[0]` most frequent words plus one token per tail cluster for every
+  position, and leaves each tail cluster's words to the loss, which scores them only for
+  the tokens that need them. With `tie_embeddings` every word's output row is its input
+  row (a bias-free projection bridges a different body width), as in SoftmaxHead, so the
+  parameters are the softmax head's plus one vector and one bias per cluster.
+  `output_bias=False` leaves out every bias (the tail biases are None): on 2 CPU cores the
+  biases' additions and gradients cost ~3% of the quickstart's step. Returns the dict
+  the module docstring describes.
+  """
+  vocab_size: int
+  embedding_width: int
+  tie_embeddings: bool = True
+  dtype: Any = jnp.float32
+  output_bias: bool = True
+  cutoffs: tuple = (2000, 6000, 14000)
+
+  @nn.compact
+  def __call__(self, hidden, *, input_layer, train: bool, mask=None):
+    del train, mask  # every position is scored; the loss's weights drop padding
+    cutoffs = check_cutoffs(self.cutoffs, self.vocab_size)
+    if self.tie_embeddings:
+      hidden = softmax.to_embedding_width(hidden, self.embedding_width, self.dtype)
+      rows = input_layer.output_rows()  # [vocab, embedding width]
+    else:
+      rows = self.param("output", layers.gpt2_init(), (self.vocab_size, hidden.shape[-1]), jnp.float32)
+    hidden = hidden.astype(self.dtype)
+    clusters = self.param("clusters", layers.gpt2_init(), (len(cutoffs), rows.shape[-1]), jnp.float32)
+    head_rows = jnp.concatenate([rows[:cutoffs[0]], clusters], axis=0)  # [c_1 + clusters, width]
+    bias = lambda name, size: (self.param(name, nn.initializers.zeros, (size,), jnp.float32) if self.output_bias
+                               else None)
+    head_logits = jnp.einsum("blw,vw->blv", hidden, head_rows.astype(self.dtype),
+                             preferred_element_type=jnp.float32)
+    if self.output_bias:
+      head_logits = head_logits + bias("head_bias", head_rows.shape[0])
+    bounds = cutoffs + (self.vocab_size,)
+    tail_tables = tuple(rows[start:end] for start, end in zip(bounds[:-1], bounds[1:]))
+    tail_biases = tuple(bias(f"tail_bias_{index}", end - start)
+                        for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])))
+    return {"hidden": hidden, "head_logits": head_logits, "tail_tables": tail_tables,
+            "tail_biases": tail_biases}
+
+
+def _at_position(outputs, index):
+  take = lambda array: lax.dynamic_slice_in_dim(array, index, 1, axis=1)
+  return {**outputs, "hidden": take(outputs["hidden"]), "head_logits": take(outputs["head_logits"])}
+
+
+HEAD = contract.LanguageModelHead(
+    module=AdaptiveSoftmaxHead,
+    fields=lambda model_config: {"cutoffs": tuple(model_config.adaptive_cutoffs),
+                                 "output_bias": model_config.output_bias},
+    # Training gathers each tail cluster's tokens up to these fractions of a device's tokens.
+    loss=lambda model_config: functools.partial(cross_entropy,
+                                                capacities=tuple(model_config.adaptive_capacities)),
+    # Ranked by the full log-probabilities, as a softmax's by its logits.
+    target_ranks=lambda outputs, targets, *, chunk_size: ranking.ranks_by_scores(log_probs(outputs), targets),
+    top_words=lambda outputs, *, k, chunk_size: ranking.top_by_scores(log_probs(outputs), k=k),
+    next_token_scores=lambda outputs: log_probs(outputs)[:, 0].astype(jnp.float32),
+    at_position=_at_position,
+)

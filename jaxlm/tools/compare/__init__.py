@@ -1,6 +1,9 @@
 """Does pre-training pay? A grid of fine-tuning runs (task x body x start x seed) and its table.
 
 grid.py expands a grid config (configs/compare_ru.py) into cells, each one command of
-launch/train.py (or launch/fasttext.py for a FastText start), and runs them, pre-training
-first; table.py turns the cells' result.json files into Markdown, CSV and a plot.
+launch/train.py (or launch/fasttext.py for a FastText start); cell_configs.py builds each
+cell's config as launch/train.py would, so a mistyped override stops the grid before it runs;
+scheduler.py runs the cells, pre-training first, through processes.py (each cell's commands
+locked, pinned to their cores and stopped with the grid); result_files.py writes and checks
+each finished cell's result.json; table.py turns those files into Markdown, CSV and a plot.
 """

@@ -14,8 +14,9 @@ mean ± sd at the checkpoints the task's metric picked.
 import math
 import os
 
-from jaxlm.tools.compare import grid as grid_lib
 from jaxlm.data import text_files
+from jaxlm.tools.compare import grid as grid_lib
+from jaxlm.tools.compare import result_files
 
 CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
                "dev_vs_scratch", "within_spread", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
@@ -35,7 +36,7 @@ def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
   """(fine-tuning results, pre-training results) of the grid's finished cells."""
   finetune, pretrain = [], []
   for cell in grid.cells:
-    result = grid_lib.read_result(cell)
+    result = result_files.read_result(cell)
     if result is None:
       continue
     if cell.kind == "finetune":

@@ -1,15 +1,14 @@
-"""Words from head outputs, and top-1 / top-5 next-word accuracy that compares every head.
+"""Ranking words by score, shared by every language-model head's target_ranks and top_words.
 
-A softmax head's words are its largest logits. An embedding head's words are the nearest
-target vectors by cosine, found chunk by chunk over the vocabulary with a running top-k, so
-memory is [queries, chunk_size] whatever the vocabulary (250k words x 8k tokens of scores
-would be 8 GB at once).
+Scores over the vocabulary (a softmax head's logits, the adaptive softmax's log-probabilities)
+rank by value. An embedding head's words rank by the cosine of their target vectors, found
+chunk by chunk over the vocabulary with a running top-k, so memory is [queries, chunk_size]
+whatever the vocabulary (250k words x 8k tokens of scores would be 8 GB at once). Top-1 /
+top-5 accuracy, from the ranks, compares every head.
 """
 
 import jax.numpy as jnp
 from jax import lax
-
-from jaxlm.models.heads import adaptive_softmax
 
 
 def unit(vectors):
@@ -65,27 +64,6 @@ def nearest_neighbours(vectors, table, *, k: int = 5, chunk_size: int = 8192):
   return scores.reshape(*lead_shape, k), ids.reshape(*lead_shape, k)
 
 
-def _scores(outputs):
-  """The adaptive softmax's dict as its full log-probabilities; any other head output as is."""
-  if isinstance(outputs, dict) and "head_logits" in outputs:
-    return adaptive_softmax.log_probs(outputs)  # ranks by p(w), as a softmax's by its logits
-  return outputs
-
-
-def top_words(outputs, *, k: int = 5, chunk_size: int = 8192):
-  """Head outputs -> int32 [..., k] word ids, best first, for any head.
-
-  Dispatches on what the head returned, not on the loss: logits [..., vocab], the adaptive
-  softmax's dict (scored by its full log-probabilities), or the embedding heads'
-  {"vectors", "target_table"} dict.
-  """
-  outputs = _scores(outputs)
-  if isinstance(outputs, dict):
-    return nearest_neighbours(outputs["vectors"], outputs["target_table"], k=k,
-                              chunk_size=chunk_size)[1]
-  return lax.top_k(outputs.astype(jnp.float32), min(k, outputs.shape[-1]))[1]
-
-
 def _rank_in(scores, target_scores, targets, start: int = 0):
   """How many of these vocabulary columns rank above each target, top_k's way.
 
@@ -98,21 +76,32 @@ def _rank_in(scores, target_scores, targets, start: int = 0):
   return jnp.sum(above, axis=-1, dtype=jnp.int32)
 
 
-def target_ranks(outputs, targets, *, chunk_size: int = 8192):
-  """The 0-based rank of each target word among all words, for any head: int32 [...].
+def ranks_by_scores(scores, targets):
+  """scores float [..., vocab], targets int [...] -> int32 [...]: each target's 0-based rank.
 
-  One compare-and-count pass over the scores instead of a top-k sort (several times
-  cheaper on a CPU); embedding heads score the vocabulary chunk by chunk by cosine.
+  One compare-and-count pass over the scores instead of a top-k sort (several times cheaper
+  on a CPU).
   """
   flat_targets = targets.reshape(-1)
-  outputs = _scores(outputs)
-  if not isinstance(outputs, dict):
-    logits = outputs.astype(jnp.float32).reshape(flat_targets.size, -1)  # [queries, vocab]
-    target_scores = jnp.take_along_axis(logits, flat_targets[:, None], axis=-1)[:, 0]
-    return _rank_in(logits, target_scores, flat_targets).reshape(targets.shape)
-  table = outputs["target_table"].astype(jnp.float32)
+  scores = scores.astype(jnp.float32).reshape(flat_targets.size, -1)  # [queries, vocab]
+  target_scores = jnp.take_along_axis(scores, flat_targets[:, None], axis=-1)[:, 0]
+  return _rank_in(scores, target_scores, flat_targets).reshape(targets.shape)
+
+
+def top_by_scores(scores, *, k: int = 5):
+  """scores float [..., vocab] -> int32 [..., k] word ids, best first."""
+  return lax.top_k(scores.astype(jnp.float32), min(k, scores.shape[-1]))[1]
+
+
+def ranks_by_cosine(vectors, table, targets, *, chunk_size: int = 8192):
+  """vectors float [..., dim], table float [vocab, dim], targets int [...] -> int32 [...] ranks.
+
+  The vocabulary is scored chunk by chunk by cosine, counting the words above each target.
+  """
+  flat_targets = targets.reshape(-1)
+  table = table.astype(jnp.float32)
   vocab, dim = table.shape
-  queries = unit(outputs["vectors"].reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
+  queries = unit(vectors.reshape(-1, dim).astype(jnp.float32))  # [queries, dim]
   # The same float32 product as the chunks below, so a target's own score is bit-identical.
   target_scores = jnp.sum(queries * unit(table[flat_targets]), axis=-1)
   chunk_size = min(chunk_size, vocab)
@@ -132,17 +121,15 @@ def target_ranks(outputs, targets, *, chunk_size: int = 8192):
   return ranks.reshape(targets.shape)
 
 
-def accuracy_sums(outputs, targets, weights, *, chunk_size: int = 8192):
-  """Weighted top-1 and top-5 hits, as sums to add to the loss's sums.
+def accuracy_sums(ranks, weights):
+  """Weighted top-1 and top-5 hits from a head's target_ranks, as sums to add to the loss's sums.
 
   Args:
-    outputs: what the model's head returned (logits, or the embedding-head dict).
-    targets: int [batch, length] next-word ids.
+    ranks: int [batch, length], each target's 0-based rank (LanguageModelHead.target_ranks).
     weights: [batch, length], 0 at padding.
   Returns:
     {"correct": float32 sum, "correct_top5": float32 sum}.
   """
-  ranks = target_ranks(outputs, targets, chunk_size=chunk_size)
   weights = weights.astype(jnp.float32)
   return {
       "correct": jnp.sum(weights * (ranks == 0)),
