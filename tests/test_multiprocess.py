@@ -1,9 +1,10 @@
 """Several processes, one run: jax.distributed over loopback on this machine (gloo collectives).
 
-The subprocess tests start N copies of launch/train.py with --coordinator_address=127.0.0.1:PORT,
-each with its own simulated CPU devices, as hosts of a cluster would run. Dropout is off in
-the smoke config (quickstart's transformer has none), so the same global batch gives the same
-losses on any number of processes and devices, up to float summation order.
+The subprocess tests start N copies of launch/train.py (or of a script under tests/ that calls the
+library as it does) with --coordinator_address=127.0.0.1:PORT, each with its own simulated CPU
+devices, as hosts of a cluster would run. Dropout is off in the smoke config (quickstart's
+transformer has none), so the same global batch gives the same losses on any number of
+processes and devices, up to float summation order.
 """
 
 import json
@@ -42,9 +43,10 @@ def compilation_cache(tmp_path_factory):
           "JAX_DISABLE_MOST_OPTIMIZATIONS": "true"}
 
 
-def run_processes(args, *, processes: int, devices: int, environ: dict, environ_of=lambda index: {},
-                  timeout: float = 300, script: str = "train.py", while_running=None):
-  """launch/<script> on `processes` local processes of `devices` CPU devices each; [(returncode, output)].
+def run_processes(args, *, processes: int, devices: int, environ: dict, timeout: float = 300,
+                  script: str = "launch/train.py", while_running=None):
+  """<script> (a path in the repository) on `processes` local processes of `devices` CPU devices each;
+  [(returncode, output)].
 
   environ: added to this process's environment (compilation_cache). A process still running at
   `timeout` (e.g. one left alone in a collective) is killed and fails the test.
@@ -54,11 +56,11 @@ def run_processes(args, *, processes: int, devices: int, environ: dict, environ_
   children, logs = [], []
   for index in range(processes):
     child_environ = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                     "JAX_PLATFORMS": "cpu", **environ, **environ_of(index)}
+                     "JAX_PLATFORMS": "cpu", **environ}
     cluster = ([f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
                 f"--process_id={index}"] if processes > 1 else [])
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: nothing blocks on a full pipe
-    children.append(subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "launch", script), *args,
+    children.append(subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, script), *args,
                                       *cluster], env=child_environ, stdout=log, stderr=subprocess.STDOUT, text=True))
     logs.append(log)
   deadline = time.time() + timeout
@@ -195,7 +197,7 @@ def test_checkpoints_move_between_two_processes_and_one_device_and_two_processes
   assert sorted(int(name) for name in os.listdir(os.path.join(copy, "checkpoints")) if name.isdigit()) == [2, 4, 6]
   # launch/evaluate.py on 2 processes scores the whole validation split as the training loop did.
   results = run_processes([f"--workdir={copy}", "--split=valid", "--step=6"], processes=2, devices=2,
-                          environ=compilation_cache, script="evaluate.py")
+                          environ=compilation_cache, script="launch/evaluate.py")
   assert_succeeded(results)
   scored = json.loads(results[0][1].strip().splitlines()[-1])
   validated = [record for record in loop.read_records(copy) if record["kind"] == "valid"][-1]
@@ -206,13 +208,14 @@ def test_checkpoints_move_between_two_processes_and_one_device_and_two_processes
 
 def test_one_process_out_of_time_stops_both_at_the_same_step(tiny_corpus, cache_dir, tmp_path,
                                                              compilation_cache):
-  """train.max_minutes=30 is far off for process 0; process 1's clock is an hour ahead (the
-  loop's test-only JAXLM_TEST_CLOCK_SKEW_SECONDS), so it is out of time after its first step.
-  Without agreement process 0 would go on to step 2 and wait there alone: the test would time out."""
+  """train.max_minutes=30 is far off for process 0; process 1's clock (train_and_evaluate's `clock`,
+  set by tests/train_with_clock_ahead.py) jumps an hour ahead once training has started, so it is
+  out of time after its first step. Without agreement process 0 would go on to step 2 and wait
+  there alone: the test would time out."""
   workdir = str(tmp_path)
-  skew = lambda index: {"JAXLM_TEST_CLOCK_SKEW_SECONDS": "3600" if index == 1 else "0"}
   results = run_processes(train_args(workdir, tiny_corpus, cache_dir, **{"train.max_minutes": 30.0}),
-                          processes=2, devices=2, environ=compilation_cache, environ_of=skew)
+                          processes=2, devices=2, environ=compilation_cache,
+                          script="tests/train_with_clock_ahead.py")
   assert_succeeded(results)
   assert "stopping at step 1: train.max_minutes=30.0 reached" in results[0][1]
   assert sorted(losses(workdir)) == [1]

@@ -7,21 +7,23 @@ through the experiment (jaxlm.training.experiments); the loop never branches on 
 the model family.
 """
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxlm import checkpoint, distributed, errors, metrics, tasks
+from jaxlm import checkpoint, distributed, errors, metrics
 from jaxlm.data import text_files
-from jaxlm.training import evaluation, experiments, optim, steps
+from jaxlm.training import evaluation, experiments, optim, run_start, steps
 
 
 class MetricWriter:
@@ -67,7 +69,10 @@ class TrainingInterrupted(Exception):
 class StopSignals:
   """Turns SIGTERM and SIGINT into a request the loop reads after each step (main thread only).
 
-  A second signal of the same kind stops at once, as the default handler would.
+  A context manager: `with StopSignals() as signals:` handles them inside the block and puts
+  the previous handlers back when it ends, by an exception too. `received` is the first
+  signal's number (None: none). A second signal of the same kind stops at once, as the
+  default handler would.
   """
 
   NAMES = (signal.SIGTERM, signal.SIGINT)
@@ -92,6 +97,7 @@ class StopSignals:
   def __exit__(self, *exc):
     for number, handler in self.previous.items():
       signal.signal(number, handler)
+    self.previous = {}
 
 
 def _without_norms(sums: dict) -> tuple[dict, dict]:
@@ -174,6 +180,81 @@ def every(step: int, interval: int) -> bool:
   return interval > 0 and step % interval == 0
 
 
+@dataclasses.dataclass
+class Intervals:
+  """When the loop logs, validates and stops, and the running totals of its current log interval.
+
+  Steps are counted after they run: step s is the s-th step of the run. A log interval is the
+  steps after the last log (or after the restored step) up to the next log; its wall time,
+  less the evaluation and saving inside it, is training time. Every wall-clock reading is
+  `clock()`, the first one when the object is made (the start of the max_minutes budget and
+  of the first log interval).
+  """
+  steps: int  # train.steps: the run's last step
+  log_every: int  # train.log_every: a train record every this many steps (0: none but the last step's)
+  eval_every: int  # train.eval_every: a validation and a checkpoint every this many steps (0: the last step only)
+  max_minutes: float  # train.max_minutes: this process's wall-clock budget from the start (0: none)
+  clock: Callable[[], float]  # wall-clock seconds
+  log_start: int  # the last logged step (the restored step before the first log)
+  started: float = dataclasses.field(init=False)  # clock() at the start: the max_minutes budget counts from it
+  log_start_time: float = dataclasses.field(init=False)  # clock() when the log interval started
+  sums: Any = None  # the log interval's summed step metrics (device values); None before its first step
+  inputs: int = 0  # input positions (tokens) of the log interval's global batches
+  paused_seconds: float = 0.0  # evaluation and saving inside the log interval: not training time
+  # Wall time spent in training steps by this process (evaluation and saving excluded): the
+  # x axis for quality-against-time comparisons. A resumed run starts it again from 0.
+  training_seconds: float = 0.0
+
+  def __post_init__(self):
+    self.started = self.log_start_time = self.clock()
+
+  def add_step(self, step_metrics, inputs: int) -> None:
+    """Adds a step's metrics (device values) and its global batch's input positions to the log interval."""
+    self.inputs += inputs
+    self.sums = step_metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, step_metrics)
+
+  def out_of_time(self) -> bool:
+    """This process has spent its train.max_minutes (never, with max_minutes 0)."""
+    return self.max_minutes > 0 and self.clock() - self.started > 60 * self.max_minutes
+
+  def due_to_log(self, step: int, stopping: bool) -> bool:
+    """A train record after `step`: every log_every steps, at the run's last step and at a stop."""
+    return every(step, self.log_every) or step == self.steps or stopping
+
+  def due_to_validate(self, step: int, stopping: bool) -> bool:
+    """A validation and a checkpoint after `step`: every eval_every steps, at the last step and at a stop."""
+    return every(step, self.eval_every) or step == self.steps or stopping
+
+  def off_schedule(self, step: int, signalled: bool) -> bool:
+    """A validation at `step` the uninterrupted run would not make (a signal's stop between validations)."""
+    return signalled and not every(step, self.eval_every) and step < self.steps
+
+  def step_range(self, step: int) -> tuple[int, int]:
+    """The first and last steps of the log interval that `step` ends."""
+    return self.log_start + 1, step
+
+  def log_seconds(self) -> float:
+    """Training seconds of the log interval ending now (its pauses excluded), added to training_seconds."""
+    elapsed = self.clock() - self.log_start_time - self.paused_seconds
+    self.training_seconds += elapsed
+    return elapsed
+
+  def start_log_interval(self, step: int) -> None:
+    """The next log interval: the steps after `step`, from now."""
+    self.sums, self.log_start, self.log_start_time, self.paused_seconds = None, step, self.clock(), 0.0
+    self.inputs = 0
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Evaluation and saving inside the block: not training time for the next log.
+
+    Yields the training seconds up to the block (the steps since the last log included).
+    """
+    paused_from = self.clock()
+    yield self.training_seconds + paused_from - self.log_start_time - self.paused_seconds
+    self.paused_seconds += self.clock() - paused_from
+
+
 class EarlyStopping:
   """Counts validations since the best one, by the task's metric (train.patience).
 
@@ -199,7 +280,7 @@ class EarlyStopping:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
-                       allow_change=()) -> dict:
+                       allow_change=(), clock: Callable[[], float] = time.time) -> dict:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation summary.
 
   progress: a tqdm bar with the latest loss (for a terminal); without it, one line a log
@@ -210,52 +291,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   With several processes (jaxlm.distributed) every process calls it: each reads its rows of
   every batch, process 0 writes the logs and progress, all save and restore the checkpoints
   together, and every decision to stop is agreed so all stop after the same step.
+  clock: the wall clock (seconds) of every timing and of the train.max_minutes budget (Intervals).
   """
   from tqdm import tqdm
   experiment = experiments.build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
-  workdir_files = dict(words=task.words, fingerprint=task.fingerprint, sentencepiece_model=task.sentencepiece_model,
-                       run={"task": tasks.task_name(config), "best_metric": task.best_metric,
-                            "best_mode": task.best_mode})
-  changes = checkpoint.check_workdir(workdir, config, words=task.words, fingerprint=task.fingerprint,
-                                     allow_change=allow_change)  # writes nothing
-  resuming = checkpoint.has_checkpoints(workdir)
-  if not resuming:
-    # The starts first (FastText rows, a pre-trained checkpoint): one that fails leaves no workdir.
-    state = experiments.init_experiment_state(experiment)
-    checkpoint.write_workdir(workdir, config, **workdir_files)
-  manager = checkpoint.manager(workdir, train_config.keep_checkpoints, best_metric=task.best_metric,
-                               best_mode=task.best_mode)
-  checkpoint.check_writable(manager.directory)  # now, not at the first save after training
-
-  if resuming:  # a resume reads nothing but the checkpoint (no FastText or target-vector files)
-    # A damaged checkpoint (a truncated file, a half-written save) is moved aside to
-    # damaged_checkpoints/, so the run goes on from the previous kept one and saves over nothing.
-    def move_aside(step):
-      if jax.process_index() == 0:
-        aside = os.path.join(workdir, "damaged_checkpoints")
-        os.makedirs(aside, exist_ok=True)
-        os.replace(os.path.join(str(manager.directory), str(step)),
-                   os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
-      distributed.barrier(f"damaged checkpoint {step} moved aside")
-    # An allowed change (optim.clip_norm, optim.name, ...) can change the optimiser state's
-    # tree: the parameters restore and the optimiser state starts anew. Without one, a state
-    # that does not fit is refused (checkpoint.MismatchedCheckpointError), never moved aside.
-    try:
-      _, state, restarted = checkpoint.restore_readable(manager, experiments.experiment_target(experiment),
-                                                        on_damaged=move_aside,
-                                                        restartable=("opt_state",) if changes else ())
-    except checkpoint.DamagedCheckpointError as error:
-      raise checkpoint.DamagedCheckpointError(
-          f"{error} They were moved to {os.path.join(workdir, 'damaged_checkpoints')}/: the same command now "
-          "starts this run again from step 0.") from None
-    if restarted:
-      state = state.replace(opt_state=experiments.restart_optimizer_state(experiment, state))
-      changes = changes + [f"optimiser state restarted at step {int(state.step)} (the saved one does not fit: "
-                           f"{restarted['opt_state']}); parameters restored, moments from zero"]
-      if distributed.is_primary():
-        print(f"jaxlm: {changes[-1]}", file=sys.stderr)
-    manager.reload()
+  started = run_start.start_or_resume(experiment, workdir, allow_change=allow_change)
+  state, manager, changes = started.state, started.manager, started.changes
   start_step = int(state.step)
   # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
   keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
@@ -271,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     writer.write(start_step, "config_change", {"changes": changes})
   # A resume rewrites config.json (with any allowed change) only with its first checkpoint, so a
   # resume that fails before saving leaves the workdir's description as its checkpoints are.
-  workdir_written = not resuming
+  workdir_written = not started.resuming
   schedule = optim.build_schedule(config.optim, train_config.steps)
 
   def validate(step, training_seconds=None, interrupted=False, record=True):
@@ -286,92 +328,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress or not distributed.is_primary(),
              dynamic_ncols=True, desc="train")
   say = bar.write if distributed.is_primary() else lambda line: None  # tqdm.write prints even when disabled
-  started = time.time()
-  # Test-only: seconds added to this process's clock where the train.max_minutes budget is read, so a
-  # test can make one process run out of time first (tests/test_multiprocess.py). Unset in real runs.
-  clock_skew = float(os.environ.get("JAXLM_TEST_CLOCK_SKEW_SECONDS", "0"))
-  interval_sums, interval_start, interval_time = None, start_step, time.time()
-  interval_inputs = 0  # input positions (tokens) of the global batches since the last log
-  paused_seconds = 0.0  # evaluation and saving inside the current log interval: not training time
-  # Wall time spent in training steps by this process (evaluation and saving excluded): the
-  # x axis for quality-against-time comparisons. A resumed run starts it again from 0.
-  training_seconds = 0.0
+  intervals = Intervals(train_config.steps, train_config.log_every, train_config.eval_every,
+                        train_config.max_minutes, clock, log_start=start_step)
   last_valid = None
   step = start_step
   in_flight = evaluation.InFlight()
-  stop_signals = StopSignals()
   try:
-    stop_signals.__enter__()
-    while step < train_config.steps:
-      local = task.train_batch(step, seed=config.seed, batch_size=train_config.batch_size,
-                               process_index=jax.process_index(), process_count=jax.process_count())
-      state, step_metrics = train_step(state, experiments.global_batch(mesh, local))
-      in_flight.add(step_metrics)
-      step += 1
-      interval_inputs += local["inputs"].size * jax.process_count()
-      interval_sums = step_metrics if interval_sums is None else jax.tree.map(jnp.add, interval_sums, step_metrics)
-      out_of_time = train_config.max_minutes > 0 and time.time() + clock_skew - started > 60 * train_config.max_minutes
-      # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (but not ranked
-      # for best: the uninterrupted run never validated it), then the run stops. Every process stops at the
-      # step any one of them ran out of time or got a signal (SIGTERM wins over SIGINT), or the
-      # others would wait alone in the next step's collectives: one small all-gather a step.
-      out_of_time, signal_number = distributed.agree_max([out_of_time, stop_signals.received or 0])
-      signalled = signal_number > 0
-      at_end = step == train_config.steps or out_of_time or signalled
-      if every(step, train_config.log_every) or at_end:
-        sums, norms = _without_norms(evaluation.host_values(interval_sums))
-        guard.check((interval_start + 1, step), {**sums, **norms}, logged=True)
-        steps_done = step - interval_start
-        skipped = int(round(norms.pop("nonfinite_steps")))
-        summary = task.summarise(sums)
-        # Averages over the interval (a skipped step's norms are zeros: averaged over the others).
-        summary.update({key: value / max(steps_done - skipped, 1) for key, value in norms.items()})
-        if max_bad_steps:
-          summary["skipped_steps"] = skipped
-        elapsed = time.time() - interval_time - paused_seconds
-        training_seconds += elapsed
-        summary.update(tokens_per_second=interval_inputs / elapsed,
-                       examples_per_second=steps_done * train_config.batch_size / elapsed,
-                       learning_rate=float(schedule(step)), training_seconds=training_seconds)
-        writer.write(step, "train", summary)
-        bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_second']:.0f}")
-        if not progress:
-          say(f"step {step}: train loss {summary['loss']:.4f}, {summary['tokens_per_second']:.0f} tokens/s")
-        interval_sums, interval_start, interval_time, paused_seconds = None, step, time.time(), 0.0
-        interval_inputs = 0
-      if every(step, train_config.eval_every) or at_end:
-        # The steps since the last log are training time too (eval_every need not be a
-        # multiple of log_every); the next log counts them, without this pause.
-        paused_from = time.time()
-        if interval_sums is not None:  # the steps since the last log: finite, or few enough skipped?
-          guard.check((interval_start + 1, step), evaluation.host_values(interval_sums), logged=False)
-        off_schedule = signalled and not every(step, train_config.eval_every) and step < train_config.steps
-        last_valid = validate(step, training_seconds + paused_from - interval_time - paused_seconds,
-                              interrupted=off_schedule)
-        say(f"step {step}: valid {task.describe(last_valid)}")
-        guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
-        if not workdir_written:  # a resume's config (and its allowed changes) with its first checkpoint
-          checkpoint.write_workdir(workdir, config, **workdir_files)
-          workdir_written = True
-        checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]},
-                        off_schedule=off_schedule)
-        paused_seconds += time.time() - paused_from
-        # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
-        patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])
-        if distributed.agree_any([patience_over])[0]:
-          say(f"stopping at step {step}: no better valid {task.best_metric} in the last "
-              f"train.patience={train_config.patience} validations")
+    with StopSignals() as signals:
+      while step < train_config.steps:
+        local = task.train_batch(step, seed=config.seed, batch_size=train_config.batch_size,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
+        state, step_metrics = train_step(state, experiments.global_batch(mesh, local))
+        in_flight.add(step_metrics)
+        step += 1
+        intervals.add_step(step_metrics, local["inputs"].size * jax.process_count())
+        # SIGTERM/SIGINT: this step is logged, validated and saved like a last one (but not ranked
+        # for best: the uninterrupted run never validated it), then the run stops. Every process stops at the
+        # step any one of them ran out of time or got a signal (SIGTERM wins over SIGINT), or the
+        # others would wait alone in the next step's collectives: one small all-gather a step.
+        out_of_time, signal_number = distributed.agree_max([intervals.out_of_time(), signals.received or 0])
+        signalled = signal_number > 0
+        stopping = bool(out_of_time) or signalled
+        if intervals.due_to_log(step, stopping):
+          sums, norms = _without_norms(evaluation.host_values(intervals.sums))
+          guard.check(intervals.step_range(step), {**sums, **norms}, logged=True)
+          steps_done = step - intervals.log_start
+          skipped = int(round(norms.pop("nonfinite_steps")))
+          summary = task.summarise(sums)
+          # Averages over the interval (a skipped step's norms are zeros: averaged over the others).
+          summary.update({key: value / max(steps_done - skipped, 1) for key, value in norms.items()})
+          if max_bad_steps:
+            summary["skipped_steps"] = skipped
+          elapsed = intervals.log_seconds()
+          summary.update(tokens_per_second=intervals.inputs / elapsed,
+                         examples_per_second=steps_done * train_config.batch_size / elapsed,
+                         learning_rate=float(schedule(step)), training_seconds=intervals.training_seconds)
+          writer.write(step, "train", summary)
+          bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_second']:.0f}")
+          if not progress:
+            say(f"step {step}: train loss {summary['loss']:.4f}, {summary['tokens_per_second']:.0f} tokens/s")
+          intervals.start_log_interval(step)
+        if intervals.due_to_validate(step, stopping):
+          # The steps since the last log are training time too (eval_every need not be a
+          # multiple of log_every); the next log counts them, without this pause.
+          off_schedule = intervals.off_schedule(step, signalled)
+          with intervals.paused() as training_seconds:
+            if intervals.sums is not None:  # the steps since the last log: finite, or few enough skipped?
+              guard.check(intervals.step_range(step), evaluation.host_values(intervals.sums), logged=False)
+            last_valid = validate(step, training_seconds, interrupted=off_schedule)
+            say(f"step {step}: valid {task.describe(last_valid)}")
+            guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
+            if not workdir_written:  # a resume's config (and its allowed changes) with its first checkpoint
+              run_start.write_description(experiment, workdir)
+              workdir_written = True
+            checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]},
+                            off_schedule=off_schedule)
+          # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
+          patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])
+          if distributed.agree_any([patience_over])[0]:
+            say(f"stopping at step {step}: no better valid {task.best_metric} in the last "
+                f"train.patience={train_config.patience} validations")
+            break
+        bar.update(1)
+        if signalled and step < train_config.steps:
+          raise TrainingInterrupted(signal_number, step, manager.directory)
+        if out_of_time:
+          say(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
           break
-      bar.update(1)
-      if signalled and step < train_config.steps:
-        raise TrainingInterrupted(signal_number, step, manager.directory)
-      if out_of_time:
-        say(f"stopping at step {step}: train.max_minutes={train_config.max_minutes} reached")
-        break
-    if last_valid is None:  # nothing left to train (a finished run started again): report its state
-      last_valid = validate(step, record=False)  # metrics.jsonl already holds this step's validation
+      if last_valid is None:  # nothing left to train (a finished run started again): report its state
+        last_valid = validate(step, record=False)  # metrics.jsonl already holds this step's validation
   finally:
-    stop_signals.__exit__()
     bar.close()
     writer.close()
     manager.close()
