@@ -77,7 +77,7 @@ def test_eval_file_gives_zero_shot_splits(qa_folder, tmp_path):
   assert len(task.questions["train"]) == 4
   # The bag input (from scratch) gives the target file's words rows of their own, read from its
   # text (no label), so a zero-shot run feeds them, not <unk>; training never sees those rows.
-  word_id = task.index["кошка"]
+  word_id = task.tokenizer.index["кошка"]
   assert (task.arrays["valid"]["inputs"] == word_id).any()
   assert not (task.arrays["train"]["inputs"] == word_id).any()
 

@@ -11,7 +11,8 @@ on, every corpus takes the same path. `data.tokenizer`:
   word  the vocabulary is the train split's words (data.max_vocab: the most frequent
         N, the rest <unk>);
   bpe   SentencePiece BPE (data.bpe_vocab_size pieces) trained on the word-level train
-        text, cached; a line is its pieces then "</s>" (the end-of-line token).
+        text, cached (or a run's own .model: load_corpus's sentencepiece_model); a line is
+        its pieces then "</s>" (the end-of-line token).
 `train_text_file(config.data)` is that word-level train text as a plain file, for
 training FastText on exactly the words the language model sees.
 """
@@ -19,6 +20,7 @@ training FastText on exactly the words the language model sees.
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
 
 import numpy as np
@@ -145,53 +147,75 @@ def _read_split_lines(split_files: dict[str, str], tfds_dir: str) -> dict[str, l
 
 def _sentencepiece_encoder(model_path: str):
   """(pieces, encode(lines, source) -> ids): each line's pieces, then the end-of-line piece."""
-  from jaxlm.data import sentencepiece_tokenizer
-  processor = sentencepiece_tokenizer.load_sentencepiece(model_path)
-  end_of_line = processor.eos_id()
+  from jaxlm.data import tokenizer as tokenizer_lib
+  pieces = tokenizer_lib.Tokenizer.from_sentencepiece(model_path)
+  end_of_line = pieces.processor.eos_id()
 
   def encode(lines, source):
     del source  # byte fallback: every line encodes, nothing is unknown
-    return [piece for pieces in processor.encode(lines) for piece in pieces + [end_of_line]]
+    return [piece for line_pieces in pieces.processor.encode(lines) for piece in line_pieces + [end_of_line]]
 
-  return sentencepiece_tokenizer.pieces_of(processor), encode
+  return pieces.words, encode
 
 
-def load_corpus(data_config) -> Corpus:
+def _encode_splits(data_config, key: str, split_files: dict[str, str], cache_root: str,
+                   model_path: str) -> tuple[Vocabulary, dict]:
+  """(vocabulary, split -> int32 ids [tokens]) of the word-level files: their words, or model_path's pieces."""
+  lines = _read_split_lines(split_files, os.path.join(cache_root, "tfds", f"{data_config.corpus}-{key}"))
+  if model_path:
+    pieces, encode = _sentencepiece_encoder(model_path)
+    vocabulary = Vocabulary(pieces)
+  else:
+    # Raw text (works) has no <unk> of its own, yet valid and test hold words train lacks.
+    vocabulary = Vocabulary.from_lines(lines["train"], max_size=data_config.max_vocab,
+                                       with_unknown=CORPORA[data_config.corpus].format == "works")
+    encode = vocabulary.encode_lines
+  return vocabulary, {split: np.asarray(encode(lines[split], split_files[split]), dtype=np.int32) for split in SPLITS}
+
+
+def load_corpus(data_config, sentencepiece_model: str = "") -> Corpus:
+  """The corpus `data_config` names, its token ids read from (or first written to) the cache.
+
+  sentencepiece_model: with data.tokenizer="bpe", a ready .model to encode with (a run's own
+  copy in its workdir, jaxlm.training.evaluate.restore_workdir) instead of the one trained, or
+  found, in the cache, so evaluating a moved workdir or one whose cache was emptied trains no
+  pieces. The cache's name for the corpus's model still names the token ids and the
+  fingerprint, as in the run. Ids cached under that name with other pieces (a model trained
+  by another SentencePiece version) are left as they are, and the splits are encoded anew.
+  """
   tokenizer, max_vocab = data_config.tokenizer, data_config.max_vocab
   if tokenizer not in TOKENIZERS:
     raise errors.ConfigError(f"config data.tokenizer={tokenizer!r} is not known; choose one of {list(TOKENIZERS)}")
   cache_root = data_config.cache_dir or default_cache_dir()
   key, split_files = _word_level_files(data_config, cache_root)
+  model_path = ""
   if tokenizer == "bpe":
     from jaxlm.data import sentencepiece_tokenizer
-    model_path = sentencepiece_tokenizer.train_sentencepiece(
-        _plain_train_file(data_config, cache_root, key, split_files), model_type="bpe",
-        vocab_size=data_config.bpe_vocab_size, cache_dir=os.path.join(cache_root, "sentencepiece"))
-    variant = "-" + os.path.splitext(os.path.basename(model_path))[0]  # names the corpus, settings and key
+    train_file = _plain_train_file(data_config, cache_root, key, split_files)
+    settings = dict(model_type="bpe", vocab_size=data_config.bpe_vocab_size,
+                    cache_dir=os.path.join(cache_root, "sentencepiece"))
+    model_path = sentencepiece_model or sentencepiece_tokenizer.train_sentencepiece(train_file, **settings)
+    # A ready model takes the name the cache gives this corpus's model, which names the token ids.
+    cache_name = (sentencepiece_tokenizer.cached_model_path(train_file, **settings) if sentencepiece_model
+                  else model_path)
+    variant = "-" + os.path.splitext(os.path.basename(cache_name))[0]  # names the corpus, settings and key
   else:
     variant = f"-max{max_vocab}" if max_vocab else ""
   token_dir = os.path.join(cache_root, "tokens", f"{data_config.corpus}-{key}{variant}")
   vocabulary_path = os.path.join(token_dir, "vocabulary.txt")
+  corpus = functools.partial(Corpus, fingerprint=key + variant, sentencepiece_model=model_path)
   if not os.path.exists(vocabulary_path):
-    lines = _read_split_lines(split_files, os.path.join(cache_root, "tfds", f"{data_config.corpus}-{key}"))
-    if tokenizer == "bpe":
-      pieces, encode = _sentencepiece_encoder(model_path)
-      vocabulary = Vocabulary(pieces)
-    else:
-      # Raw text (works) has no <unk> of its own, yet valid and test hold words train lacks.
-      vocabulary = Vocabulary.from_lines(lines["train"], max_size=max_vocab,
-                                         with_unknown=CORPORA[data_config.corpus].format == "works")
-      encode = vocabulary.encode_lines
+    vocabulary, splits = _encode_splits(data_config, key, split_files, cache_root, model_path)
     os.makedirs(token_dir, exist_ok=True)
-    for split in SPLITS:
-      ids = np.asarray(encode(lines[split], split_files[split]), dtype=np.int32)
+    for split, ids in splits.items():
       path = os.path.join(token_dir, f"{split}.npy")
       temporary = text_files.temporary_path(path)
       with open(temporary, "wb") as handle:  # a file object: np.save adds no ".npy"
         np.save(handle, ids)
       os.replace(temporary, path)
     vocabulary.save(vocabulary_path)  # written last: its presence marks a complete cache
+  elif sentencepiece_model and Vocabulary.load(vocabulary_path).words != _sentencepiece_encoder(model_path)[0]:
+    return corpus(*_encode_splits(data_config, key, split_files, cache_root, model_path))  # not cached
   vocabulary = Vocabulary.load(vocabulary_path)
-  splits = {split: np.load(os.path.join(token_dir, f"{split}.npy")) for split in SPLITS}
-  return Corpus(vocabulary=vocabulary, splits=splits, fingerprint=key + variant,
-                sentencepiece_model=model_path if tokenizer == "bpe" else "")
+  return corpus(vocabulary=vocabulary,
+                splits={split: np.load(os.path.join(token_dir, f"{split}.npy")) for split in SPLITS})

@@ -33,15 +33,9 @@ def _corpus_digest(corpus_path: str) -> str:
   return digest.hexdigest()
 
 
-def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size: int = 16000,
-                        cache_dir: str = "", character_coverage: float = 1.0,
-                        input_sentence_size: int = 0, num_threads: int = 2) -> str:
-  """Trains (or finds in the cache) a SentencePiece model; returns its `.model` path.
-
-  The cache key is the corpus bytes' SHA-256 plus every setting, so a changed corpus
-  or setting trains a new model. The file sits beside the corpus unless `cache_dir`
-  is given (e.g. when the data folder is read-only).
-  """
+def _settings_and_path(corpus_path: str, *, model_type: str, vocab_size: int, cache_dir: str,
+                       character_coverage: float, input_sentence_size: int) -> tuple[dict, str]:
+  """(trainer settings plus the library version, the cached `.model` path they name)."""
   if model_type not in MODEL_TYPES:
     raise ValueError(f"model_type={model_type!r}; choose one of {list(MODEL_TYPES)}")
   if not os.path.isfile(corpus_path):
@@ -57,9 +51,32 @@ def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size
                        .encode()).hexdigest()[:16]
   folder = cache_dir or os.path.dirname(os.path.abspath(corpus_path))
   stem = os.path.splitext(os.path.basename(corpus_path))[0]
-  model_path = os.path.join(folder, f"{stem}.sp-{model_type}{vocab_size}-{key}.model")
+  return settings, os.path.join(folder, f"{stem}.sp-{model_type}{vocab_size}-{key}.model")
+
+
+def cached_model_path(corpus_path: str, *, model_type: str = "bpe", vocab_size: int = 16000, cache_dir: str = "",
+                      character_coverage: float = 1.0, input_sentence_size: int = 0) -> str:
+  """The `.model` path train_sentencepiece gives for these arguments, whether or not it is trained yet:
+  its name holds the corpus's name and the cache key, so it identifies the tokenisation without the file."""
+  return _settings_and_path(corpus_path, model_type=model_type, vocab_size=vocab_size, cache_dir=cache_dir,
+                            character_coverage=character_coverage, input_sentence_size=input_sentence_size)[1]
+
+
+def train_sentencepiece(corpus_path: str, *, model_type: str = "bpe", vocab_size: int = 16000,
+                        cache_dir: str = "", character_coverage: float = 1.0,
+                        input_sentence_size: int = 0, num_threads: int = 2) -> str:
+  """Trains (or finds in the cache) a SentencePiece model; returns its `.model` path.
+
+  The cache key is the corpus bytes' SHA-256 plus every setting, so a changed corpus
+  or setting trains a new model. The file sits beside the corpus unless `cache_dir`
+  is given (e.g. when the data folder is read-only).
+  """
+  settings, model_path = _settings_and_path(
+      corpus_path, model_type=model_type, vocab_size=vocab_size, cache_dir=cache_dir,
+      character_coverage=character_coverage, input_sentence_size=input_sentence_size)
   if os.path.isfile(model_path):
     return model_path
+  folder = os.path.dirname(model_path)
   os.makedirs(folder, exist_ok=True)
   trainer_settings = {k: v for k, v in settings.items() if k != "version"}
   # Train under a temporary name, then rename: a crashed run never leaves a half-written cache.

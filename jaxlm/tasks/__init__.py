@@ -19,9 +19,16 @@ def task_name(config) -> str:
   return config.task.name
 
 
-def build_task(config) -> base.Task:
-  """Builds the task named by config.task.name, reading its data from local files."""
+def build_task(config, *, sentencepiece_model: str = "") -> base.Task:
+  """Builds the task named by config.task.name, reading its data from local files.
+
+  sentencepiece_model: a ready .model for a language model's data.tokenizer="bpe" corpus (a
+  workdir's own copy), read instead of the corpus cache's; a fine-tuning task's is
+  config.task.sentencepiece_model.
+  """
   name = task_name(config)
   if name not in TASKS:
     raise errors.ConfigError(f"config task.name={name!r} is not known; choose one of {sorted(TASKS)}")
+  if sentencepiece_model:  # only the tasks that read config.data (causal_lm, masked_lm) take one
+    return TASKS[name](config, sentencepiece_model=sentencepiece_model)
   return TASKS[name](config)

@@ -1,5 +1,9 @@
 """Task texts -> token ids with the model's vocabulary: shared by every fine-tuning task.
 
+`task_tokenizer(config, ...)` sets up a task's jaxlm.data.tokenizer.Tokenizer (its vocabulary,
+<unk> and start ids, and SentencePiece model) as below; `Encoder` turns word lists into
+examples of at most task.max_length ids with it.
+
 The vocabulary is the pre-trained run's when the encoder starts from a checkpoint
 (config.init.checkpoint; saved in its workdir as vocabulary.txt), so task texts are
 tokenised exactly as pre-training saw them; otherwise it is built from the task's
@@ -23,8 +27,9 @@ config.task.tokenizer says how raw text becomes words:
               (task.bpe_vocab_size pieces, cached under $JAXLM_CACHE like the LM's); the
               vocabulary is its pieces, with byte fallback, so no text is <unk>.
 Every example starts with the sentence boundary token, which in a language model's stream
-precedes each line (<eos> for words, SentencePiece's end-of-line "</s>" for pieces): a
-first-token pooling reads it, and a causal body sees the sentence from its start.
+precedes each line (<eos> for words, SentencePiece's end-of-line "</s>" for pieces; the
+tokenizer's start_id): a first-token pooling reads it, and a causal body sees the sentence
+from its start.
 """
 
 import hashlib
@@ -34,17 +39,19 @@ from absl import logging
 import numpy as np
 
 from jaxlm import checkpoint, errors
+from jaxlm.data import tokenizer as tokenizer_lib
 from jaxlm.data import vocabulary as vocabulary_lib
 from jaxlm.data import works
 
 TOKENIZERS = ("words", "whitespace", "bpe")
+# task.tokenizer="bpe" without init.checkpoint trains SentencePiece on the task's training texts:
+# a task corpus (RuCoLA's 7,900 sentences, Taiga's 3,100) is far smaller than an LM's, so fewer
+# pieces than data.bpe_vocab_size; a small text that cannot fill it gets what it supports.
+BPE_TASK_VOCAB_SIZE = 8000
 # The embedding bag gathers, for every token, as many rows as its vocabulary's longest word
 # has n-grams: UD Taiga's one 299-character hashtag chain (about 900 n-grams) made every
 # tagging step 2x slower. Longer words are left out of a bag's vocabulary (they read as <unk>).
 BAG_MAX_WORD_CHARS = 40
-START = vocabulary_lib.END_OF_SENTENCE
-PIECE_START = "</s>"  # a SentencePiece model's end-of-line piece (jaxlm.data.corpora's line end)
-UNKNOWN = vocabulary_lib.UNKNOWN  # SentencePiece's unknown piece has the same name
 
 
 def _check_tokenizer(name: str) -> None:
@@ -62,10 +69,6 @@ def normalise_word(word: str, tokenizer: str) -> str:
   """One given word (a treebank's token) -> its vocabulary form, never split in two."""
   _check_tokenizer(tokenizer)
   return word if tokenizer == "whitespace" else works.normalise(word)
-
-
-def start_token(tokenizer: str) -> str:
-  return PIECE_START if tokenizer == "bpe" else START
 
 
 def _start_workdir(config) -> str:
@@ -123,27 +126,37 @@ def sentencepiece_model(config, training_word_lists) -> str:
                                                      cache_dir=os.path.join(cache_root, "sentencepiece"))
 
 
-def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_model: str = "") -> list[str]:
+def task_tokenizer(config, training_word_lists, other_word_lists=()) -> tokenizer_lib.Tokenizer:
+  """The task's tokenizer: its SentencePiece model (sentencepiece_model) and vocabulary (task_vocabulary)."""
+  piece_model = sentencepiece_model(config, training_word_lists)
+  if not piece_model:
+    return tokenizer_lib.Tokenizer(task_vocabulary(config, training_word_lists, other_word_lists))
+  pieces = tokenizer_lib.Tokenizer.from_sentencepiece(piece_model)
+  return pieces.with_words(task_vocabulary(config, training_word_lists, other_word_lists, pieces=pieces))
+
+
+def task_vocabulary(config, training_word_lists, other_word_lists=(),
+                    pieces: tokenizer_lib.Tokenizer | None = None) -> list[str]:
   """The model's words: the pre-trained run's, or the task's training words (+ <eos>, <unk>),
   then, for the embedding bag, every task word (training split first) that they lack.
-  With a SentencePiece `piece_model`: its pieces (the pre-trained run's vocabulary, which
-  must begin with them: a masked LM's adds <mask> after them)."""
+  With `pieces` (a SentencePiece model's tokenizer): its pieces (the pre-trained run's
+  vocabulary, which must begin with them: a masked LM's adds <mask> after them)."""
   workdir = _start_workdir(config)
-  if piece_model:
-    from jaxlm.data import sentencepiece_tokenizer
-    pieces = sentencepiece_tokenizer.pieces_of(sentencepiece_tokenizer.load_sentencepiece(piece_model))
+  if pieces is not None:
     if not workdir:
-      return pieces
+      return pieces.words
     words = checkpoint.load_words(workdir)
-    if words[:len(pieces)] != pieces:
-      raise errors.WorkdirError(f"config init.checkpoint={config.init.checkpoint!r}: {piece_model} does not match "
-                                f"{workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the vocabulary's first "
-                                f"{len(pieces)} entries); the workdir's files come from different runs")
+    if words[:len(pieces.words)] != pieces.words:
+      raise errors.WorkdirError(f"config init.checkpoint={config.init.checkpoint!r}: {pieces.sentencepiece_model} "
+                                f"does not match {workdir}/{checkpoint.VOCABULARY_FILE} (its pieces are not the "
+                                f"vocabulary's first {len(pieces.words)} entries); the workdir's files come from "
+                                f"different runs")
     return words
   if workdir:
     words = checkpoint.load_words(workdir)
-    if UNKNOWN not in words:
-      raise errors.WorkdirError(f"the vocabulary of {workdir} has no {UNKNOWN}: task texts would hold words it lacks")
+    if tokenizer_lib.UNKNOWN not in words:
+      raise errors.WorkdirError(f"the vocabulary of {workdir} has no {tokenizer_lib.UNKNOWN}: task texts would hold "
+                                f"words it lacks")
     missing = list(training_word_lists) + list(other_word_lists)
   else:
     lines = [" ".join(words) for words in training_word_lists]
@@ -162,34 +175,20 @@ def task_vocabulary(config, training_word_lists, other_word_lists=(), piece_mode
 
 
 class Encoder:
-  """Words -> ids of a vocabulary (<unk> for unknown words), or of a SentencePiece model's
-  pieces (several per word); counts what it truncates."""
+  """Words -> an example's ids with a task's tokenizer (the start token, then each word's ids),
+  cut to max_length; counts what it truncates."""
 
-  def __init__(self, words: list[str], max_length: int, piece_model: str = ""):
-    self.index = {word: position for position, word in enumerate(words)}
-    self.unknown_id = self.index[UNKNOWN]
-    self.processor = None
-    if piece_model:
-      from jaxlm.data import sentencepiece_tokenizer
-      self.processor = sentencepiece_tokenizer.load_sentencepiece(piece_model)
-    self.start_id = self.index[PIECE_START if piece_model else START]
+  def __init__(self, tokenizer: tokenizer_lib.Tokenizer, max_length: int):
+    self.tokenizer = tokenizer
     self.max_length = max_length
     self.truncated_examples = 0
     self.truncated_tokens = 0
 
-  def word_ids(self, words: list[str]) -> list[list[int]]:
-    """Each word's ids: one for a word vocabulary; its pieces (at least one) for SentencePiece,
-    the pieces it has inside the line (a word never shares a piece with its neighbours)."""
-    if self.processor is None:
-      return [[self.index.get(word, self.unknown_id)] for word in words]
-    # An empty word (a treebank token of removed characters only) still needs a position.
-    return [pieces or [self.unknown_id] for pieces in self.processor.encode(list(words))]
-
   def ids_and_first(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(int32 ids, bool first) [<= max_length]: the start token then the words' ids, cut to
     max_length; `first` is True at each word's first id (the position that scores the word)."""
-    ids, first = [self.start_id], [False]
-    for word_ids in self.word_ids(words):
+    ids, first = [self.tokenizer.start_id], [False]
+    for word_ids in self.tokenizer.word_ids(words):
       ids.extend(word_ids)
       first.extend([True] + [False] * (len(word_ids) - 1))
     if len(ids) > self.max_length:

@@ -157,7 +157,8 @@ class Experiment:
   mesh: Any
 
 
-def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+def build_experiment(config: ml_collections.ConfigDict, *, sentencepiece_model: str = "") -> Experiment:
+  """sentencepiece_model: a language model's ready .model, read instead of its corpus cache's (tasks.build_task)."""
   devices = jax.device_count()
   if config.train.batch_size % devices:
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
@@ -165,7 +166,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   check_microbatches(config.train.batch_size // devices, config.train.microbatches)
   # Process 0 reads the data first, writing any cache (token ids, vocabulary, TFDS,
   # SentencePiece) once; the others then read that cache (on a file system they share).
-  task = distributed.primary_first("data caches built", lambda: tasks.build_task(config))
+  task = distributed.primary_first("data caches built",
+                                   lambda: tasks.build_task(config, sentencepiece_model=sentencepiece_model))
   return Experiment(config=config, task=task, model=task.build_model(config.model),
                     optimizer=optim.build_optimizer(config.optim, config.train.steps, config.model),
                     mesh=make_mesh())
