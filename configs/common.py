@@ -6,9 +6,12 @@ fails at start-up. Variants are `--config=configs/x.py:smoke` or
 `--config=configs/x.py:model=lstm,smoke`, parsed by `parse_variants`.
 """
 
+import copy
+
 import ml_collections
 
-from jaxlm import errors
+from jaxlm import errors, tasks
+from jaxlm.models import heads
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.family = "transformer"  # a key of jaxlm.models.BODIES
   config.model.input = "word"  # a key of jaxlm.models.INPUT_LAYERS
-  config.model.head = "softmax"  # a key of jaxlm.models.HEADS (and jaxlm.models.heads.losses.LOSSES)
+  config.model.head = "softmax"  # a key of jaxlm.models.heads.LANGUAGE_MODEL_HEADS
   # Embedding heads (cosine | l2 | vmf) predict a target_dim vector trained against each
   # target word's fixed FastText vector, read from `target_vectors` (a .bin or .vec of that
   # dimension; required for those heads, unused by softmax).
@@ -129,78 +132,24 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-# task.tokenizer="bpe" without init.checkpoint trains SentencePiece on the task's training texts:
-# a task corpus (RuCoLA's 7,900 sentences, Taiga's 3,100) is far smaller than an LM's, so fewer
-# pieces than data.bpe_vocab_size; a small text that cannot fill it gets what it supports.
-BPE_TASK_VOCAB_SIZE = 8000
-# Each fine-tuning task's keys (config.task), with defaults; a config passes its deltas to use_task.
-TASK_FIELDS = {
-    # BERT's masking (Devlin et al., 2019): of each window, mask_rate of the tokens are chosen;
-    # of those, mask_token_fraction become <mask>, random_token_fraction a random word.
-    "masked_lm": dict(mask_rate=0.15, mask_token_fraction=0.8, random_token_fraction=0.1),
-    "classification": dict(
-        path="",  # folder holding the files below
-        files=dict(train="train.csv", valid="dev.csv"),  # split -> file name; "train" and "valid" required
-        text_column="sentence", label_column="label",
-        id_column="",  # "" = the row number
-        # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace" | "bpe"
-        # (SentencePiece pieces of the words: init.checkpoint's model, else sentencepiece_model
-        # if given, else one trained on the task's training texts with bpe_vocab_size pieces;
-        # launch/evaluate.py and predict.py give the workdir's own copy, so they never retrain)
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
-        max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
-        max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
-        pooling="mean",  # mean | first | last
-        head_hidden=0,  # 0: a linear head; N: one ReLU layer of N units first
-        head_dropout=0.1,
-        best_metric="accuracy",  # accuracy | mcc | macro_f1 | loss: picks the best checkpoint
-    ),
-    "tagging": dict(
-        path="", files=dict(train="train.conllu", valid="dev.conllu"),
-        # As classification's; with "bpe" each gold word's label and score sit on its first piece.
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
-        max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
-    ),
-    # Extractive QA on SQuAD v1.1 JSON (jaxlm.tasks.squad): train on the training articles of
-    # `file`, validate on the dev articles of `eval_file` ("" = of `file`).
-    "squad": dict(
-        path="",  # folder holding the files below
-        file="",  # the SQuAD v1.1 .json whose training articles are trained on
-        # The file whose dev articles are the "valid" split; "" = `file`. Another language's
-        # translation of `file` with the same article order (XQuAD) gives zero-shot transfer:
-        # the same dev_fraction rule holds out the same articles in both, so no translation
-        # of a validation paragraph is ever trained on.
-        eval_file="",
-        # Whole articles go to dev, by position in the file: article i is dev when
-        # floor((i + 1) * f) > floor(i * f) (every 1/f-th article; jaxlm.data.squad.is_dev_article).
-        dev_fraction=0.25,
-        skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
-        # "words": jaxlm's word tokens with character spans; "bpe": their SentencePiece pieces,
-        # each with its share of the word's span (jaxlm.data.spans.piece_spans)
-        tokenizer="words", bpe_vocab_size=BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
-        max_vocab=0,  # vocabulary from the train questions and contexts (no init.checkpoint); 0 = all
-        # Positions per window: <eos> + question (at most half of it), <eos> separator, context.
-        max_length=128,
-        stride=64,  # context tokens between the starts of consecutive windows (not the overlap)
-        max_answer_length=30,  # tokens; post-processing never predicts a longer span
-        n_best=20,  # start and end candidates per window in post-processing
-        head_hidden=0, head_dropout=0.1,
-    ),
-}
-
-
 def use_task(config: ml_collections.ConfigDict, name: str, **fields) -> None:
-  """Makes `name` the task, with its TASK_FIELDS defaults overridden by `fields`.
+  """Makes `name` the task, with its defaults (the task class's config_defaults) overridden by `fields`.
 
-  A fine-tuning task reads its own files, so the corpus section (config.data) goes; the
-  masked LM keeps it.
+  A fine-tuning task reads its own files and brings its own head (its task.head_* keys), so
+  the corpus section (config.data) and the language-model head's keys go: a config holds
+  only keys that are read, and a resume compares only those. The masked LM keeps both.
   """
-  unknown = set(fields) - set(TASK_FIELDS[name])
+  if name not in tasks.TASKS:
+    raise errors.ConfigError(f"task {name!r} is not known; choose one of {sorted(tasks.TASKS)}")
+  defaults = copy.deepcopy(tasks.TASKS[name].config_defaults)
+  unknown = set(fields) - set(defaults)
   if unknown:
-    raise errors.ConfigError(f"task {name!r} has no keys {sorted(unknown)}; known: {sorted(TASK_FIELDS[name])}")
-  config.task = ml_collections.ConfigDict({"name": name, **TASK_FIELDS[name], **fields})
+    raise errors.ConfigError(f"task {name!r} has no keys {sorted(unknown)}; known: {sorted(defaults)}")
+  config.task = ml_collections.ConfigDict({"name": name, **defaults, **fields})
   if name not in CORPUS_TASKS:
     del config.data
+    for key in heads.LANGUAGE_MODEL_HEAD_KEYS:
+      del config.model[key]
 
 
 CORPUS_TASKS = ("causal_lm", "masked_lm")
@@ -305,8 +254,9 @@ def apply_smoke(config: ml_collections.ConfigDict) -> None:
     body.attention_implementation = "xla"  # cuDNN attention exists on GPUs only
   if "max_length" in body:
     body.max_length = SMOKE_SEQ_LEN  # positions for exactly the smoke segments
-  # Test fixtures have vocabularies of ~60 words; these cutoffs fit any vocabulary above 40.
-  config.model.adaptive_cutoffs = (20, 40)
+  if "adaptive_cutoffs" in config.model:  # a language model's head
+    # Test fixtures have vocabularies of ~60 words; these cutoffs fit any vocabulary above 40.
+    config.model.adaptive_cutoffs = (20, 40)
   config.train.max_minutes = 0.0
   config.train.batch_size = 8
   config.train.seq_len = SMOKE_SEQ_LEN

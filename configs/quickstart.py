@@ -13,7 +13,7 @@ for the tokens that need them; on 2 CPU cores it trained 2.6x more tokens per mi
 than the plain softmax (`--config.model.head=softmax`, measured at 1,024 tokens a step),
 whose elementwise work over 33k logits per token runs on one core.
 
-Measured (BENCHMARKS.md, 2026-11-23): 3,100-5,300 tokens/s as logged, at 51-53% of the
+Measured (BENCHMARKS.md): 3,100-5,300 tokens/s as logged, at 51-53% of the
 CPU's measured matmul rate (MFU, launch/benchmark.py). These 590 steps took 8.2 training
 minutes and reached validation perplexity 267.6 / test 248.6 on the whole splits, within
 a 10-minute budget and below a target of 300 (the plain softmax head

@@ -17,7 +17,7 @@ file of configs/ru_lm.py's step 1 serves unchanged (same data and tokenisation):
   python launch/evaluate.py --workdir=runs/ru_mlm/bag_fasttext --best --split=test
 Embedding heads (head=cosine|l2|vmf) also need --config.model.target_vectors=runs/ru_lm/fasttext.bin.
 
-Measured (BENCHMARKS.md, 2026-11-30, 2-core CPU, input=bag,init=fasttext, 1,000 steps):
+Measured (BENCHMARKS.md, 2-core CPU, input=bag,init=fasttext, 1,000 steps):
 masked-token validation perplexity 546 (transformer, ~6 minutes), 400 (body=lstm, ~4) and
 349 (body=tcn, ~4), none converged. Scratch starts were not run. The masked-LM step with
 an embedding head runs 7-8x the softmax head's tokens/s at 32k words, 20x at 250k, in

@@ -22,7 +22,7 @@ is the hard stop. Evaluation follows each family's convention: the transformer s
 64-token segments that start with no context, the LSTM carries its state over the whole
 split, the TCN scores 64-token segments (61 tokens of receptive field).
 
-Measured (BENCHMARKS.md, 2026-11-23; full splits after training): transformer 175.1
+Measured (BENCHMARKS.md; full splits after training): transformer 175.1
 valid / 162.9 test (its schedule ended at 24.8 minutes), TCN 203.8 / 186.4, LSTM
 338.4 / 313.8 (this AdamW recipe does not suit it). These are not the published recipes
 (configs/wt2_transformer.py, wt2_lstm.py, wt2_tcn.py are): those need a GPU and hours.
@@ -34,7 +34,7 @@ everything to seconds (tests).
 from configs import common, quickstart
 
 # Steps that fill 30 minutes on the 2-core CPU machine, from launch/benchmark.py's step
-# time for each family (0.338, 0.350 and 0.286 s; BENCHMARKS.md, 2026-11-23), less ~10%
+# time for each family (0.338, 0.350 and 0.286 s; BENCHMARKS.md), less ~10%
 # for validation and the machine's run-to-run variation.
 STEPS = {"transformer": 4800, "lstm": 4600, "tcn": 5650}
 BUDGET_MINUTES = 30.0

@@ -100,7 +100,7 @@ def _differences(saved: dict, requested: dict, prefix: str = "") -> list[tuple[s
   return found
 
 
-def _vocabulary_difference(saved: list[str], built: list[str]) -> str:
+def vocabulary_difference(saved: list[str], built: list[str]) -> str:
   first = next((index for index, (a, b) in enumerate(zip(saved, built)) if a != b), min(len(saved), len(built)))
   at = lambda words: repr(words[first]) if first < len(words) else "<end>"
   return f"{len(saved)} words saved, {len(built)} built from the data; first difference at id {first}: " \
@@ -115,7 +115,7 @@ def workdir_differences(workdir: str, config: ml_collections.ConfigDict, *, word
   if words is not None:
     saved_words = load_words(workdir)
     if list(words) != saved_words:
-      found.append(("vocabulary", "vocabulary.txt", _vocabulary_difference(saved_words, list(words))))
+      found.append(("vocabulary", "vocabulary.txt", vocabulary_difference(saved_words, list(words))))
   saved_fingerprint = load_fingerprint(workdir)
   if fingerprint and fingerprint != saved_fingerprint:
     found.append(("data.fingerprint", saved_fingerprint or f"<no {DATA_FINGERPRINT_FILE}>", fingerprint))

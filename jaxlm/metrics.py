@@ -8,11 +8,21 @@ from typing import Mapping
 from jaxlm import errors
 
 
+def safe_count(sums: Mapping[str, float], key: str = "count") -> float:
+  """sums[key], kept above 0 so that an empty evaluation divides to 0, not NaN."""
+  return max(sums[key], 1e-9)
+
+
+def loss_summary(sums: Mapping[str, float], count_name: str) -> dict:
+  """{"loss": the mean loss, count_name: the count}: how every task's summary begins."""
+  return {"loss": sums["loss_sum"] / safe_count(sums), count_name: sums["count"]}
+
+
 def summarise(sums: Mapping[str, float]) -> dict:
   """Turns loss_sum/count sums into mean loss and perplexity, plus accuracy and
   accuracy_top5 where correct / correct_top5 are present (evaluation of every head, and
   training of a softmax head; embedding losses report none while training)."""
-  count = max(sums["count"], 1e-9)
+  count = safe_count(sums)
   loss = sums["loss_sum"] / count
   summary = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": sums["count"]}
   if "correct" in sums:

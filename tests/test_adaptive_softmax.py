@@ -6,10 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm.models.heads import adaptive_softmax, decoding
+from jaxlm.models.heads import adaptive_softmax, ranking
 from jaxlm.tools import flops
 from jaxlm.models import embeddings
-from jaxlm.models.heads import language_model
 
 VOCAB, WIDTH, CUTOFFS = 50, 8, (10, 25)
 
@@ -21,7 +20,7 @@ class TiedModel(nn.Module):
   @nn.compact
   def __call__(self, token_ids):
     table = embeddings.WordEmbedding(vocab_size=VOCAB, width=WIDTH, name="input_layer")
-    head = language_model.AdaptiveSoftmaxHead(vocab_size=VOCAB, embedding_width=WIDTH, cutoffs=self.cutoffs)
+    head = adaptive_softmax.AdaptiveSoftmaxHead(vocab_size=VOCAB, embedding_width=WIDTH, cutoffs=self.cutoffs)
     return head(3.0 * table(token_ids, train=False), input_layer=table, train=False)
 
 
@@ -83,8 +82,10 @@ def test_ranks_and_top_words_follow_the_full_distribution(case):
   model, params, inputs, targets, _ = case
   outputs = model.apply(params, inputs)
   log_probs = adaptive_softmax.log_probs(outputs)
-  np.testing.assert_array_equal(decoding.target_ranks(outputs, targets), decoding.target_ranks(log_probs, targets))
-  np.testing.assert_array_equal(decoding.top_words(outputs), jax.lax.top_k(log_probs, 5)[1])
+  head = adaptive_softmax.HEAD
+  np.testing.assert_array_equal(head.target_ranks(outputs, targets, chunk_size=8192),
+                                ranking.ranks_by_scores(log_probs, targets))
+  np.testing.assert_array_equal(head.top_words(outputs, k=5, chunk_size=8192), jax.lax.top_k(log_probs, 5)[1])
 
 
 def test_the_head_ties_every_output_row_to_the_input_table(case):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm.models.heads import adaptive_softmax
+from jaxlm.models.heads import adaptive_softmax, tagging
 from jaxlm.training import optim
 from jaxlm.data import corpora, text_files
 from jaxlm.models import BODIES, build_model
@@ -83,6 +83,18 @@ def test_a_family_without_its_section_is_an_error_not_the_body_class_defaults():
     build_model(config.model, VOCAB)
 
 
+def build_config_model(config, vocab_size: int, **fields):
+  """config's model; a fine-tuning config, which names no language-model head, with a tagging
+  head of vocab_size tags in place of its task's (logits at every position, as a softmax's)."""
+  if "head" in config.model:
+    return build_model(config.model, vocab_size, **fields)
+  return build_model(config.model, vocab_size, head=tagging.TaggingHead(num_tags=vocab_size), **fields)
+
+
+def head_name(config) -> str:
+  return config.model.get("head", "softmax")  # a fine-tuning config's stand-in head scores like a softmax
+
+
 @pytest.mark.parametrize("name,extra", list(all_variants()))
 def test_full_size_model_traces_at_the_training_length(name, extra):
   """The real sizes fit the body (fields, heads, max_length >= seq_len), traced without compute."""
@@ -90,7 +102,7 @@ def test_full_size_model_traces_at_the_training_length(name, extra):
   body = config.model[config.model.family]
   if body.get("attention_implementation") == "cudnn" and jax.default_backend() != "gpu":
     body.attention_implementation = "xla"  # the same shapes; cuDNN cannot even be traced without a GPU
-  model = build_model(config.model, FULL_VOCAB)
+  model = build_config_model(config, FULL_VOCAB)
   token_ids = jnp.zeros((1, config.train.seq_len), jnp.int32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), token_ids, train=False))
   assert variables["params"]
@@ -104,7 +116,7 @@ def test_smoke_builds_and_runs(name, extra):
   assert config.is_locked
   assert config.train.steps <= 10 and config.model.width <= 64 and config.train.max_minutes == 0
   assert config.train.batch_size % jax.device_count() == 0
-  model = build_model(config.model, VOCAB)
+  model = build_config_model(config, VOCAB)
   token_ids = jax.random.randint(jax.random.key(0), (BATCH, config.train.seq_len), 0, VOCAB)
   variables = model.init(jax.random.key(1), token_ids, train=False)
   carry = model.initial_carry(BATCH)
@@ -121,14 +133,14 @@ def test_smoke_builds_and_runs(name, extra):
     assert leaf_shapes(new_carry) == leaf_shapes(carry)
     # Logits (the adaptive head's for the frequent words), or an embedding head's predicted
     # vectors, reach the loss in float32.
-    predicted = (outputs[train] if config.model.head == "softmax" else
-                 outputs[train]["head_logits"] if config.model.head == "adaptive" else outputs[train]["vectors"])
+    predicted = (outputs[train] if head_name(config) == "softmax" else
+                 outputs[train]["head_logits"] if head_name(config) == "adaptive" else outputs[train]["vectors"])
     assert predicted.shape[:2] == (BATCH, config.train.seq_len)
     assert predicted.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(predicted)))
-  if config.model.head == "softmax":
+  if head_name(config) == "softmax":
     assert outputs[False].shape == (BATCH, config.train.seq_len, VOCAB)
-  if config.model.head == "adaptive":
+  if head_name(config) == "adaptive":
     assert adaptive_softmax.log_probs(outputs[False]).shape == (BATCH, config.train.seq_len, VOCAB)
   # The optimiser and schedule the config names exist and update these parameters.
   optimizer = optim.build_optimizer(config.optim, config.train.steps, config.model)  # as the trainer builds it
@@ -153,7 +165,7 @@ def test_a_masked_lm_checkpoint_fits_the_fine_tuning_encoder(body):
   shapes = {}
   for name, arg in (("ru_mlm", f"input=bag,body={body}"), ("finetune", f"body={body},start=checkpoint")):
     config = get_config(name, arg)
-    model = build_model(config.model, FULL_VOCAB, subword_width=8)
+    model = build_config_model(config, FULL_VOCAB, subword_width=8)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
     shapes[name] = jax.tree.map(lambda leaf: leaf.shape,
                                 {scope: variables["params"][scope] for scope in ("input_layer", "body")})

@@ -4,11 +4,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from jaxlm.models.heads import losses
-from jaxlm.models.heads import language_model
+from jaxlm.models import heads
+from jaxlm.models.heads import embedding
 
 # Three words in 3 dimensions; word 2 has no vector (padding / unknown).
 TABLE = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
@@ -27,13 +28,16 @@ def _value_and_grads(loss_fn):
 
 
 def test_registered_by_head_name():
-  assert losses.get_loss("cosine") is losses.cosine_distance
-  assert losses.get_loss("l2") is losses.squared_l2
-  assert losses.get_loss("vmf") is losses.vmf_negative_log_likelihood
+  config = ml_collections.ConfigDict(dict(vmf_lambda1=0.02, vmf_lambda2=0.5))
+  assert heads.LANGUAGE_MODEL_HEADS["cosine"].loss(config) is embedding.cosine_distance
+  assert heads.LANGUAGE_MODEL_HEADS["l2"].loss(config) is embedding.squared_l2
+  vmf_loss = heads.LANGUAGE_MODEL_HEADS["vmf"].loss(config)
+  assert vmf_loss.func is embedding.vmf_negative_log_likelihood
+  assert vmf_loss.keywords == {"lambda1": 0.02, "lambda2": 0.5}
 
 
 def test_cosine_value_and_gradient():
-  result, grad, grad_table = _value_and_grads(losses.cosine_distance)
+  result, grad, grad_table = _value_and_grads(embedding.cosine_distance)
   # Position 0 is aligned (loss 0); position 1 is at 45 degrees, loss 1 - 1/sqrt(2), weight 2.
   np.testing.assert_allclose(result["loss_sum"], 2 * (1 - 1 / math.sqrt(2)), rtol=1e-6)
   assert result["count"] == 3.0
@@ -45,7 +49,7 @@ def test_cosine_value_and_gradient():
 
 
 def test_l2_value_and_gradient():
-  result, grad, grad_table = _value_and_grads(losses.squared_l2)
+  result, grad, grad_table = _value_and_grads(embedding.squared_l2)
   # Targets become (1, 0, 0) and (0, 1, 0): position 0 is exact, position 1 is off by (1, 0, 0).
   np.testing.assert_allclose(result["loss_sum"], 2 * 1.0, rtol=1e-6)
   expected = np.zeros_like(PREDICTED)
@@ -60,7 +64,7 @@ def test_vmf_value_and_gradient_in_three_dimensions(lambda1, lambda2):
   #   loss = -log k + log(4 pi) + log sinh k - lambda2 p.e + lambda1 k
   #   dloss/dp = (coth k - 1/k + lambda1) p / k - lambda2 e.
   def loss_fn(outputs, targets, weights):
-    return losses.vmf_negative_log_likelihood(outputs, targets, weights,
+    return embedding.vmf_negative_log_likelihood(outputs, targets, weights,
                                               lambda1=lambda1, lambda2=lambda2)
   result, grad, grad_table = _value_and_grads(loss_fn)
   expected_sum, expected = 0.0, np.zeros_like(PREDICTED)
@@ -81,13 +85,13 @@ def test_vmf_value_and_gradient_in_three_dimensions(lambda1, lambda2):
 def test_zero_vectors_give_finite_gradients(name):
   # An all-zero prediction and an all-zero target row must not produce NaN.
   outputs = {"vectors": jnp.zeros((1, 3, 3)), "target_table": jnp.asarray(TABLE)}
-  loss_fn = losses.get_loss(name)
+  loss_fn = heads.LANGUAGE_MODEL_HEADS[name].loss(ml_collections.ConfigDict(dict(vmf_lambda1=0.0, vmf_lambda2=1.0)))
   grad = jax.grad(lambda o: loss_fn(o, TARGETS, jnp.ones((1, 3)))["loss_sum"])(outputs)
   assert np.all(np.isfinite(grad["vectors"]))
 
 
 def test_embedding_head_keeps_the_table_frozen():
-  head = language_model.EmbeddingHead(vocab_size=3, embedding_width=8, target_dim=3)
+  head = embedding.EmbeddingHead(vocab_size=3, embedding_width=8, target_dim=3)
   hidden = jnp.ones((2, 4, 8))
   variables = head.init(jax.random.PRNGKey(0), hidden, input_layer=None, train=False)
   assert set(variables) == {"params", "frozen"}
@@ -100,7 +104,7 @@ def test_embedding_head_keeps_the_table_frozen():
 
   def loss_sum(variables):
     outputs = head.apply(variables, hidden, input_layer=None, train=False)
-    return losses.vmf_negative_log_likelihood(outputs, jnp.zeros((2, 4), jnp.int32),
+    return embedding.vmf_negative_log_likelihood(outputs, jnp.zeros((2, 4), jnp.int32),
                                               jnp.ones((2, 4)))["loss_sum"]
   grads = jax.grad(loss_sum)(variables)
   assert np.all(grads["frozen"]["target_table"] == 0.0)

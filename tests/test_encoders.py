@@ -47,7 +47,7 @@ class StatesHead(nn.Module):
 
 
 def build_encoder(family: str, **body):
-  """The family's LanguageModel with StatesHead, so outputs are states [batch, length, width]."""
+  """The family's Model with StatesHead, so outputs are states [batch, length, width]."""
   return build(family, **body).clone(head=StatesHead())
 
 

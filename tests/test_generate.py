@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, smoke_config, write_tiny_corpus
-from jaxlm.models.heads import decoding
+from jaxlm.models import heads
 from jaxlm.tools import generate
 from tests.model_helpers import VOCAB, build, model_config
 
@@ -124,12 +124,12 @@ def test_greedy_decoding_of_every_head_is_its_top_word():
       table = jax.random.normal(jax.random.key(4), (VOCAB, 8))
       variables = dict(variables, frozen={**variables["frozen"], "head": {"target_table": table}})
     outputs, _ = model.apply(variables, jnp.asarray(prompt_ids()[None]), train=False)
-    at_last = generate._at_position(outputs, PROMPT - 1)
+    at_last = generate._at_position(outputs, PROMPT - 1, head)
     scores = generate.next_token_scores(at_last, head)  # [1, vocab]
     assert scores.shape == (1, VOCAB)
     if head == "adaptive":
       np.testing.assert_allclose(jax.nn.logsumexp(scores, axis=-1), 0.0, atol=1e-5)  # a distribution
-    top = decoding.top_words(at_last, k=1)[:, 0, 0]
+    top = heads.LANGUAGE_MODEL_HEADS[head].top_words(at_last, k=1, chunk_size=8192)[:, 0, 0]
     np.testing.assert_array_equal(generate.sample(scores, None, generate.Sampling(temperature=0.0)), top)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm.models.heads import decoding
+from jaxlm.models.heads import embedding, ranking, softmax
 
 VOCAB, DIM = 11, 4
 
@@ -16,7 +16,7 @@ def test_exact_target_vectors_decode_to_their_words(chunk_size):
   targets = jnp.array([[3, 10, 0], [7, 7, 4]])
   # Scaling does not change the cosine, so the prediction need not match the norm.
   vectors = 2.5 * table[targets]  # [2, 3, dim]
-  scores, ids = decoding.nearest_neighbours(vectors, table, k=3, chunk_size=chunk_size)
+  scores, ids = ranking.nearest_neighbours(vectors, table, k=3, chunk_size=chunk_size)
   assert ids.shape == (2, 3, 3) and scores.shape == (2, 3, 3)
   np.testing.assert_array_equal(ids[..., 0], targets)
   np.testing.assert_allclose(scores[..., 0], 1.0, rtol=1e-5)
@@ -38,7 +38,7 @@ def test_top5_accuracy_for_an_embedding_head():
   # All four queries point at 0 degrees, so the top 5 are words 0..4 in that order.
   targets = jnp.array([[0, 4, 6, 1]])
   weights = jnp.array([[1.0, 1.0, 1.0, 0.0]])  # the last position is padding
-  sums = decoding.accuracy_sums(outputs, targets, weights, chunk_size=3)
+  sums = ranking.accuracy_sums(embedding.COSINE.target_ranks(outputs, targets, chunk_size=3), weights)
   assert sums == {"correct": 1.0, "correct_top5": 2.0}
 
 
@@ -48,12 +48,14 @@ def test_top5_accuracy_for_softmax_logits():
                        [0.0, 0.0, 0.0, 9.0, 0.0, 0.0, 0.0]]])
   targets = jnp.array([[6, 5, 3]])  # top-1; 6th best; top-1
   weights = jnp.array([[1.0, 1.0, 2.0]])
-  sums = decoding.accuracy_sums(logits, targets, weights)
+  sums = ranking.accuracy_sums(softmax.HEAD.target_ranks(logits, targets, chunk_size=8192), weights)
   assert sums == {"correct": 3.0, "correct_top5": 3.0}
 
 
 def test_small_vocabulary_returns_every_word():
   outputs = {"vectors": jnp.array([[[0.0, 1.0]]]), "target_table": _fan_table()[:3]}
-  np.testing.assert_array_equal(decoding.top_words(outputs, k=5), [[[2, 1, 0]]])
-  sums = jax.jit(decoding.accuracy_sums)(outputs, jnp.array([[0]]), jnp.ones((1, 1)))
+  np.testing.assert_array_equal(embedding.COSINE.top_words(outputs, k=5, chunk_size=8192), [[[2, 1, 0]]])
+  ranks = jax.jit(lambda outputs, targets: embedding.COSINE.target_ranks(outputs, targets, chunk_size=8192))(
+      outputs, jnp.array([[0]]))
+  sums = ranking.accuracy_sums(ranks, jnp.ones((1, 1)))
   assert sums["correct"] == 0.0 and sums["correct_top5"] == 1.0

@@ -11,7 +11,7 @@ over the whole row.
 import jax
 import numpy as np
 
-from jaxlm.models.heads import losses
+from jaxlm.models.heads import softmax
 from jaxlm.training import evaluation, experiments
 from jaxlm.data import lm_batches
 from tests.model_helpers import VOCAB, build
@@ -34,14 +34,14 @@ def stream_and_reference(model, param_scale: float = 1.0):
   params = model.init(jax.random.key(1), tokens[None, :LENGTH], train=False)["params"]
   params = jax.tree.map(lambda leaf: leaf * param_scale, params)
   eval_step = evaluation.make_eval_step(
-      model, lambda outputs, batch: losses.softmax_cross_entropy(outputs, batch["targets"], batch["weights"]), mesh)
+      model, lambda outputs, batch: softmax.cross_entropy(outputs, batch["targets"], batch["weights"]), mesh)
   batches = lm_batches.evaluation_batches(tokens, batch_size=rows, length=LENGTH)
   streamed = evaluation.evaluate(eval_step, model, mesh, params, {}, batches, rows=rows)
 
   pad = lambda values: np.concatenate([values, np.zeros(PADDING, values.dtype)]).reshape(rows, ROW)
   weights = pad(np.ones(num_targets, np.float32))
   logits, _ = model.apply({"params": params}, pad(tokens[:-1]), train=False)  # [rows, ROW, vocab]
-  reference = losses.softmax_cross_entropy(logits, pad(tokens[1:]), weights)
+  reference = softmax.cross_entropy(logits, pad(tokens[1:]), weights)
   return streamed, {key: float(value) for key, value in reference.items()}
 
 

@@ -40,3 +40,15 @@ def pad(sequences: list[np.ndarray], length: int, fill: int = 0, dtype=np.int32)
   for row, sequence in enumerate(sequences):
     out[row, :len(sequence)] = sequence
   return out
+
+
+def pick(sequences: list[np.ndarray], indices: np.ndarray) -> list[np.ndarray]:
+  """The sequences at `indices`, an empty one where the index is -1 (a padding row)."""
+  empty = np.zeros(0, np.int32)
+  return [sequences[index] if index >= 0 else empty for index in indices]
+
+
+def padded_inputs(sequences: list[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(inputs int32 [rows, length], mask bool [rows, length] True at real tokens) of right-padded sequences."""
+  lengths = np.array([len(sequence) for sequence in sequences])
+  return pad(sequences, length), np.arange(length)[None, :] < lengths[:, None]

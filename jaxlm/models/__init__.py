@@ -1,6 +1,6 @@
 """Model families behind one contract, assembled from config.
 
-Every language model is input layer -> body -> head:
+Every model, a language model or a fine-tuned one, is input layer -> body -> head:
   input layer: token ids [batch, length] -> vectors [batch, length, width]
   body:        (vectors, *, train, carry, mask=None) -> (states [batch, length, width], carry)
   head:        states -> what the loss reads (float32 logits, or predicted vectors)
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from jaxlm import errors
 from jaxlm.models import embedding_bag, embeddings, identity, layers, lstm, tcn, transformer
-from jaxlm.models.heads import language_model
+from jaxlm.models import heads
 
 BODIES = {
     "transformer": transformer.Transformer,
@@ -59,15 +59,6 @@ INPUT_LAYERS = {
     # FastText's composition: the mean of a word's row and its hashed character n-gram rows.
     "bag": embedding_bag.EmbeddingBag,
 }
-HEADS = {
-    "softmax": language_model.SoftmaxHead,
-    # The same exact distribution, factorised over frequency clusters: cheaper to train.
-    "adaptive": language_model.AdaptiveSoftmaxHead,
-    # Predict a vector in the fixed FastText space; the loss (jaxlm.models.heads.losses) picks the objective.
-    "cosine": language_model.EmbeddingHead,
-    "l2": language_model.EmbeddingHead,
-    "vmf": language_model.EmbeddingHead,
-}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -77,7 +68,8 @@ def _lookup(registry: dict, name: str, key: str):
   return registry[name]
 
 
-class LanguageModel(nn.Module):
+class Model(nn.Module):
+  """input layer -> body -> head, for every task: a language model or a fine-tuned tagger alike."""
   input_layer: nn.Module
   body: nn.Module
   head: nn.Module
@@ -112,11 +104,14 @@ class LanguageModel(nn.Module):
     return self.head(states, input_layer=self.input_layer, train=train, mask=mask), carry
 
 
-def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> LanguageModel:
+def build_model(model_config, vocab_size: int, *, subword_width: int = 1, head: nn.Module | None = None
+                ) -> Model:
   """Builds the model named by `config.model`; each part's fields are its config keys.
 
   subword_width: for model.input="bag", the padded number of rows per word, decided from
   the vocabulary (jaxlm.starts.fasttext_rows.subword_width) so that init and restore shapes agree.
+  head: a fine-tuning task's own head; None builds the language-model head model.head names
+  (jaxlm.models.heads.LANGUAGE_MODEL_HEADS).
   """
   dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
   family = model_config.family
@@ -137,11 +132,10 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1) -> Lan
   input_fields = ({"bucket": model_config.bucket, "subword_width": subword_width}
                   if input_class is embedding_bag.EmbeddingBag else {})
   input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
-  head_class = _lookup(HEADS, model_config.head, "model.head")
-  head_fields = ({"target_dim": model_config.target_dim} if head_class is language_model.EmbeddingHead else
-                 {"cutoffs": tuple(model_config.adaptive_cutoffs), "output_bias": model_config.output_bias}
-                 if head_class is language_model.AdaptiveSoftmaxHead else {"output_bias": model_config.output_bias})
-  head = head_class(vocab_size=vocab_size, embedding_width=model_config.width,
-                    tie_embeddings=model_config.tie_embeddings, dtype=dtype, **head_fields)
-  return LanguageModel(input_layer=input_layer, body=body, head=head,
+  if head is None:
+    language_model_head = heads.language_model_head(model_config)
+    head = language_model_head.module(vocab_size=vocab_size, embedding_width=model_config.width,
+                                      tie_embeddings=model_config.tie_embeddings, dtype=dtype,
+                                      **language_model_head.fields(model_config))
+  return Model(input_layer=input_layer, body=body, head=head,
                        embedding_dropout=model_config.embedding_dropout)

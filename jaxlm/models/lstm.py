@@ -4,7 +4,7 @@
                 forward pass (the same dropped weights at every time step);
   locked dropout on the input, between layers and on the output (one mask per
                 sequence, shared across time: layers.LockedDropout).
-Embedding dropout (whole word types) lives in LanguageModel, for every family.
+Embedding dropout (whole word types) lives in jaxlm.models.Model, for every family.
 
 Layer sizes follow AWD-LSTM: every layer has `hidden_size` units except the last,
 whose size is the input width, so the body returns [batch, length, width] and the

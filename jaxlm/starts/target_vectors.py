@@ -7,8 +7,8 @@ unchanged and a resumed run reads the table from its checkpoint.
 
 Rows are stored as FastText gives them (or, with model.center_targets, as unit rows minus
 their mean: `center`), not normalised: every embedding loss unit-normalises
-the target it gathers (jaxlm.models.heads.losses) and nearest-neighbour decoding normalises the table
-(jaxlm.models.heads.decoding), so one table serves every head.
+the target it gathers (jaxlm.models.heads.embedding) and nearest-neighbour ranking normalises the table
+(jaxlm.models.heads.ranking), so one table serves every head.
 
 The row of vocabulary word w:
   w in the FastText vocabulary:         its word vector (for a .bin, gensim's wv[w], the word

@@ -43,10 +43,18 @@ class Task(abc.ABC):
   best_metric: str
   best_mode: str
   splits: tuple[str, ...]  # the names eval_batches accepts
-  # True for a task whose evaluation needs every prediction of a split at once (span QA:
-  # the best span over a question's windows): it implements predict, predict_batches and
-  # score_predictions, and the loop merges their scores into the summary.
+  # The optional halves of the contract, declared here; each method below raises unless its flag is set.
+  # writes_predictions: predict, predict_batches, write_predictions and add_file (launch/predict.py).
+  writes_predictions = False
+  # scores_predictions: a task whose evaluation needs every prediction of a split at once (span QA:
+  # the best span over a question's windows) also implements score_predictions, and the loop merges
+  # its scores into the summary.
   scores_predictions = False
+  # re_encodes: use_vocabulary, to score a saved run whose vocabulary differs from the data's.
+  re_encodes = False
+  # The task's config.task keys beside "name", with their defaults (configs/common.py use_task
+  # takes a config's deltas to them; an unknown key is refused).
+  config_defaults: dict = {}
   # Batch keys that eval_sums counts without the weights (padding rows added to fill the
   # devices must have them 0: jaxlm.training.evaluation.pad_rows).
   unweighted_counts: tuple[str, ...] = ()
@@ -96,9 +104,30 @@ class Task(abc.ABC):
   def summarise(self, sums: dict) -> dict:
     """Sums -> reported numbers (loss, and the task's metrics); train and eval sums alike."""
 
+  def predict(self, outputs, batch: dict):
+    """One prediction per batch row (writes_predictions tasks), as arrays [batch, ...]."""
+    raise NotImplementedError(f"{type(self).__name__} writes no predictions")
+
+  def predict_batches(self, split: str, *, batch_size: int) -> Iterator[dict]:
+    """Every example of `split` once, in order, padded with rows of index -1 (writes_predictions tasks)."""
+    raise NotImplementedError(f"{type(self).__name__} writes no predictions")
+
+  def write_predictions(self, split: str, predictions: np.ndarray, path: str) -> int:
+    """Writes `predict`'s values for every example of `split` to `path`; returns how many (writes_predictions)."""
+    raise NotImplementedError(f"{type(self).__name__} writes no predictions")
+
+  def add_file(self, path: str, split: str = "input") -> str:
+    """Reads a new file in the task's format as split `split` with the current vocabulary; returns the
+    split's name (writes_predictions tasks: launch/predict.py --input)."""
+    raise NotImplementedError(f"{type(self).__name__} reads no new files")
+
   def score_predictions(self, split: str, predictions: np.ndarray) -> dict:
     """Scores from `predict`'s values for every example of `split` (scores_predictions tasks)."""
     raise NotImplementedError(f"{type(self).__name__} scores its splits from sums only")
+
+  def use_vocabulary(self, words: list[str]) -> None:
+    """Re-encodes the task's data with `words` (a saved run's vocabulary, in id order; re_encodes tasks)."""
+    raise NotImplementedError(f"{type(self).__name__} cannot re-encode its data with another vocabulary")
 
   def describe(self, summary: dict) -> str:
     """One line for the progress bar after a validation."""

@@ -8,44 +8,35 @@ embedding head with a cosine / L2 / vMF loss (config.model.head). Best checkpoin
 lowest validation perplexity.
 """
 
-import functools
-
-from jaxlm.models.heads import decoding, losses
 from jaxlm import errors, metrics
+from jaxlm.models import heads
+from jaxlm.models.heads import ranking
 from jaxlm.starts import fasttext_rows
 from jaxlm.data import corpora, lm_batches
 from jaxlm.tasks import base
 
 
-def build_loss(model_config):
-  """The loss named by model.head, with the vMF regulariser weights or adaptive capacities bound:
-  loss_fn(outputs, targets, weights) -> sums."""
-  loss_fn = losses.get_loss(model_config.head)
-  if model_config.head == "vmf":
-    loss_fn = functools.partial(loss_fn, lambda1=model_config.vmf_lambda1, lambda2=model_config.vmf_lambda2)
-  if model_config.head == "adaptive":
-    loss_fn = functools.partial(loss_fn, capacities=tuple(model_config.adaptive_capacities))
-  return loss_fn
-
-
 def batch_loss(model_config):
-  """loss(outputs, batch) -> sums: build_loss's token loss on a batch's targets and weights."""
-  token_loss = build_loss(model_config)
+  """loss(outputs, batch) -> sums: model.head's loss on a batch's targets and weights."""
+  token_loss = heads.language_model_head(model_config).loss(model_config)
   return lambda outputs, batch: token_loss(outputs, batch["targets"], batch["weights"])
 
 
 class CausalLM(base.Task):
   best_metric, best_mode = "perplexity", "min"
   splits = corpora.SPLITS
+  re_encodes = True
 
-  def __init__(self, config):
+  def __init__(self, config, sentencepiece_model: str = ""):
+    """sentencepiece_model: a ready .model for a data.tokenizer="bpe" corpus (corpora.load_corpus)."""
     fasttext_rows.check_config(config.model)  # before a long corpus preparation
-    self.corpus = corpora.load_corpus(config.data)
+    self.corpus = corpora.load_corpus(config.data, sentencepiece_model)
     self.words = self.corpus.vocabulary.words
     self.sentencepiece_model = self.corpus.sentencepiece_model
     self.length = config.train.seq_len
     self.batcher = lm_batches.get_batcher(config.data.batching)
-    self.token_loss = build_loss(config.model)
+    self.head = heads.language_model_head(config.model)
+    self.token_loss = self.head.loss(config.model)
     self.chunk_size = config.train.neighbour_chunk_size
 
   @property
@@ -92,7 +83,8 @@ class CausalLM(base.Task):
     sums = self.loss(outputs, batch)
     # Top-1 / top-5 the same way for every head (largest logits, or nearest target vectors),
     # so heads compare on one measure; replaces a softmax loss's own argmax `correct`.
-    sums.update(decoding.accuracy_sums(outputs, batch["targets"], batch["weights"], chunk_size=self.chunk_size))
+    ranks = self.head.target_ranks(outputs, batch["targets"], chunk_size=self.chunk_size)
+    sums.update(ranking.accuracy_sums(ranks, batch["weights"]))
     return sums
 
   def summarise(self, sums):

@@ -14,11 +14,10 @@ out-of-domain dev) evaluates too, and an unlabelled one (a hidden test set) can 
 predicted (launch/predict.py).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors
+from jaxlm import errors, metrics
 from jaxlm.starts import fasttext_rows
 from jaxlm.data import example_batches, labelled_text, text_files
 from jaxlm.tasks import base, example_task, scores, text_inputs
@@ -34,6 +33,24 @@ def _split_path(task_config, split: str) -> str:
 
 
 class Classification(example_task.ExampleTask):
+  writes_predictions = re_encodes = True
+  config_defaults = dict(
+      path="",  # folder holding the files below
+      files=dict(train="train.csv", valid="dev.csv"),  # split -> file name; "train" and "valid" required
+      text_column="sentence", label_column="label",
+      id_column="",  # "" = the row number
+      # jaxlm.tasks.text_inputs: "words" (lowercase, punctuation split) | "whitespace" | "bpe"
+      # (SentencePiece pieces of the words: init.checkpoint's model, else sentencepiece_model
+      # if given, else one trained on the task's training texts with bpe_vocab_size pieces;
+      # launch/evaluate.py and predict.py give the workdir's own copy, so they never retrain)
+      tokenizer="words", bpe_vocab_size=text_inputs.BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
+      max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
+      max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
+      pooling="mean",  # mean | first | last
+      head_hidden=0,  # 0: a linear head; N: one ReLU layer of N units first
+      head_dropout=0.1,
+      best_metric="accuracy",  # accuracy | mcc | macro_f1 | loss: picks the best checkpoint
+  )
 
   @classmethod
   def best_of(cls, config):
@@ -54,11 +71,10 @@ class Classification(example_task.ExampleTask):
       self.examples[split], words[split] = self._read(path)
     self.labels = labelled_text.LabelSet.from_examples(self.examples["train"], self.paths["train"])
     fasttext_rows.check_config(config.model)
-    self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
-    self.words = text_inputs.task_vocabulary(
-        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
-        piece_model=self.sentencepiece_model)
-    self.encoder = text_inputs.Encoder(self.words, task.max_length, self.sentencepiece_model)
+    self.tokenizer = text_inputs.task_tokenizer(
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
+    self.words, self.sentencepiece_model = self.tokenizer.words, self.tokenizer.sentencepiece_model
+    self.encoder = text_inputs.Encoder(self.tokenizer, task.max_length)
     self.token_ids, self.label_ids = {}, {}
     for split in self.splits:
       self._encode(split, words[split])
@@ -87,8 +103,9 @@ class Classification(example_task.ExampleTask):
   def use_vocabulary(self, words: list[str]) -> None:
     """Re-encodes every split with a saved run's vocabulary (a word it lacks -> <unk>), so its
     checkpoint scores and predicts on the ids it was trained with after a file gained words."""
-    self.words = list(words)
-    self.encoder = text_inputs.Encoder(self.words, self.task_config.max_length, self.sentencepiece_model)
+    self.tokenizer = self.tokenizer.with_words(words)
+    self.words = self.tokenizer.words
+    self.encoder = text_inputs.Encoder(self.tokenizer, self.task_config.max_length)
     for split in self.splits:
       self._encode(split, [text_inputs.split_text(example.text, self.task_config.tokenizer)
                            for example in self.examples[split]])
@@ -102,8 +119,8 @@ class Classification(example_task.ExampleTask):
     return split
 
   def head(self, model_config, dtype):
-    from jaxlm.models.heads import task_heads
-    return task_heads.ClassificationHead(
+    from jaxlm.models.heads import classification
+    return classification.ClassificationHead(
         num_classes=len(self.labels), pooling=self.task_config.pooling, hidden_size=self.task_config.head_hidden,
         dropout=self.task_config.head_dropout, dtype=dtype)
 
@@ -113,12 +130,9 @@ class Classification(example_task.ExampleTask):
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of examples `indices` of `split`; index -1 is a padding row (weight 0)."""
     real = indices >= 0
-    sequences = [self.token_ids[split][index] if keep else np.zeros(0, np.int32)
-                 for index, keep in zip(indices, real)]
-    inputs = example_batches.pad(sequences, self.length)
-    lengths = np.array([len(sequence) for sequence in sequences])
-    batch = {"inputs": inputs, "mask": np.arange(self.length)[None, :] < lengths[:, None],
-             "weights": real.astype(np.float32), "example_index": indices.astype(np.int32)}
+    inputs, mask = example_batches.padded_inputs(example_batches.pick(self.token_ids[split], indices), self.length)
+    batch = {"inputs": inputs, "mask": mask, "weights": real.astype(np.float32),
+             "example_index": indices.astype(np.int32)}
     if split in self.label_ids:
       batch["labels"] = np.where(real, self.label_ids[split][np.maximum(indices, 0)], 0).astype(np.int32)
     return batch
@@ -132,10 +146,8 @@ class Classification(example_task.ExampleTask):
 
   def loss(self, logits, batch):
     """logits float32 [batch, classes]; labels int [batch]; weights [batch] (0 = padding row)."""
-    log_probabilities = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probabilities, batch["labels"][:, None], axis=-1)[:, 0]
-    weights = batch["weights"].astype(jnp.float32)
-    return {"loss_sum": jnp.sum(weights * nll), "count": jnp.sum(weights)}
+    from jaxlm.models.heads import classification
+    return classification.loss(logits, batch["labels"], batch["weights"])
 
   def eval_sums(self, logits, batch):
     sums = self.loss(logits, batch)
@@ -157,8 +169,7 @@ class Classification(example_task.ExampleTask):
     return len(examples)
 
   def summarise(self, sums):
-    count = max(sums["count"], 1e-9)
-    summary = {"loss": sums["loss_sum"] / count, "examples": sums["count"]}
+    summary = metrics.loss_summary(sums, "examples")
     if "confusion" in sums:
       confusion = np.asarray(sums["confusion"])
       summary.update(accuracy=scores.accuracy(confusion), mcc=scores.matthews_correlation(confusion),

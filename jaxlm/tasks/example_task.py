@@ -49,13 +49,12 @@ class ExampleTask(base.Task):
 
   @abc.abstractmethod
   def head(self, model_config, dtype):
-    """The task's head module (jaxlm.models.heads.task_heads)."""
+    """The task's head module (jaxlm.models.heads: classification, tagging or span)."""
 
   def build_model(self, model_config):
     from jaxlm.models import DTYPES, build_model
-    language_model = build_model(model_config, len(self.words),
-                                 subword_width=fasttext_rows.subword_width(model_config, self.words))
-    return language_model.clone(head=self.head(model_config, DTYPES[model_config.compute_dtype]))
+    return build_model(model_config, len(self.words), subword_width=fasttext_rows.subword_width(model_config, self.words),
+                       head=self.head(model_config, DTYPES[model_config.compute_dtype]))
 
   def init_inputs(self):
     return np.zeros((1, self.length), np.int32)

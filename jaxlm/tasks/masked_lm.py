@@ -16,8 +16,8 @@ Evaluation cuts a split into consecutive windows of train.seq_len (the last padd
 padding out of the encoder's attention by the batch's `mask`), each masked by an rng of
 its window index alone: every evaluation of every run scores the same masked tokens.
 Reported: loss, perplexity and top-1/top-5 accuracy of the masked tokens. Any output
-head (softmax, adaptive, cosine, l2, vmf) through causal_lm.build_loss. The body must be
-an encoder (config.model.<family>.causal=False): a causal one cannot see the right
+head (softmax, adaptive, cosine, l2, vmf), through its record in jaxlm.models.heads. The
+body must be an encoder (config.model.<family>.causal=False): a causal one cannot see the right
 context of the word it must recover.
 """
 
@@ -77,14 +77,17 @@ def _check_fractions(task_config) -> None:
 
 
 class MaskedLM(causal_lm.CausalLM):
+  # BERT's masking (Devlin et al., 2019): of each window, mask_rate of the tokens are chosen;
+  # of those, mask_token_fraction become <mask>, random_token_fraction a random word.
+  config_defaults = dict(mask_rate=0.15, mask_token_fraction=0.8, random_token_fraction=0.1)
   """The causal LM's corpus, heads, loss and scores, with masked windows for batches."""
 
-  def __init__(self, config):
+  def __init__(self, config, sentencepiece_model: str = ""):
     _check_fractions(config.task)
     self.rate = config.task.mask_rate
     self.mask_fraction = config.task.mask_token_fraction
     self.random_fraction = config.task.random_token_fraction
-    super().__init__(config)
+    super().__init__(config, sentencepiece_model)
     corpus_words = self.corpus.vocabulary.words
     if MASK_TOKEN in corpus_words:
       raise errors.DataError(f"the corpus's vocabulary already holds {MASK_TOKEN!r}; the masked LM needs it free")

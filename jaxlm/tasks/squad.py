@@ -9,11 +9,12 @@ dev articles; the rule picks the same article indices in both files, so no trans
 of a validation paragraph is trained on, and file A's own dev articles are the extra
 split "valid_source".
 
-Inputs. Question and context are jaxlm's word tokens with character spans
-(jaxlm.data.spans.word_spans; word and FastText-bag inputs both read words), or with
-task.tokenizer="bpe" those words' SentencePiece pieces, each with its share of its word's
-span (jaxlm.data.spans.piece_spans; the model as in jaxlm.tasks.text_inputs), so an answer
-is cut from the original context by character offsets whatever the input. Each question
+Inputs. The task's tokenizer (jaxlm.data.tokenizer.Tokenizer, from
+jaxlm.tasks.text_inputs.task_tokenizer) reads question and context as jaxlm's word tokens
+with character spans (jaxlm.data.spans.word_spans; word and FastText-bag inputs both read
+words), or with task.tokenizer="bpe" as those words' SentencePiece pieces, each with its
+share of its word's span (jaxlm.data.spans.piece_spans), so an answer is cut from the
+original context by character offsets whatever the input. Each question
 becomes one or more WINDOWS of task.max_length positions (jaxlm.data.qa_windows): the
 start token (<eos>, or "</s>" for pieces) + question, the same token as separator, then a
 window of context tokens, consecutive windows starting task.stride context tokens apart.
@@ -34,11 +35,10 @@ The best checkpoint is the one with the best valid F1 (official normalisation).
 import json
 
 from absl import logging
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors
+from jaxlm import errors, metrics
 from jaxlm.starts import fasttext_rows
 from jaxlm.data import qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
@@ -50,7 +50,31 @@ SPAN_TOKENIZERS = ("words", "bpe")  # tokenisers whose tokens keep their charact
 
 class SpanQA(example_task.ExampleTask):
   best_metric, best_mode = "f1", "max"
-  scores_predictions = True
+  writes_predictions = scores_predictions = True
+  # Train on the training articles of `file`, validate on the dev articles of `eval_file`.
+  config_defaults = dict(
+      path="",  # folder holding the files below
+      file="",  # the SQuAD v1.1 .json whose training articles are trained on
+      # The file whose dev articles are the "valid" split; "" = `file`. Another language's
+      # translation of `file` with the same article order (XQuAD) gives zero-shot transfer:
+      # the same dev_fraction rule holds out the same articles in both, so no translation
+      # of a validation paragraph is ever trained on.
+      eval_file="",
+      # Whole articles go to dev, by position in the file: article i is dev when
+      # floor((i + 1) * f) > floor(i * f) (every 1/f-th article; jaxlm.data.squad.is_dev_article).
+      dev_fraction=0.25,
+      skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
+      # "words": jaxlm's word tokens with character spans; "bpe": their SentencePiece pieces,
+      # each with its share of the word's span (jaxlm.data.spans.piece_spans)
+      tokenizer="words", bpe_vocab_size=text_inputs.BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
+      max_vocab=0,  # vocabulary from the train questions and contexts (no init.checkpoint); 0 = all
+      # Positions per window: <eos> + question (at most half of it), <eos> separator, context.
+      max_length=128,
+      stride=64,  # context tokens between the starts of consecutive windows (not the overlap)
+      max_answer_length=30,  # tokens; post-processing never predicts a longer span
+      n_best=20,  # start and end candidates per window in post-processing
+      head_hidden=0, head_dropout=0.1,
+  )
 
   def __init__(self, config):
     task = config.task
@@ -90,16 +114,9 @@ class SpanQA(example_task.ExampleTask):
     other_words = word_lists([question for split, questions in self.questions.items() if split != "train"
                               for question in questions])
     fasttext_rows.check_config(config.model)
-    self.sentencepiece_model = text_inputs.sentencepiece_model(config, training_words)
-    self.words = text_inputs.task_vocabulary(config, training_words, other_words, piece_model=self.sentencepiece_model)
-    self.processor = None
-    if self.sentencepiece_model:
-      from jaxlm.data import sentencepiece_tokenizer
-      self.processor = sentencepiece_tokenizer.load_sentencepiece(self.sentencepiece_model)
+    self.tokenizer = text_inputs.task_tokenizer(config, training_words, other_words)
+    self.words, self.sentencepiece_model = self.tokenizer.words, self.tokenizer.sentencepiece_model
     self._context_spans = {}  # context text -> its token spans (a paragraph's questions share them)
-    self.index = {word: position for position, word in enumerate(self.words)}
-    self.unknown_id = self.index[text_inputs.UNKNOWN]
-    self.start_id = self.index[text_inputs.start_token(task.tokenizer)]
     self.windows, self.arrays, self.labelled = {}, {}, {}
     for split in self.splits:
       self._make_windows(split)
@@ -122,29 +139,24 @@ class SpanQA(example_task.ExampleTask):
       raise text_files.DataError(f"{path} has no questions")
     return questions
 
-  def _token_spans(self, text: str) -> list:
-    """The model's tokens of `text` (words, or their pieces) with their character spans."""
-    return spans.word_spans(text) if self.processor is None else spans.piece_spans(text, self.processor)
-
   def _spans(self, context: str) -> list:
+    """The model's tokens of `context` (words, or their pieces) with their character spans."""
     if context not in self._context_spans:
-      self._context_spans[context] = self._token_spans(context)
+      self._context_spans[context] = self.tokenizer.token_spans(context)
     return self._context_spans[context]
-
-  def _ids(self, tokens) -> list[int]:
-    return [self.index.get(token, self.unknown_id) for token in tokens]
 
   def _question_windows(self, question, *, with_answer: bool) -> list[qa_windows.Window]:
     context_spans = self._spans(question.context)
-    context_ids = self._ids(span.token for span in context_spans)
+    context_ids = self.tokenizer.ids(span.token for span in context_spans)
     answer = None
     if with_answer:  # the first gold answer is the training target (SQuAD train has one per question)
       text, start = question.answers[0]
       answer = (start, start + len(text))
-    question_ids = [self.start_id] + self._ids(span.token for span in self._token_spans(question.question))
+    start_id = self.tokenizer.start_id
+    question_ids = [start_id] + self.tokenizer.encode(question.question)
     return qa_windows.make_windows(
         question_ids, [(token_id, span.start, span.end) for token_id, span in zip(context_ids, context_spans)],
-        max_length=self.length, stride=self.task_config.stride, separator_id=self.start_id,
+        max_length=self.length, stride=self.task_config.stride, separator_id=start_id,
         context=question.context, answer=answer)
 
   def _make_windows(self, split: str) -> None:
@@ -188,8 +200,8 @@ class SpanQA(example_task.ExampleTask):
   # The Task contract.
 
   def head(self, model_config, dtype):
-    from jaxlm.models.heads import task_heads
-    return task_heads.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
+    from jaxlm.models.heads import span
+    return span.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
                                dtype=dtype)
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
@@ -213,18 +225,10 @@ class SpanQA(example_task.ExampleTask):
                                "predict it with launch/predict.py instead")
     return self.example_batches(split, batch_size=batch_size, limit=limit)
 
-  @staticmethod
-  def _span_nll(logits, batch):
-    """logits float32 [batch, 2, length] (start, end) -> cross-entropies [batch, 2]."""
-    targets = jnp.stack([batch["start_positions"], batch["end_positions"]], axis=-1)  # [batch, 2]
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - target_logits
-
   def loss(self, logits, batch):
     """Per window: the mean of its start and end cross-entropies; count = real windows."""
-    weights = batch["weights"].astype(jnp.float32)
-    nll = self._span_nll(logits, batch)
-    return {"loss_sum": jnp.sum(weights * jnp.mean(nll, axis=-1)), "count": jnp.sum(weights)}
+    from jaxlm.models.heads import span
+    return span.loss(logits, batch["start_positions"], batch["end_positions"], batch["weights"])
 
   def eval_sums(self, logits, batch):
     sums = self.loss(logits, batch)
@@ -237,8 +241,8 @@ class SpanQA(example_task.ExampleTask):
     return sums
 
   def summarise(self, sums):
-    count = max(sums["count"], 1e-9)
-    summary = {"loss": sums["loss_sum"] / count, "windows": sums["count"]}
+    count = metrics.safe_count(sums)
+    summary = metrics.loss_summary(sums, "windows")
     if "start_correct" in sums:  # position accuracies per window (not SQuAD's EM: see score_predictions)
       summary.update(start_accuracy=sums["start_correct"] / count, end_accuracy=sums["end_correct"] / count,
                      span_accuracy=sums["span_correct"] / count)

@@ -14,11 +14,10 @@ Splits are the keys of task.files (file names inside task.path; an empty name le
 split out); "train" and "valid" are required. The tag set is the training split's; a tag outside it is an error.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import errors
+from jaxlm import errors, metrics
 from jaxlm.starts import fasttext_rows
 from jaxlm.data import conllu, example_batches, text_files
 from jaxlm.tasks import example_task, text_inputs
@@ -26,6 +25,12 @@ from jaxlm.tasks import example_task, text_inputs
 
 class Tagging(example_task.ExampleTask):
   best_metric, best_mode = "accuracy", "max"
+  config_defaults = dict(
+      path="", files=dict(train="train.conllu", valid="dev.conllu"),
+      # As classification's; with "bpe" each gold word's label and score sit on its first piece.
+      tokenizer="words", bpe_vocab_size=text_inputs.BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
+      max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
+  )
   unweighted_counts = ("gold_words",)
 
   def __init__(self, config):
@@ -43,11 +48,10 @@ class Tagging(example_task.ExampleTask):
     words = {split: [[text_inputs.normalise_word(word, task.tokenizer) for word in sentence.words]
                      for sentence in sentences] for split, sentences in self.sentences.items()}
     fasttext_rows.check_config(config.model)
-    self.sentencepiece_model = text_inputs.sentencepiece_model(config, words["train"])
-    self.words = text_inputs.task_vocabulary(
-        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]],
-        piece_model=self.sentencepiece_model)
-    encoder = text_inputs.Encoder(self.words, task.max_length, self.sentencepiece_model)
+    self.tokenizer = text_inputs.task_tokenizer(
+        config, words["train"], [word_list for split in self.splits if split != "train" for word_list in words[split]])
+    self.words, self.sentencepiece_model = self.tokenizer.words, self.tokenizer.sentencepiece_model
+    encoder = text_inputs.Encoder(self.tokenizer, task.max_length)
     # Per sentence, int32 [positions]: token ids; the gold tag at each word's first position
     # (0 elsewhere); and 1.0 at those first positions (the loss's and the accuracy's weights).
     self.token_ids, self.position_tags, self.first_positions, self.gold_words = {}, {}, {}, {}
@@ -69,8 +73,8 @@ class Tagging(example_task.ExampleTask):
     self.length = task.max_length
 
   def head(self, model_config, dtype):
-    from jaxlm.models.heads import task_heads
-    return task_heads.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
+    from jaxlm.models.heads import tagging
+    return tagging.TaggingHead(num_tags=len(self.tags), hidden_size=self.task_config.head_hidden,
                                   dropout=self.task_config.head_dropout, dtype=dtype)
 
   def num_examples(self, split):
@@ -80,23 +84,18 @@ class Tagging(example_task.ExampleTask):
     """Rows of sentences `indices`; -1 is a padding row. Position 0 is the start token; the
     weights are 1 at each word's first position (every word's only one, for word inputs)."""
     real = indices >= 0
-    empty = np.zeros(0, np.int32)
-    pick = lambda arrays: [arrays[index] if keep else empty for index, keep in zip(indices, real)]
-    sequences = pick(self.token_ids[split])
-    lengths = np.array([len(sequence) for sequence in sequences])
-    mask = np.arange(self.length)[None, :] < lengths[:, None]
+    pick = lambda sequences: example_batches.pick(sequences, indices)
+    inputs, mask = example_batches.padded_inputs(pick(self.token_ids[split]), self.length)
     weights = example_batches.pad(pick(self.first_positions[split]), self.length, dtype=np.float32)
     gold_words = np.where(real, self.gold_words[split][np.maximum(indices, 0)], 0.0).astype(np.float32)
-    return {"inputs": example_batches.pad(sequences, self.length), "mask": mask,
+    return {"inputs": inputs, "mask": mask,
             "tags": example_batches.pad(pick(self.position_tags[split]), self.length), "weights": weights,
             "gold_words": gold_words}
 
   def loss(self, logits, batch):
     """logits float32 [batch, length, tags]; tags int [batch, length]; weights [batch, length]."""
-    log_normaliser = jax.nn.logsumexp(logits, axis=-1)
-    target = jnp.take_along_axis(logits, batch["tags"][..., None], axis=-1)[..., 0]
-    weights = batch["weights"].astype(jnp.float32)
-    return {"loss_sum": jnp.sum(weights * (log_normaliser - target)), "count": jnp.sum(weights)}
+    from jaxlm.models.heads import tagging
+    return tagging.loss(logits, batch["tags"], batch["weights"])
 
   def eval_sums(self, logits, batch):
     sums = self.loss(logits, batch)
@@ -105,11 +104,10 @@ class Tagging(example_task.ExampleTask):
     return sums
 
   def summarise(self, sums):
-    count = max(sums["count"], 1e-9)
-    summary = {"loss": sums["loss_sum"] / count, "words": sums["count"]}
+    summary = metrics.loss_summary(sums, "words")
     if "correct" in sums:
       # Over every gold word: truncated words (count < gold_words) are scored wrong.
-      summary["accuracy"] = sums["correct"] / max(sums["gold_words"], 1e-9)
+      summary["accuracy"] = sums["correct"] / metrics.safe_count(sums, "gold_words")
     return summary
 
   def describe(self, summary):

@@ -8,14 +8,15 @@ cache=False every token is one full forward pass over the whole text so far (rig
 to a fixed length, so it compiles once; causal outputs do not see the padding): the
 reference the cached path must equal, and the baseline of BENCHMARKS.md's speed-up.
 
-The next token is drawn from the head's scores at the last position:
+The next token is drawn from the head's scores at the last position (each head's
+next_token_scores, jaxlm.models.heads):
   softmax   its logits;   adaptive   its exact log-probabilities (jaxlm.models.heads.adaptive_softmax);
   vmf       the von Mises-Fisher log-density of each word's unit target vector, up to a
             constant: the predicted vector . unit(target), i.e. kappa * cosine; so temperature 1
             samples the model's own distribution restricted to the vocabulary;
   cosine, l2  the cosine between the predicted and each word's target vector. These heads
             define no distribution over words: greedy decoding picks the nearest word, as
-            evaluation's top-1 does (jaxlm.models.heads.decoding); sampling draws from
+            evaluation's top-1 does (jaxlm.models.heads.ranking); sampling draws from
             softmax(cosine / temperature); cosines lie in [-1, 1], so only a small temperature
             (well below 1) makes near words much likelier than far ones.
 Sampling divides the scores by `temperature` (0: greedy, the largest score), then keeps the
@@ -43,13 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm.models.heads import adaptive_softmax, decoding
+from jaxlm.models import heads
 from jaxlm import checkpoint, errors
 from jaxlm.training import evaluate
 from jaxlm.data import corpora, works
 from jaxlm.data.vocabulary import END_OF_SENTENCE, UNKNOWN
 
-EMBEDDING_HEADS = ("cosine", "l2", "vmf")
 # The most tokens one call generates per sample. A call is one compiled program that returns
 # every token at its end (nothing shows before), and a body without a position bound keeps a
 # decode cache of the whole text: at the tens of tokens a second a CPU decodes the quickstart
@@ -74,33 +74,14 @@ class Sampling:
 # Scores and sampling.
 
 
-def _at_position(outputs, index):
-  """Head outputs over [batch, length, ...] -> the same structure at position `index` (length 1).
-
-  index may be traced. The adaptive softmax's tail tables and an embedding head's target
-  table are not per position and stay whole.
-  """
-  take = lambda array: jax.lax.dynamic_slice_in_dim(array, index, 1, axis=1)
-  if isinstance(outputs, dict) and "head_logits" in outputs:
-    return {**outputs, "hidden": take(outputs["hidden"]), "head_logits": take(outputs["head_logits"])}
-  if isinstance(outputs, dict):
-    return {**outputs, "vectors": take(outputs["vectors"])}
-  return take(outputs)
-
-
 def next_token_scores(outputs, head: str):
   """Head outputs at one position (length 1) -> float32 [batch, vocab] scores (the module docstring)."""
-  if head == "adaptive":
-    scores = adaptive_softmax.log_probs(outputs)
-  elif head in EMBEDDING_HEADS:
-    vectors = outputs["vectors"].astype(jnp.float32)  # [batch, 1, dim]
-    targets = decoding.unit(outputs["target_table"].astype(jnp.float32))  # [vocab, dim]
-    if head != "vmf":
-      vectors = decoding.unit(vectors)
-    scores = jnp.einsum("bld,vd->blv", vectors, targets, precision=jax.lax.Precision.HIGHEST)
-  else:
-    scores = outputs
-  return scores[:, 0].astype(jnp.float32)
+  return heads.LANGUAGE_MODEL_HEADS[head].next_token_scores(outputs)
+
+
+def _at_position(outputs, index, head: str):
+  """Head outputs over [batch, length, ...] -> the same structure at position `index` (length 1, may be traced)."""
+  return heads.LANGUAGE_MODEL_HEADS[head].at_position(outputs, index)
 
 
 def sample(scores, key, sampling: Sampling):
@@ -180,7 +161,7 @@ def _cached(model, head, sampling, prompt_length, max_tokens, window, variables,
 
   start = window.start_of(prompt_length)
   outputs, cache = prefill(prompt[:, start:])
-  first = sample(next_token_scores(_at_position(outputs, prompt_length - start - 1), head),
+  first = sample(next_token_scores(_at_position(outputs, prompt_length - start - 1, head), head),
                  jax.random.fold_in(key, 0), sampling)
   text = jnp.zeros((rows, prompt_length + max_tokens), jnp.int32)
   text = jax.lax.dynamic_update_slice_in_dim(text, jnp.concatenate([prompt, first[:, None]], axis=1), 0, axis=1)
@@ -215,7 +196,7 @@ def _uncached(model, head, sampling, prompt_length, max_tokens, window, variable
     start = window.start_of(position)
     outputs, _ = model.apply(variables, jax.lax.dynamic_slice_in_dim(text, start, window.length, axis=1),
                              train=False)
-    scores = next_token_scores(_at_position(outputs, position - 1 - start), head)
+    scores = next_token_scores(_at_position(outputs, position - 1 - start, head), head)
     token = sample(scores, jax.random.fold_in(key, index), sampling)
     return jax.lax.dynamic_update_slice_in_dim(text, token[:, None], position, axis=1), token
 
@@ -238,7 +219,7 @@ def make_decoder(model, *, prompt_length: int, max_tokens: int, head: str, sampl
                  cache: bool = True):
   """A jitted decode(variables, prompt int32 [rows, prompt_length], key) -> int32 [rows, max_tokens].
 
-  model: a jaxlm.models.LanguageModel with a causal body; variables: {"params", ...frozen}; head:
+  model: a jaxlm.models.Model with a causal body; variables: {"params", ...frozen}; head:
   config.model.head (how outputs become scores). cache=False decodes with full forward passes.
   """
   sampling.check()

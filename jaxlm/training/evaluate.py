@@ -36,9 +36,9 @@ def use_saved_data_identity(experiment, workdir: str, *, allow_data_change: bool
     print(f"warning: {message}; using them with the saved vocabulary (--allow_data_change)", file=sys.stderr)
   words = checkpoint.load_words(workdir)
   if words != list(task.words):
-    if not hasattr(task, "use_vocabulary"):
+    if not task.re_encodes:
       raise DataChangedError(f"{workdir}/{checkpoint.VOCABULARY_FILE} differs from the vocabulary built from "
-                             f"the data ({checkpoint._vocabulary_difference(words, list(task.words))}), and the "
+                             f"the data ({checkpoint.vocabulary_difference(words, list(task.words))}), and the "
                              f"{type(task).__name__} task cannot re-encode its data with it")
     task.use_vocabulary(words)
     experiment.model = task.build_model(experiment.config.model)  # the saved vocabulary's size
@@ -51,19 +51,21 @@ def restore_workdir(workdir: str, *, step: int | None = None, best: bool = False
 
   step: a kept step; best: the best by the task's validation metric; neither: the latest.
   data_path / cache_dir override a language model's saved config.data (a moved workdir).
+  A BPE run's texts are encoded with the workdir's own sentencepiece.model.
   The saved vocabulary and data fingerprint apply (use_saved_data_identity; check_fingerprint).
   """
   config = checkpoint.load_config(workdir)
+  # A run's SentencePiece model is read from its workdir, not retrained from the task's texts
+  # or the corpus (a moved workdir, an emptied cache or another sentencepiece version).
   own_pieces = checkpoint.sentencepiece_path(workdir)
   if own_pieces and config.task.get("tokenizer") == "bpe":  # a fine-tuning task's own pieces
-    # A task-trained SentencePiece model is read from the workdir, not retrained from the
-    # task's texts (a moved workdir, an emptied cache or another sentencepiece version).
     config.task.sentencepiece_model = own_pieces
+  corpus_bpe = "data" in config and config.data.get("tokenizer") == "bpe"  # a language model's corpus pieces
   if data_path is not None:
     config.data.path = data_path
   if cache_dir is not None:
     config.data.cache_dir = cache_dir
-  experiment = experiments.build_experiment(config)
+  experiment = experiments.build_experiment(config, sentencepiece_model=own_pieces if corpus_bpe else "")
   use_saved_data_identity(experiment, workdir, allow_data_change=allow_data_change,
                           check_fingerprint=check_fingerprint)
   task = experiment.task

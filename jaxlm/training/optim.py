@@ -45,7 +45,7 @@ def decay_mask(params):
   return jax.tree.map(lambda leaf: leaf.ndim >= 2, params)
 
 
-EMBEDDINGS = "input_layer"  # the LanguageModel's input-layer scope: its tables are "the embeddings"
+EMBEDDINGS = "input_layer"  # the Model's input-layer scope: its tables are "the embeddings"
 
 
 def embedding_labels(params):

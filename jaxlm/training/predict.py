@@ -1,6 +1,6 @@
 """Predictions of a trained workdir's checkpoint for a split or a file, written by the task.
 
-Tasks that predict implement `predict_batches(split, batch_size)` (every example once,
+Tasks that predict (Task.writes_predictions) implement `predict_batches(split, batch_size)` (every example once,
 padding rows marked by example_index -1), `predict(outputs, batch)` -> one value (or array) per
 row, and `write_predictions(split, predictions, path)`; a classification run writes
 `id,<label column>` CSV rows (RuCoLA's leaderboard format), a span QA run SQuAD's
@@ -81,7 +81,7 @@ def predict_workdir(workdir: str, output: str, *, split: str = "test", input_pat
                                                      allow_data_change=allow_data_change,
                                                      check_fingerprint=not input_path)
   task = experiment.task
-  if not hasattr(task, "predict"):
+  if not task.writes_predictions:
     raise errors.ConfigError(f"the {type(task).__name__} task of {workdir} writes no predictions: predict.py "
                              "predicts classification and span-QA runs; score a language model with "
                              "launch/evaluate.py, or continue text with launch/sample.py")
