@@ -98,6 +98,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.momentum = 0.0  # sgd only
   config.optim.weight_decay = 0.01
   config.optim.clip_norm = 1.0  # 0 disables clipping
+  # How the input layer's tables are updated (jaxlm.training.optim): "dense", every row every step;
+  # "lazy", only the rows the step's batch reads (lazy AdamW), so a step costs the rows it uses
+  # rather than the table's size. A tied softmax head reads every row and needs "dense".
+  config.optim.embedding_updates = "dense"
   config.optim.schedule = "cosine"  # constant | cosine | linear | rsqrt
   config.optim.warmup_steps = 100
   config.optim.final_lr_fraction = 0.1

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from conftest import override
-from jaxlm.training import experiments, steps
+from jaxlm.training import experiments, optim, steps
 
 WORDS = ["кот", "пёс", "дом", "лес", "река", "гора", "да", "нет", "идёт", "спит", "бежит", "ест"]
 TAG_OF_LAST_LETTER = {"т": "VERB", "с": "NOUN", "м": "NOUN", "а": "NOUN", "й": "ADJ"}
@@ -120,7 +120,7 @@ def assert_one_device_step_matches_four(config):
     experiment.mesh = mesh = experiments.make_mesh(devices)
     state = experiments.init_experiment_state(experiment)
     step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, mesh, state,
-                                 config.seed)
+                                 config.seed, sparse_embeddings=optim.lazy_embeddings(config.optim))
     batch = experiment.task.train_batch(0, seed=0, batch_size=config.train.batch_size)
     state, step_metrics = step(state, experiments.global_batch(mesh, batch))
     results.append((jax.device_get(state.params), jax.device_get(step_metrics)))

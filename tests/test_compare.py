@@ -180,9 +180,12 @@ def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():
   import jax
   import jax.numpy as jnp
   from jaxlm.models import build_model
+  from jaxlm.models.heads import tagging
 
   def encoder_shapes(config):
-    model = build_model(config.model, 33_278, subword_width=8)
+    # A fine-tuning config names no language-model head; any task head leaves the encoder's shapes as they are.
+    head = None if "head" in config.model else tagging.TaggingHead(num_tags=3)
+    model = build_model(config.model, 33_278, subword_width=8, head=head)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
     return jax.tree.map(lambda leaf: leaf.shape, {scope: variables["params"][scope] for scope in ("input_layer", "body")})
 

@@ -118,7 +118,7 @@ def test_misspelled_config_key_fails_at_start_up(tmp_path):
   # One line naming the flag and the close match, not absl's 53-line traceback.
   assert result.stderr.strip().splitlines() == [
       "launch/train.py: --config.optim.learning_rate: the config has no key 'learning_rate' in optim; did you "
-      "mean 'lr'? (keys there: b1, b2, clip_norm, encoder_lr_multiplier, eps, final_lr_fraction, "
+      "mean 'lr'? (keys there: b1, b2, clip_norm, embedding_updates, encoder_lr_multiplier, eps, final_lr_fraction, "
       "freeze_encoder_steps, lr, momentum, name, schedule, warmup_steps, weight_decay)"]
   assert not os.path.exists(tmp_path / "checkpoints")
 

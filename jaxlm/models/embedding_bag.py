@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import errors
-from jaxlm.models import layers
+from jaxlm.models import embeddings, layers
 
 FROZEN = "frozen"
 
@@ -68,6 +68,28 @@ class EmbeddingBag(nn.Module):
     """[batch, length, width] -> float32 logits [batch, length, vocab] over the word rows."""
     return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
                       preferred_element_type=jnp.float32)
+
+  def rows_read(self, frozen: dict, token_ids: np.ndarray) -> np.ndarray:
+    """The rows the bags of the batch's words read, ascending; frozen: this layer's numpy ids and mask."""
+    words = np.unique(token_ids)
+    return np.unique(frozen["ngram_ids"][words][frozen["ngram_mask"][words]])
+
+  def sparse_view(self, variables: dict, token_ids, rows) -> embeddings.SparseView:
+    """The view of `rows` (rows_read's, padded; jaxlm.models.embeddings); token_ids int [batch, length].
+
+    The view's words are the batch's words, so its ngram_ids are [tokens, subword_width] and point
+    into its table of rows.size rows: a bag of `tokens` words and the rest as buckets (rows.size
+    is at least the tokens: jaxlm.training.sparse_rows.capacity).
+    """
+    words, local_ids = embeddings.batch_words(token_ids, self.vocab_size)
+    ngram_ids = embeddings.gather_rows(variables[FROZEN]["ngram_ids"], words)  # [tokens, subword_width]
+    ngram_mask = embeddings.gather_rows(variables[FROZEN]["ngram_mask"], words)  # padding words read nothing
+    # A masked entry's id is never weighed in; any row inside the view keeps the gather in range.
+    view_ids = jnp.minimum(jnp.searchsorted(rows, ngram_ids), rows.size - 1).astype(jnp.int32)
+    table = embeddings.gather_rows(variables["params"]["table"], rows)
+    module = self.clone(vocab_size=words.size, bucket=rows.size - words.size, parent=None)
+    return embeddings.SparseView(module, {"params": {"table": table},
+                                          FROZEN: {"ngram_ids": view_ids, "ngram_mask": ngram_mask}}, local_ids, rows)
 
 
 def install_input_variables(variables: dict, input_variables: dict, *,

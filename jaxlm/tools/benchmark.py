@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxlm import errors
 from jaxlm.tools import flops
-from jaxlm.training import experiments, steps
+from jaxlm.training import experiments, optim, sparse_rows, steps
 from jaxlm.tasks import causal_lm
 
 # Dense (no sparsity) tensor-core peaks quoted by NVIDIA for SXM parts, FLOP/s.
@@ -108,22 +108,30 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
   params = jax.device_get(state.params)
   carry = jax.device_get(state.carry)
   batch = {key: jnp.asarray(value) for key, value in local_batch.items() if key != "reset"}
+  frozen, differentiated, touched = state.frozen, params, {}
+  if optim.lazy_embeddings(experiment.config.optim):  # the step's view of the rows the batch reads
+    rows = sparse_rows.RowReader(model, state.frozen).rows(local_batch["inputs"])
+    view = sparse_rows.step_view(model, params, state.frozen, batch["inputs"], 0, batch["inputs"].shape[0], rows)
+    model, differentiated, frozen = view.model, view.params, view.frozen
+    batch, touched = {**batch, "inputs": view.token_ids}, {"touched_rows": view.rows}
 
   def loss(params):
-    outputs, _ = experiments.apply_model(model, {"params": params, **state.frozen}, batch, train=True, carry=carry,
+    outputs, _ = experiments.apply_model(model, {"params": params, **frozen}, batch, train=True, carry=carry,
                                    rngs={"dropout": jax.random.key(0)})
     sums = loss_fn(outputs, batch)
     return sums["loss_sum"] / sums["count"]
 
   def update(grads, opt_state, params):
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    updates, opt_state = optimizer.update(grads, opt_state, params, **touched)
+    if touched:
+      return sparse_rows.apply_updates(params, updates, touched["touched_rows"]), opt_state
     return jax.tree.map(jnp.add, params, updates), opt_state
 
   gradient = jax.jit(jax.grad(loss))
-  grads = gradient(params)
+  grads = gradient(differentiated)
   return {
-      "forward_seconds": _best_seconds(jax.jit(loss), params),
-      "forward_backward_seconds": _best_seconds(gradient, params),
+      "forward_seconds": _best_seconds(jax.jit(loss), differentiated),
+      "forward_backward_seconds": _best_seconds(gradient, differentiated),
       "optimizer_update_seconds": _best_seconds(jax.jit(update), grads, optimizer.init(params), params),
   }
 
@@ -140,7 +148,8 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   model, mesh = experiment.model, experiment.mesh
   state = experiments.init_experiment_state(experiment)
   step_fn = steps.make_train_step(model, experiment.task.loss, experiment.optimizer, mesh, state, config.seed,
-                                  microbatches=config.train.microbatches)
+                                  microbatches=config.train.microbatches,
+                                  sparse_embeddings=optim.lazy_embeddings(config.optim))
 
   def local_batch(step):
     return experiment.task.train_batch(step, seed=config.seed, batch_size=config.train.batch_size,

@@ -3,6 +3,7 @@
   experiments.py  what a run trains (task, model, optimiser, mesh), its state and shardings, the first state
   run_start.py    a run's first state in its workdir: init and starts, or its checkpoint resumed
   steps.py        the data-parallel train step (gradient accumulation, the NaN guard's skip)
+  sparse_rows.py  sparse embedding updates: the step's view of the table rows a batch reads
   evaluation.py   the eval and predict steps, and passes over a split
   loop.py         the loop: logs, validation, checkpoints, signals, early stopping, the NaN guard
   optim.py        optax optimisers and schedules from config.optim

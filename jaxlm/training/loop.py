@@ -306,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   max_bad_steps = train_config.max_bad_steps
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = steps.make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
-                               skip_nonfinite=max_bad_steps > 0, microbatches=train_config.microbatches)
+                               skip_nonfinite=max_bad_steps > 0, microbatches=train_config.microbatches,
+                               sparse_embeddings=optim.lazy_embeddings(config.optim))
   evaluate_split = evaluation.make_evaluator(experiment)
   writer = MetricWriter(workdir)
   if changes:

@@ -2,16 +2,28 @@
 
 The transform is built once, outside the train step, and is a pure function of
 the config, the step count and the parameter tree's structure.
+
+optim.embedding_updates picks how the input layer's tables are updated:
+  dense  every row, every step, by the optimiser of everything else (AdamW's moments of a row
+         no batch reads still decay, and its decoupled weight decay still shrinks it);
+  lazy   only the rows the step's global batch reads (jaxlm.training.sparse_rows), by `lazy_adamw`:
+         AdamW on those rows alone. A row no batch reads keeps its value and its moments
+         exactly; when it is read again its moments go on from where they stood, and the bias
+         correction uses the global step count (as TensorFlow Addons' LazyAdam and PyTorch's
+         SparseAdam do). Its weight decay, too, applies only at the steps that read it. With
+         every row read at every step, it is AdamW.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
+from optax._src import numerics
 
 from jaxlm import errors
 
 SCHEDULES = ("constant", "cosine", "linear", "rsqrt")
 OPTIMISERS = ("adamw", "adam_l2", "sgd")
+EMBEDDING_UPDATES = ("dense", "lazy")
 
 
 def build_schedule(optim_config, total_steps: int) -> optax.Schedule:
@@ -80,7 +92,8 @@ def _encoder_optimizer(optim_config, schedule, clip, model_config) -> optax.Grad
   groups = {"head": optax.chain(*_transforms(optim_config, schedule))}
   for name, extra in (("body", 1.0), ("embeddings", float(model_config.embedding_lr_multiplier))):
     rate = None if name == "embeddings" and model_config.freeze_embeddings else encoder_schedule(extra)
-    groups[name] = optax.set_to_zero() if rate is None else optax.chain(*_transforms(optim_config, rate))
+    transforms = _embedding_transforms if name == "embeddings" else _transforms
+    groups[name] = optax.set_to_zero() if rate is None else optax.chain(*transforms(optim_config, rate))
   return optax.chain(*clip, optax.multi_transform(groups, encoder_labels))
 
 
@@ -100,6 +113,93 @@ def _transforms(optim_config, schedule) -> list[optax.GradientTransformation]:
           optax.sgd(schedule, momentum=optim_config.momentum or None)]
 
 
+def _gathered(tree, rows):
+  """Each leaf [num_rows, ...] at rows [k] -> [k, ...] (row num_rows: zeros, padding)."""
+  return jax.tree.map(lambda leaf: leaf.at[rows].get(mode="fill", fill_value=0), tree)
+
+
+def _scattered(tree, row_values, rows):
+  """Each leaf with its rows `rows` set to row_values' leaf (padding rows dropped)."""
+  return jax.tree.map(lambda leaf, values: leaf.at[rows].set(values.astype(leaf.dtype), mode="drop"),
+                      tree, row_values)
+
+
+def scale_by_lazy_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformationExtraArgs:
+  """optax.scale_by_adam on the rows `touched_rows` only (an extra argument of update).
+
+  The updates are row gradients [k, ...] of the tables' rows touched_rows (int32 [k], ascending,
+  padded with the row count); the moments are whole tables, of which only those rows change.
+  The arithmetic is optax's own (its moment and bias-correction helpers), so with every row
+  touched the result is scale_by_adam's.
+  """
+  def init(params):
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params),
+                                  nu=optax.tree.zeros_like(params))
+
+  def update(updates, state, params=None, *, touched_rows, **extra_args):
+    del params, extra_args
+    mu = optax.tree.update_moment(updates, _gathered(state.mu, touched_rows), b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, _gathered(state.nu, touched_rows), b2, 2)
+    count = numerics.safe_increment(state.count)
+    mu_hat, nu_hat = optax.tree.bias_correction(mu, b1, count), optax.tree.bias_correction(nu, b2, count)
+    updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu_hat, nu_hat)
+    return updates, optax.ScaleByAdamState(count=count, mu=_scattered(state.mu, mu, touched_rows),
+                                           nu=_scattered(state.nu, nu, touched_rows))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def add_lazy_decayed_weights(weight_decay: float, mask) -> optax.GradientTransformationExtraArgs:
+  """optax.add_decayed_weights on the rows `touched_rows`: the row updates plus weight_decay times
+  those rows of the parameters (leaves where mask(params) is False are left as they are)."""
+  def update(updates, state, params=None, *, touched_rows, **extra_args):
+    del extra_args
+    decayed = jax.tree.map(lambda update, rows, decays: update + weight_decay * rows if decays else update,
+                           updates, _gathered(params, touched_rows), mask(params))
+    return decayed, state
+
+  return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def lazy_adamw(learning_rate, *, b1: float, b2: float, eps: float, weight_decay: float,
+               mask) -> optax.GradientTransformationExtraArgs:
+  """AdamW (optax.adamw's order: Adam's scaling, the decoupled decay, the learning rate) on the
+  touched rows of row tables; update(..., touched_rows=int32 [k]) returns their row updates."""
+  return optax.chain(scale_by_lazy_adam(b1, b2, eps), add_lazy_decayed_weights(weight_decay, mask),
+                     optax.scale_by_learning_rate(learning_rate))
+
+
+def lazy_embeddings(optim_config) -> bool:
+  """Whether optim.embedding_updates is "lazy". A workdir saved before the key existed has none:
+  its tables were updated densely, so it restores and evaluates as "dense"."""
+  return optim_config.get("embedding_updates", "dense") == "lazy"
+
+
+def _embedding_transforms(optim_config, schedule) -> list[optax.GradientTransformation]:
+  """The input layer's optimiser: the named one (dense), or lazy_adamw (lazy)."""
+  if not lazy_embeddings(optim_config):
+    return _transforms(optim_config, schedule)
+  return [lazy_adamw(schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
+                     weight_decay=optim_config.weight_decay, mask=decay_mask)]
+
+
+def check_embedding_updates(optim_config, model_config=None) -> str:
+  """optim.embedding_updates, checked against the optimiser and the model; returns it."""
+  mode = optim_config.get("embedding_updates", "dense")  # see lazy_embeddings
+  if mode not in EMBEDDING_UPDATES:
+    raise errors.ConfigError(f"config optim.embedding_updates={mode!r} is not known; choose one of "
+                             f"{EMBEDDING_UPDATES}")
+  if mode == "lazy" and optim_config.name != "adamw":
+    raise errors.ConfigError(f"config optim.embedding_updates='lazy' is lazy AdamW; optim.name={optim_config.name!r} "
+                             "has no lazy form: set optim.name='adamw' or optim.embedding_updates='dense'")
+  if mode == "lazy" and model_config is not None and model_config.get("head") in ("softmax", "adaptive") \
+      and model_config.tie_embeddings:
+    raise errors.ConfigError("config optim.embedding_updates='lazy' updates only the table rows a batch reads, but "
+                             f"the tied {model_config.head} head reads every word's row: set "
+                             "model.tie_embeddings=False or optim.embedding_updates='dense'")
+  return mode
+
+
 def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.GradientTransformation:
   """The optimiser of `config.optim`; `config.model` adds the embeddings' treatment.
 
@@ -111,6 +211,7 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
   name = optim_config.name
   if name not in OPTIMISERS:
     raise errors.ConfigError(f"config optim.name={name!r} is not known; choose one of {OPTIMISERS}")
+  lazy = check_embedding_updates(optim_config, model_config) == "lazy"
   schedule = build_schedule(optim_config, total_steps)
   clip = [optax.clip_by_global_norm(optim_config.clip_norm)] if optim_config.clip_norm > 0 else []
   freeze = model_config is not None and model_config.freeze_embeddings
@@ -127,10 +228,10 @@ def build_optimizer(optim_config, total_steps: int, model_config=None) -> optax.
     return optax.multi_transform({"embeddings": optax.set_to_zero(),
                                   "rest": optax.chain(*clip, *_transforms(optim_config, schedule))},
                                  embedding_labels)
-  if multiplier != 1.0:
-    embedding_schedule = lambda step: multiplier * schedule(step)
+  if multiplier != 1.0 or lazy:
+    embedding_schedule = (lambda step: multiplier * schedule(step)) if multiplier != 1.0 else schedule
     return optax.chain(*clip, optax.multi_transform(
-        {"embeddings": optax.chain(*_transforms(optim_config, embedding_schedule)),
+        {"embeddings": optax.chain(*_embedding_transforms(optim_config, embedding_schedule)),
          "rest": optax.chain(*_transforms(optim_config, schedule))}, embedding_labels))
   return optax.chain(*clip, *_transforms(optim_config, schedule))
 

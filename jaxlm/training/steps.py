@@ -16,7 +16,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from jaxlm.models import layers
-from jaxlm.training import experiments
+from jaxlm.training import experiments, sparse_rows
 
 
 def _split_rows(tree, parts: int):
@@ -56,8 +56,19 @@ def _accumulated_gradient(gradient, params, batch, carry, rows, microbatches: in
   return grads, (sums, _join_rows(new_carries))
 
 
-def _per_device_train_step(state: experiments.TrainState, batch: dict, *, model, loss_fn, optimizer, seed: int,
-                           num_devices: int, skip_nonfinite: bool = False, microbatches: int = 1):
+def _global_rows(local, first_row, num_devices: int):
+  """Every device's rows of `local` [local rows, ...] in global order, the same on every device.
+
+  A psum of each device's rows placed in zeros: unlike all_gather, its result is typed as the same
+  on every device, so what is computed from it (the sparse view's table) is replicated, as
+  parameters are, before the step marks them as varying.
+  """
+  canvas = jnp.zeros((local.shape[0] * num_devices,) + local.shape[1:], local.dtype)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(canvas, local, first_row, axis=0), experiments.DATA_AXIS)
+
+
+def _per_device_train_step(state: experiments.TrainState, batch: dict, embedding_rows=None, *, model, loss_fn,
+                           optimizer, seed: int, num_devices: int, skip_nonfinite: bool = False, microbatches: int = 1):
   """Runs on one device's rows; returns replicated new params and summed metrics.
 
   loss_fn(outputs, batch) -> sums with loss_sum and count (Task.loss).
@@ -74,24 +85,35 @@ def _per_device_train_step(state: experiments.TrainState, batch: dict, *, model,
   global batch's target count, so the summed gradient is the whole batch's: the same update
   up to float summation order, carried state and dropout masks included (each row draws its
   masks from its global row index). k = 1 is exactly the step without accumulation.
+  embedding_rows (optim.embedding_updates="lazy"): int32 [capacity], the table rows the global batch
+  reads (jaxlm.training.sparse_rows); the gradient is taken with respect to the input layer's view
+  of them, and the optimiser, given them, updates only them. None: the whole table (dense).
   """
+  local_rows = batch["inputs"].shape[0]
+  first_row = jax.lax.axis_index(experiments.DATA_AXIS) * local_rows
+  differentiated, frozen = state.params, state.frozen
+  sparse_embeddings = embedding_rows is not None
+  if sparse_embeddings:
+    global_inputs = _global_rows(batch["inputs"], first_row, num_devices) if num_devices > 1 else batch["inputs"]
+    view = sparse_rows.step_view(model, state.params, state.frozen, global_inputs, first_row, local_rows,
+                                 embedding_rows)
+    model, differentiated, frozen, batch = view.model, view.params, view.frozen, {**batch, "inputs": view.token_ids}
   # Mark the replicated parameters as varying over the data axis, so that the
   # gradient below is this device's own gradient. Without it, shard_map's
   # transpose of the implicit broadcast would already sum gradients across
   # devices, and pmean would then return the sum instead of the mean.
-  params = jax.lax.pcast(state.params, experiments.DATA_AXIS, to="varying") if num_devices > 1 else state.params
+  params = jax.lax.pcast(differentiated, experiments.DATA_AXIS, to="varying") if num_devices > 1 else differentiated
   # One dropout key per step, the same on every device; each row's masks fold in its global
   # row index (layers.global_rows), so they do not depend on how rows are split over devices.
   dropout_rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  local_rows = batch["inputs"].shape[0]
-  rows = jax.lax.axis_index(experiments.DATA_AXIS) * local_rows + jnp.arange(local_rows)  # int32 [local rows]
+  rows = first_row + jnp.arange(local_rows)  # int32 [local rows]: their rows of the global batch
   carry = jax.lax.stop_gradient(experiments.carry_for(state.carry, batch))
   global_count = jax.lax.psum(jnp.sum(batch["weights"]), experiments.DATA_AXIS)
 
   def gradient(params, batch, carry, rows):
     def objective(params):
       with layers.global_rows(rows):
-        outputs, new_carry = experiments.apply_model(model, {"params": params, **state.frozen}, batch, train=True,
+        outputs, new_carry = experiments.apply_model(model, {"params": params, **frozen}, batch, train=True,
                                          carry=carry, rngs={"dropout": dropout_rng})
       sums = loss_fn(outputs, batch)
       # pmean of this over devices is sum_d loss_sum_d / global_count: the exact
@@ -107,8 +129,12 @@ def _per_device_train_step(state: experiments.TrainState, batch: dict, *, model,
                                                      varying=num_devices > 1)
   if num_devices > 1:
     grads = jax.lax.pmean(grads, experiments.DATA_AXIS)
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
+  if sparse_embeddings:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params, touched_rows=view.rows)
+    new_params = sparse_rows.apply_updates(state.params, updates, view.rows)
+  else:
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
   step_metrics = jax.lax.psum(sums, experiments.DATA_AXIS)
   step_metrics.update(grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(new_params),
                       update_norm=optax.tree.norm(updates))
@@ -128,18 +154,59 @@ def _per_device_train_step(state: experiments.TrainState, batch: dict, *, model,
 
 
 def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: experiments.TrainState, seed: int, *,
-                    skip_nonfinite: bool = False, microbatches: int = 1):
+                    skip_nonfinite: bool = False, microbatches: int = 1, sparse_embeddings: bool = False):
   """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated.
 
   loss_fn(outputs, batch) -> sums (Task.loss). skip_nonfinite: a step whose loss, gradient
   or new parameters are not finite changes nothing (see _per_device_train_step).
   microbatches: gradient accumulation over that many groups of each device's rows
-  (train.microbatches; see _per_device_train_step).
+  (train.microbatches; see _per_device_train_step). sparse_embeddings: optim.embedding_updates
+  is "lazy" (the optimiser must be built for it: jaxlm.training.optim.build_optimizer); the step is
+  then a SparseTrainStep, which finds each batch's rows on the host.
   """
   specs = experiments.state_specs(state)
   per_device = functools.partial(_per_device_train_step, model=model, loss_fn=loss_fn,
                                  optimizer=optimizer, seed=seed, num_devices=mesh.shape[experiments.DATA_AXIS],
                                  skip_nonfinite=skip_nonfinite, microbatches=microbatches)
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(experiments.DATA_AXIS)), out_specs=(specs, P()),
+  in_specs = (specs, P(experiments.DATA_AXIS)) + ((P(),) if sparse_embeddings else ())
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=(specs, P()),
                          check_vma=mesh.shape[experiments.DATA_AXIS] > 1)
-  return jax.jit(mapped, donate_argnums=(0,))
+  jitted = jax.jit(mapped, donate_argnums=(0,))
+  return SparseTrainStep(jitted, sparse_rows.RowReader(model, state.frozen)) if sparse_embeddings else jitted
+
+
+class SparseTrainStep:
+  """train_step(state, batch) for lazy embedding updates: the rows the global batch reads are found
+  on the host (jaxlm.training.sparse_rows.RowReader) and passed to the jitted step. `lower` and its
+  `compile` give the same call, as jax.jit's do (benchmark.py times the compiled step)."""
+
+  def __init__(self, jitted, reader: "sparse_rows.RowReader", compiled=None, capacity: int = 0):
+    # compiled: the step compiled for views of `capacity` rows; other capacities go through jitted.
+    self.jitted, self.reader, self.compiled, self.capacity = jitted, reader, compiled, capacity
+
+  def rows(self, batch: dict):
+    inputs = batch["inputs"]
+    if not getattr(inputs, "is_fully_addressable", True):  # other processes hold rows of the global batch
+      from jax.experimental import multihost_utils
+      inputs = multihost_utils.process_allgather(inputs, tiled=True)
+    return self.reader.rows(jax.device_get(inputs))
+
+  def __call__(self, state, batch):
+    rows = self.rows(batch)
+    step = self.compiled if self.compiled is not None and rows.size == self.capacity else self.jitted
+    return step(state, batch, rows)
+
+  def lower(self, state, batch):
+    rows = self.rows(batch)
+    return _LoweredSparseStep(self, self.jitted.lower(state, batch, rows), rows.size)
+
+
+class _LoweredSparseStep:
+  def __init__(self, step: SparseTrainStep, lowered, capacity: int):
+    self.step, self.lowered, self.capacity = step, lowered, capacity
+
+  def compile(self):
+    compiled = self.lowered.compile()
+    step = SparseTrainStep(self.step.jitted, self.step.reader, compiled, self.capacity)
+    step.memory_analysis = compiled.memory_analysis
+    return step
