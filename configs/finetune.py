@@ -13,6 +13,10 @@ XQuAD, or your own CSV/TSV, CoNLL-U or SQuAD JSON files.
       --split=valid                      # SQuAD v1.1 EM / F1, official and "unicode" normalisation
   python launch/predict.py --workdir=runs/finetune/xquad_ru_transformer_scratch --best --split=valid \
       --output=xquad_ru_valid.json       # {question id: answer text}, SQuAD's prediction format
+  python launch/train.py --config=configs/finetune.py:task=squad_en,body=lstm \
+      --config.task.path=../shared/data/squad --workdir=runs/finetune/squad_en_lstm_scratch
+  python launch/evaluate.py --workdir=runs/finetune/squad_en_lstm_scratch --best \
+      --split=test,xquad_en,xquad_ru     # the official SQuAD v1.1 dev set, XQuAD-en, XQuAD-ru zero-shot
 
 Your own labelled files (task=csv, conllu or squad_json; the keys below are config.task's):
 
@@ -44,6 +48,12 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                what needs no word meaning can transfer (matching question words in the
                context, punctuation, numbers, positions). Rows that mean the same in both
                languages need a bilingual pre-trained start, which no config here makes
+  task=squad_en  English SQuAD v1.1 (../shared/data/squad): train on the 44-article slice of
+               train (11,877 questions) less every 10th article, which is "valid" (picks the
+               checkpoint); "test" is the official dev set (10,570 questions), "xquad_en" and
+               "xquad_ru" XQuAD's 1,190 questions of it in English and Russian (zero-shot: no
+               Russian word is trained on). SberQuAD or any SQuAD v1.1 file works the same way
+               through task.path, task.file and task.test_files.<split>
   task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
                (a .tsv name reads tab-separated, unquoted), a header row with the columns
                "text" and "label" (task.text_column, task.label_column; any labels, two or
@@ -110,6 +120,11 @@ TASKS = {
     # sized set, so a quarter of its 48 articles is held out and the rest is all the training.
     "xquad_ru": ("squad", dict(file="xquad.ru.json", dev_fraction=0.25)),
     "xquad_en_to_ru": ("squad", dict(file="xquad.en.json", eval_file="xquad.ru.json", dev_fraction=0.25)),
+    # SQuAD v1.1 in English (task.path: ../shared/data/squad): the training slice's articles, every
+    # 10th held out as "valid" (checkpoints are picked on it); the official dev set is "test", and
+    # XQuAD's 1,190 questions of that dev set are scored in English and, zero-shot, in Russian.
+    "squad_en": ("squad", dict(file="train-v1.1-44articles.json", dev_fraction=0.1, test_files=dict(
+        test="dev-v1.1.json", xquad_en="../xquad/xquad.en.json", xquad_ru="../xquad/xquad.ru.json"))),
     # A user's own files, named by task.path and --config.task.* overrides (the docstring's commands).
     "csv": ("classification", dict(files=dict(train="train.csv", valid="dev.csv", test="test.csv"),
                                    text_column="text", label_column="label")),

@@ -32,7 +32,7 @@ VARIANTS = {
     "wt2_mlm": ("body=lstm", "body=tcn", "head=vmf"),
     "ru_mlm": ("input=bag", "body=lstm"),
     "finetune": ("task=upos", "task=sst2", "task=xquad_ru", "task=xquad_en_to_ru", "task=csv", "task=conllu",
-                 "task=squad_json", "body=lstm", "body=tcn", "body=fasttext", "start=fasttext", "start=frozen"),
+                 "task=squad_json", "task=squad_en", "body=lstm", "body=tcn", "body=fasttext", "start=fasttext", "start=frozen"),
 }
 VOCAB = 60  # the tiny test corpus's; the smoke adaptive cutoffs (20, 40) need more than 40
 FULL_VOCAB = 33_278  # WikiText-2's: full sizes are only traced, so a real vocabulary costs nothing

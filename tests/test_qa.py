@@ -82,6 +82,29 @@ def test_eval_file_gives_zero_shot_splits(qa_folder, tmp_path):
   assert not (task.arrays["train"]["inputs"] == word_id).any()
 
 
+def test_test_files_are_whole_splits_scored_and_never_trained_on(tmp_path):
+  folder = write_squad(str(tmp_path / "squad"))
+  document = squad_document()
+  for article in document["data"]:
+    for qa in article["paragraphs"][0]["qas"]:
+      qa["id"] = "official-" + qa["id"]
+  write_squad(str(tmp_path / "squad"), document, name="official_dev.json")
+  write_squad(str(tmp_path / "translated"), squad_document(SQUAD_ARTICLES[:2]), name="translated.json")
+  task = _task(folder, **{"task.test_files": {"test": "official_dev.json",
+                                              "translated": "../translated/translated.json"}})
+  assert task.splits == ("train", "valid", "test", "translated")
+  assert [question.id for question in task.questions["test"]] == [f"official-q{index}" for index in range(6)]
+  assert [question.id for question in task.questions["translated"]] == ["q0", "q1", "q2"]
+  assert task.labelled["test"] and task.num_examples("test") >= 6
+  assert task.paths["translated"].endswith("translated.json")
+  # An empty name leaves the split out; a name taken by another split, or a missing file, is refused.
+  assert _task(folder, **{"task.test_files": {"test": ""}}).splits == ("train", "valid")
+  with pytest.raises(ValueError, match=r"task.test_files.valid: 'valid' is already a split"):
+    _task(folder, **{"task.test_files": {"valid": "official_dev.json"}})
+  with pytest.raises(text_files.DataError, match=r"missing.json.*task.test_files.test"):
+    _task(folder, **{"task.test_files": {"test": "missing.json"}})
+
+
 def test_bad_inputs_are_clear_errors(qa_folder, tmp_path):
   document = squad_document()
   document["data"][1]["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] += 3

@@ -7,7 +7,9 @@ eval_file (another language's translation of the file, same article order, as XQ
 this is zero-shot transfer: train on file A's training articles, validate on file B's
 dev articles; the rule picks the same article indices in both files, so no translation
 of a validation paragraph is trained on, and file A's own dev articles are the extra
-split "valid_source".
+split "valid_source". Each file of task.test_files is a further split of all its
+questions (SQuAD's official dev set as "test", XQuAD as more), scored but never trained
+on or used to pick a checkpoint.
 
 Inputs. The task's tokenizer (jaxlm.data.tokenizer.Tokenizer, from
 jaxlm.tasks.text_inputs.task_tokenizer) reads question and context as jaxlm's word tokens
@@ -63,6 +65,10 @@ class SpanQA(example_task.ExampleTask):
       # Whole articles go to dev, by position in the file: article i is dev when
       # floor((i + 1) * f) > floor(i * f) (every 1/f-th article; jaxlm.data.squad.is_dev_article).
       dev_fraction=0.25,
+      # Whole files as evaluation splits, every question of each: split name -> file (relative to
+      # task.path; "" leaves the split out). SQuAD's official dev set is everyone's test set, so
+      # checkpoints are picked on "valid" (held-out training articles) and it is scored as "test".
+      test_files=dict(test=""),
       skip_mismatched=False,  # drop (and count) questions whose answer_start does not match, not fail
       # "words": jaxlm's word tokens with character spans; "bpe": their SentencePiece pieces,
       # each with its share of the word's span (jaxlm.data.spans.piece_spans)
@@ -103,6 +109,14 @@ class SpanQA(example_task.ExampleTask):
       self.questions["valid"], self.paths["valid"] = source_dev, train_path
     if not self.questions["valid"]:
       raise errors.ConfigError(f"config task.dev_fraction={task.dev_fraction}: the valid split has no questions")
+    for split, name in task.test_files.items():
+      if not name:
+        continue
+      if split in self.questions:
+        raise errors.ConfigError(f"config task.test_files.{split}: {split!r} is already a split of task.file / "
+                                 f"task.eval_file ({sorted(self.questions)}); name the file's split otherwise")
+      self.paths[split] = self._find(name, f"test_files.{split}")
+      self.questions[split] = self._read(self.paths[split], require_answers=False)
     self.splits = tuple(self.questions)
 
     def word_lists(questions):  # the words of their questions and (once each) contexts
