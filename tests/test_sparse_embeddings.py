@@ -88,7 +88,7 @@ def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_rea
                                                            "ngram_mask": jnp.asarray(mask)}}
   frozen = jax.device_get(variables.get("frozen", {}))
   read = module.rows_read({name: np.asarray(array) for name, array in frozen.items()}, np.asarray(token_ids))
-  num_rows = 16 if layer == "bag" else 7  # padded with the row count, as sparse_rows.RowReader pads
+  num_rows = module.num_rows()  # padding, as sparse_rows.RowReader pads
   rows = np.concatenate([read, np.full(sparse_rows.capacity(read.size, token_ids.size, num_rows) - read.size,
                                        num_rows)]).astype(np.int32)
   view = module.sparse_view(variables, token_ids, jnp.asarray(rows))

@@ -69,6 +69,10 @@ class EmbeddingBag(nn.Module):
     return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
                       preferred_element_type=jnp.float32)
 
+  def num_rows(self) -> int:
+    """The table's rows: the words', then the buckets (a view's rows are padded with this number)."""
+    return self.vocab_size + self.bucket
+
   def rows_read(self, frozen: dict, token_ids: np.ndarray) -> np.ndarray:
     """The rows the bags of the batch's words read, ascending; frozen: this layer's numpy ids and mask."""
     words = np.unique(token_ids)

@@ -58,6 +58,10 @@ class WordEmbedding(nn.Module):
     return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
                       preferred_element_type=jnp.float32)
 
+  def num_rows(self) -> int:
+    """The table's rows (a view's rows are padded with this number)."""
+    return self.vocab_size
+
   def rows_read(self, frozen: dict, token_ids: np.ndarray) -> np.ndarray:
     """The batch's words, ascending (a word's row is its id)."""
     del frozen

@@ -169,10 +169,15 @@ def lazy_adamw(learning_rate, *, b1: float, b2: float, eps: float, weight_decay:
                      optax.scale_by_learning_rate(learning_rate))
 
 
+def _embedding_updates(optim_config) -> str:
+  """optim.embedding_updates. A workdir saved before the key existed has none: its tables were
+  updated densely, so it restores and evaluates as "dense"."""
+  return optim_config.get("embedding_updates", "dense")
+
+
 def lazy_embeddings(optim_config) -> bool:
-  """Whether optim.embedding_updates is "lazy". A workdir saved before the key existed has none:
-  its tables were updated densely, so it restores and evaluates as "dense"."""
-  return optim_config.get("embedding_updates", "dense") == "lazy"
+  """Whether optim.embedding_updates is "lazy"."""
+  return _embedding_updates(optim_config) == "lazy"
 
 
 def _embedding_transforms(optim_config, schedule) -> list[optax.GradientTransformation]:
@@ -185,7 +190,7 @@ def _embedding_transforms(optim_config, schedule) -> list[optax.GradientTransfor
 
 def check_embedding_updates(optim_config, model_config=None) -> str:
   """optim.embedding_updates, checked against the optimiser and the model; returns it."""
-  mode = optim_config.get("embedding_updates", "dense")  # see lazy_embeddings
+  mode = _embedding_updates(optim_config)
   if mode not in EMBEDDING_UPDATES:
     raise errors.ConfigError(f"config optim.embedding_updates={mode!r} is not known; choose one of "
                              f"{EMBEDDING_UPDATES}")

@@ -50,7 +50,7 @@ class RowReader:
     self.input_layer = model.input_layer
     self.frozen = {name: np.asarray(array) for name, array in
                    jax.device_get(frozen).get("frozen", {}).get(INPUT_LAYER, {}).items()}
-    self.num_rows = self.input_layer.vocab_size + getattr(self.input_layer, "bucket", 0)
+    self.num_rows = self.input_layer.num_rows()
 
   def rows(self, global_token_ids: np.ndarray) -> np.ndarray:
     """int32 [capacity]: the rows the tokens read, ascending, padded with the row count."""
