@@ -223,3 +223,27 @@ def test_bpe_fine_tunes_and_scores(tmp_path, monkeypatch):
   summary = loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
   (valid,) = evaluate.evaluate_workdir(str(tmp_path / "run"), splits=("valid",))
   assert valid["questions"] == 3 and valid["f1"] == summary["f1"] and 0.0 <= valid["f1"] <= 100.0
+
+
+# The concatenation span head's first losses, recorded before the question-aware reader changed
+# the model contract (a batch's per-token features reach the model): any change to the windows,
+# the model call or the span loss moves them.
+PINNED_CONCATENATION_LOSSES = {
+    "body=transformer": [("train", 2, 2.779238224029541), ("valid", 3, 2.7521868105287903),
+                         ("train", 4, 2.7409257888793945), ("train", 6, 2.5763509273529053),
+                         ("valid", 6, 2.5977051346390336)],
+    "body=lstm": [("train", 2, 2.7479262351989746), ("valid", 3, 2.7668386388708046),
+                  ("train", 4, 2.7553625106811523), ("train", 6, 2.7495079040527344),
+                  ("valid", 6, 2.7639473809136286)],
+}
+
+
+@pytest.mark.parametrize("body", sorted(PINNED_CONCATENATION_LOSSES))
+def test_concatenation_head_losses_are_pinned(qa_folder, tmp_path, body):
+  config = finetune_config(f"task=xquad_ru,{body}", qa_folder,
+                           **{"train.steps": 6, "train.log_every": 2, "train.eval_every": 3})
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  logged = [(record["kind"], record["step"], record["loss"]) for record in map(json.loads, open(tmp_path / "metrics.jsonl"))]
+  assert [entry[:2] for entry in logged] == [entry[:2] for entry in PINNED_CONCATENATION_LOSSES[body]]
+  np.testing.assert_allclose([entry[2] for entry in logged],
+                             [entry[2] for entry in PINNED_CONCATENATION_LOSSES[body]], rtol=2e-6)
