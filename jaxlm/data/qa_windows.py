@@ -6,12 +6,20 @@ span over all windows of a question. Every position records which context token 
 holds and that token's character span, so a predicted (start, end) position pair
 maps back to the original context text.
 
-Layout of a window of `max_length` positions:
-  [q_0 ... q_{Q-1}, separator, c_first ... c_{stop-1}, pad ...]
-  position 0 is NULL_POSITION: the target of both start and end when the window does
-  not hold the whole answer (as BERT's [CLS]). It is a question position (or the
-  separator, for an empty question), never a context one, so it is never predicted
-  as an answer.
+Layouts of a window of `max_length` positions:
+  concatenation (question_positions=0), one sequence for a span head over it:
+    [q_0 ... q_{Q-1}, separator, c_first ... c_{stop-1}, pad ...]
+    position 0 is NULL_POSITION: the target of both start and end when the window does
+    not hold the whole answer (as BERT's [CLS]). It is a question position (or the
+    separator, for an empty question), never a context one, so it is never predicted
+    as an answer.
+  two segments (question_positions=P > 0), for a reader that encodes question and
+  context as two sequences (jaxlm.models.reader):
+    [q_0 ... q_{Q-1}, pad ... | separator, c_first ... c_{stop-1}, pad ...]
+     positions 0 .. P-1          positions P .. max_length-1
+    each segment right-padded; the separator at position P starts the context segment
+    and is its null position (the reader scores it like a context token).
+A window's `null_position` says which.
 """
 
 import dataclasses
@@ -35,11 +43,12 @@ class Window:
   context_first: int  # the window holds context tokens [context_first, context_stop)
   context_stop: int
   context: str  # the text that char_start / char_end index
-  # The answer's first and last (inclusive) positions; both NULL_POSITION when the window
+  # The answer's first and last (inclusive) positions; both null_position when the window
   # does not hold the whole answer; None when make_windows was given no answer.
   start_position: int | None
   end_position: int | None
   question_tokens_dropped: int  # question tokens cut off the end (see make_windows)
+  null_position: int = NULL_POSITION  # start/end target without the whole answer (the layouts above)
 
 
 def answer_token_span(context_spans: Sequence[tuple], answer_start: int,
@@ -61,14 +70,15 @@ def answer_token_span(context_spans: Sequence[tuple], answer_start: int,
 
 def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tuple[int, int, int]], *,
                  max_length: int, stride: int, separator_id: int, context: str,
-                 answer: tuple[int, int] | None = None, pad_id: int = 0) -> list[Window]:
+                 answer: tuple[int, int] | None = None, pad_id: int = 0,
+                 question_positions: int = 0) -> list[Window]:
   """The windows of one question: [question, separator, context tokens, padding], each max_length long.
 
   Args:
     question_token_ids: the question's token ids. A question longer than
-      max_length // 2 tokens keeps its first max_length // 2 (so half of every window
-      is left for the context); each window's `question_tokens_dropped` says how many
-      were cut.
+      max_length // 2 tokens (question_positions tokens, in the two-segment layout) keeps
+      its first ones (so half of every window is left for the context); each window's
+      `question_tokens_dropped` says how many were cut.
     context_spans: (token id, character start, character end) per context token, in
       order (spans.with_ids of spans.word_spans or spans.piece_spans).
     max_length: positions per window (at least 3).
@@ -83,8 +93,10 @@ def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tupl
     context: the text the spans index (answers are cut from it).
     answer: for training, the answer's character span [start, end) in `context`.
       Windows that hold all its tokens get its start/end positions; others get
-      NULL_POSITION for both. An answer no token overlaps is NULL_POSITION everywhere.
+      the null position for both. An answer no token overlaps is the null position everywhere.
     pad_id: the id after the last real position.
+    question_positions: 0 for the concatenation layout; P > 0 for the two-segment layout
+      (the module docstring), whose question segment is P positions, at most max_length // 2.
   Returns:
     At least one window (an empty context gives one without context tokens).
   """
@@ -93,9 +105,14 @@ def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tupl
                              f"(a question token, the separator and a context token)")
   if stride < 1:
     raise errors.ConfigError(f"stride={stride}; it is the step between window starts, at least 1 token")
-  kept_question = list(question_token_ids)[:max_length // 2]
+  if not 0 <= question_positions <= max_length // 2:
+    raise errors.ConfigError(f"question_positions={question_positions}; the question segment takes 0 (the "
+                             f"concatenation layout) to max_length // 2 = {max_length // 2} positions")
+  kept_question = list(question_token_ids)[:question_positions or max_length // 2]
   dropped = len(question_token_ids) - len(kept_question)
-  offset = len(kept_question) + 1  # position of the first context token
+  separator = question_positions or len(kept_question)  # the separator's position
+  null_position = question_positions or NULL_POSITION
+  offset = separator + 1  # position of the first context token
   capacity = max_length - offset  # >= 1, since the question takes at most half
   # A stride beyond the capacity would skip tokens; a long question shrinks the capacity.
   step = min(stride, capacity)
@@ -106,8 +123,8 @@ def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tupl
     stop = min(first + capacity, total)
     length = offset + stop - first
     token_ids = np.full(max_length, pad_id, np.int32)
-    token_ids[:offset - 1] = kept_question
-    token_ids[offset - 1] = separator_id
+    token_ids[:len(kept_question)] = kept_question
+    token_ids[separator] = separator_id
     context_index = np.full(max_length, -1, np.int32)
     char_start = np.full(max_length, -1, np.int32)
     char_end = np.full(max_length, -1, np.int32)
@@ -122,12 +139,14 @@ def make_windows(question_token_ids: Sequence[int], context_spans: Sequence[tupl
       start_position, end_position = (offset + answer_tokens[0] - first,
                                       offset + answer_tokens[1] - first)
     else:
-      start_position = end_position = NULL_POSITION
+      start_position = end_position = null_position
+    positions = np.arange(max_length)
+    mask = (positions < length) & ((positions < len(kept_question)) | (positions >= separator))
     windows.append(Window(
-        token_ids=token_ids, mask=np.arange(max_length) < length, context_index=context_index,
+        token_ids=token_ids, mask=mask, context_index=context_index,
         char_start=char_start, char_end=char_end, context_first=first, context_stop=stop,
         context=context, start_position=start_position, end_position=end_position,
-        question_tokens_dropped=dropped))
+        question_tokens_dropped=dropped, null_position=null_position))
     if stop >= total:
       return windows
     first += step

@@ -19,6 +19,11 @@ _REMOVED = works._REMOVED  # pylint: disable=protected-access
 _STRESS_MARKS = "\u0300\u0301"  # the removed characters that belong to the word before them
 
 
+def is_removed(character: str) -> bool:
+  """Whether the tokeniser drops `character` (stress marks, control characters)."""
+  return _REMOVED.match(character) is not None
+
+
 class Span(NamedTuple):
   """A token (normalised, as the model's vocabulary has it) and where it is in the original text."""
   token: str

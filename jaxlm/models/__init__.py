@@ -94,12 +94,7 @@ class Model(nn.Module):
     if carry is None:
       carry = self.decode_cache(token_ids.shape[0], token_ids.shape[1]) if decode else \
           self.initial_carry(token_ids.shape[0])
-    vectors = self.input_layer(token_ids, train=train)
-    if train and self.embedding_dropout > 0.0:
-      # After the input layer, so it works for every input layer and body.
-      scale = layers.embedding_dropout_scale(token_ids, self.input_layer.vocab_size,
-                                             self.embedding_dropout, self.make_rng("dropout"))
-      vectors = (vectors * scale).astype(vectors.dtype)
+    vectors = layers.embed(self, self.input_layer, token_ids, train=train, embedding_dropout=self.embedding_dropout)
     states, carry = self.body(vectors, train=train, carry=carry, mask=mask, decode=decode)
     return self.head(states, input_layer=self.input_layer, train=train, mask=mask), carry
 
@@ -113,6 +108,19 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1, head: 
   head: a fine-tuning task's own head; None builds the language-model head model.head names
   (jaxlm.models.heads.LANGUAGE_MODEL_HEADS).
   """
+  input_layer, body = build_parts(model_config, vocab_size, subword_width=subword_width)
+  if head is None:
+    dtype = DTYPES[model_config.compute_dtype]
+    language_model_head = heads.language_model_head(model_config)
+    head = language_model_head.module(vocab_size=vocab_size, embedding_width=model_config.width,
+                                      tie_embeddings=model_config.tie_embeddings, dtype=dtype,
+                                      **language_model_head.fields(model_config))
+  return Model(input_layer=input_layer, body=body, head=head, embedding_dropout=model_config.embedding_dropout)
+
+
+def build_parts(model_config, vocab_size: int, *, subword_width: int = 1) -> tuple[nn.Module, nn.Module]:
+  """(input layer, body) of `config.model`, for a model that composes them itself (build_model,
+  jaxlm.models.reader.Reader); subword_width as build_model's."""
   dtype = _lookup(DTYPES, model_config.compute_dtype, "model.compute_dtype")
   family = model_config.family
   body_class = _lookup(BODIES, family, "model.family")
@@ -131,11 +139,4 @@ def build_model(model_config, vocab_size: int, *, subword_width: int = 1, head: 
   input_class = _lookup(INPUT_LAYERS, model_config.input, "model.input")
   input_fields = ({"bucket": model_config.bucket, "subword_width": subword_width}
                   if input_class is embedding_bag.EmbeddingBag else {})
-  input_layer = input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields)
-  if head is None:
-    language_model_head = heads.language_model_head(model_config)
-    head = language_model_head.module(vocab_size=vocab_size, embedding_width=model_config.width,
-                                      tie_embeddings=model_config.tie_embeddings, dtype=dtype,
-                                      **language_model_head.fields(model_config))
-  return Model(input_layer=input_layer, body=body, head=head,
-                       embedding_dropout=model_config.embedding_dropout)
+  return input_class(vocab_size=vocab_size, width=model_config.width, dtype=dtype, **input_fields), body

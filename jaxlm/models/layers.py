@@ -92,6 +92,17 @@ class LockedDropout(nn.Module):
     return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
 
+def embed(module: nn.Module, input_layer: nn.Module, token_ids, *, train: bool, embedding_dropout: float):
+  """input_layer(token_ids) [batch, length, width], with whole word types dropped when training
+  (embedding_dropout_scale; `module` draws the rng). After the input layer, so it works for every
+  input layer and body."""
+  vectors = input_layer(token_ids, train=train)
+  if train and embedding_dropout > 0.0:
+    scale = embedding_dropout_scale(token_ids, input_layer.vocab_size, embedding_dropout, module.make_rng("dropout"))
+    vectors = (vectors * scale).astype(vectors.dtype)
+  return vectors
+
+
 def embedding_dropout_scale(token_ids, vocab_size: int, rate: float, rng):
   """Discrete embedding dropout (Gal & Ghahramani, 2016; AWD-LSTM's `dropoute`).
 

@@ -11,6 +11,8 @@ materialises only its rows), always holding
 and, where the task needs them,
   mask     bool [batch, length]    True at real tokens (encoders: key padding, pooling)
   reset    bool [batch]            True where carried state starts again (absent: every row)
+  features float32 [batch, length, features]  per-token inputs the task's model reads besides the
+                                   ids (the QA reader's exact-match features)
 plus whatever the task's own loss reads (targets, labels, spans). A batch is a pure
 function of (seed, step) for training, so a resumed run sees what the uninterrupted one
 would have; evaluation batches cover every example of a split exactly once, padded with

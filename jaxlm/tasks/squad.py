@@ -42,12 +42,13 @@ import numpy as np
 
 from jaxlm import errors, metrics
 from jaxlm.starts import fasttext_rows
-from jaxlm.data import qa_windows, spans, text_files
+from jaxlm.data import match_features, qa_windows, spans, text_files
 from jaxlm.data import squad as squad_data
 from jaxlm.tasks import base, example_task, squad_scores, text_inputs
 
 
 SPAN_TOKENIZERS = ("words", "bpe")  # tokenisers whose tokens keep their character spans
+SPAN_HEADS = ("concatenation", "reader")
 
 
 class SpanQA(example_task.ExampleTask):
@@ -79,7 +80,13 @@ class SpanQA(example_task.ExampleTask):
       stride=64,  # context tokens between the starts of consecutive windows (not the overlap)
       max_answer_length=30,  # tokens; post-processing never predicts a longer span
       n_best=20,  # start and end candidates per window in post-processing
-      head_hidden=0, head_dropout=0.1,
+      # "concatenation": one sequence [question, separator, context] through the body, a span
+      # head over its states; "reader": question and context as two sequences through the same
+      # body, with DrQA's question-aware features and bilinear scores (jaxlm.models.reader).
+      span_head="concatenation",
+      question_length=32,  # the reader's question segment, in tokens (longer questions are cut)
+      head_hidden=0,  # the concatenation head's hidden layer (0: none)
+      head_dropout=0.1,
   )
 
   def __init__(self, config):
@@ -91,8 +98,15 @@ class SpanQA(example_task.ExampleTask):
     if task.tokenizer not in SPAN_TOKENIZERS:
       raise errors.ConfigError(f"config task.tokenizer={task.tokenizer!r}: span QA needs tokens that keep their "
                                f"character spans; choose one of {list(SPAN_TOKENIZERS)}")
+    if task.span_head not in SPAN_HEADS:
+      raise errors.ConfigError(f"config task.span_head={task.span_head!r}: choose one of {list(SPAN_HEADS)}")
     self.task_config = task
     self.length = task.max_length
+    # The reader's question segment (the two-segment window layout); 0: the concatenation layout.
+    self.question_positions = task.question_length if task.span_head == "reader" else 0
+    if self.question_positions and not 1 <= self.question_positions <= self.length // 2:
+      raise errors.ConfigError(f"config task.question_length={task.question_length}: the reader's question "
+                               f"segment takes 1 to task.max_length // 2 = {self.length // 2} positions")
     self.skipped_mismatched = 0  # questions dropped by task.skip_mismatched, over every file read
     train_path = self._find(task.file, "file")
     train_questions, source_dev = squad_data.split_by_article(self._read(train_path, require_answers=True),
@@ -167,11 +181,19 @@ class SpanQA(example_task.ExampleTask):
       text, start = question.answers[0]
       answer = (start, start + len(text))
     start_id = self.tokenizer.start_id
-    question_ids = [start_id] + self.tokenizer.encode(question.question)
+    # The concatenation layout starts with the start token; the reader's question is a sequence of its own.
+    question_ids = ([] if self.question_positions else [start_id]) + self.tokenizer.encode(question.question)
     return qa_windows.make_windows(
         question_ids, [(token_id, span.start, span.end) for token_id, span in zip(context_ids, context_spans)],
         max_length=self.length, stride=self.task_config.stride, separator_id=start_id,
-        context=question.context, answer=answer)
+        context=question.context, answer=answer, question_positions=self.question_positions)
+
+  def _window_features(self, question, windows) -> np.ndarray:
+    """bool [windows, length, NUM_FEATURES]: the context tokens' exact-match features, False elsewhere."""
+    by_token = match_features.context_features(question.question, question.context,
+                                               self._spans(question.context)).astype(bool)
+    by_token = np.concatenate([by_token, np.zeros((1, match_features.NUM_FEATURES), bool)])  # row -1: none
+    return np.stack([by_token[window.context_index] for window in windows])
 
   def _make_windows(self, split: str) -> None:
     """Every window of every question of `split`, in question order, and their stacked arrays."""
@@ -181,10 +203,11 @@ class SpanQA(example_task.ExampleTask):
     flat = [window for windows in by_question.values() for window in windows]
     cut = sum(windows[0].question_tokens_dropped > 0 for windows in by_question.values())
     if cut:
-      logging.warning("%s (%s): %d questions longer than half of task.max_length=%d were cut",
-                      self.paths[split], split, cut, self.length)
+      limit = (f"task.question_length={self.question_positions}" if self.question_positions
+               else f"half of task.max_length={self.length}")
+      logging.warning("%s (%s): %d questions longer than %s were cut", self.paths[split], split, cut, limit)
     if labelled:
-      unreachable = sum(all(window.start_position == qa_windows.NULL_POSITION for window in windows)
+      unreachable = sum(all(window.start_position == window.null_position for window in windows)
                         for windows in by_question.values())
       if unreachable:  # an answer longer than the windows' overlap, or one in spaces only
         logging.warning("%s (%s): %d answers lie whole in no window (task.max_length=%d, stride=%d); "
@@ -198,6 +221,9 @@ class SpanQA(example_task.ExampleTask):
         "start_positions": np.asarray([position(window, "start_position") for window in flat], np.int32),
         "end_positions": np.asarray([position(window, "end_position") for window in flat], np.int32),
     }
+    if self.question_positions:
+      self.arrays[split]["features"] = np.concatenate([self._window_features(question, by_question[question.id])
+                                                       for question in questions])
 
   def add_file(self, path: str, split: str = "input") -> str:
     """Reads another SQuAD JSON file (every question; answers optional) as `split`, for prediction."""
@@ -214,9 +240,23 @@ class SpanQA(example_task.ExampleTask):
   # The Task contract.
 
   def head(self, model_config, dtype):
-    from jaxlm.models.heads import span
+    from jaxlm.models.heads import reader, span
+    if self.question_positions:
+      return reader.ReaderHead(width=model_config.width, dropout=self.task_config.head_dropout, dtype=dtype)
     return span.SpanHead(hidden_size=self.task_config.head_hidden, dropout=self.task_config.head_dropout,
-                               dtype=dtype)
+                         dtype=dtype)
+
+  def build_model(self, model_config):
+    if not self.question_positions:
+      return super().build_model(model_config)
+    from jaxlm import models
+    from jaxlm.models import reader
+    input_layer, body = models.build_parts(model_config, len(self.words),
+                                           subword_width=fasttext_rows.subword_width(model_config, self.words))
+    return reader.Reader(input_layer=input_layer, body=body,
+                         head=self.head(model_config, models.DTYPES[model_config.compute_dtype]),
+                         question_positions=self.question_positions,
+                         embedding_dropout=model_config.embedding_dropout)
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of windows `indices` of `split`; index -1 is a padding row (weight 0, no real position)."""
@@ -227,6 +267,8 @@ class SpanQA(example_task.ExampleTask):
     batch["inputs"] = np.where(real[:, None], batch["inputs"], 0).astype(np.int32)
     batch["start_positions"] = np.where(real, batch["start_positions"], 0).astype(np.int32)
     batch["end_positions"] = np.where(real, batch["end_positions"], 0).astype(np.int32)
+    if "features" in batch:
+      batch["features"] = (batch["features"] & real[:, None, None]).astype(np.float32)
     batch["weights"] = real.astype(np.float32)
     batch["example_index"] = indices.astype(np.int32)  # the window's row in the split (jaxlm.training.predict)
     return batch

@@ -126,10 +126,16 @@ def carry_for(carry, batch):
   return _reset_carry(carry, batch["reset"]) if "reset" in batch else zero_carry(carry)
 
 
+# Batch keys a model reads beside its inputs, passed by name when the batch has them: encoder
+# tasks' padding mask, and the per-token features of a task whose model reads them (the QA
+# reader's exact-match features, float32 [batch, length, features]).
+MODEL_INPUTS = ("mask", "features")
+
+
 def apply_model(model, variables, batch, *, train: bool, carry, rngs=None):
-  """model(batch["inputs"]) -> (outputs, carry); encoder tasks' batches add their padding mask."""
-  mask = {"mask": batch["mask"]} if "mask" in batch else {}
-  return model.apply(variables, batch["inputs"], train=train, carry=carry, rngs=rngs, **mask)
+  """model(batch["inputs"], **the batch's MODEL_INPUTS) -> (outputs, carry)."""
+  extra = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+  return model.apply(variables, batch["inputs"], train=train, carry=carry, rngs=rngs, **extra)
 
 
 def check_microbatches(rows_per_device: int, microbatches: int) -> int:
