@@ -101,6 +101,8 @@ the bag: a word is tagged from its first piece, and 3% of test words fall beyond
 pieces); XQuAD-ru F1 6.1.
 """
 
+import ml_collections
+
 from configs import common
 
 TASKS = {
@@ -123,8 +125,11 @@ TASKS = {
     # SQuAD v1.1 in English (task.path: ../shared/data/squad): the training slice's articles, every
     # 10th held out as "valid" (checkpoints are picked on it); the official dev set is "test", and
     # XQuAD's 1,190 questions of that dev set are scored in English and, zero-shot, in Russian.
+    # The question-aware reader (task.span_head): windows of a 32-token question segment and 128
+    # context positions (the transformer's 128), 96 context tokens between window starts.
     "squad_en": ("squad", dict(file="train-v1.1-44articles.json", dev_fraction=0.1, test_files=dict(
-        test="dev-v1.1.json", xquad_en="../xquad/xquad.en.json", xquad_ru="../xquad/xquad.ru.json"))),
+        test="dev-v1.1.json", xquad_en="../xquad/xquad.en.json", xquad_ru="../xquad/xquad.ru.json"),
+        span_head="reader", max_length=160, question_length=32, stride=96)),
     # A user's own files, named by task.path and --config.task.* overrides (the docstring's commands).
     "csv": ("classification", dict(files=dict(train="train.csv", valid="dev.csv", test="test.csv"),
                                    text_column="text", label_column="label")),
@@ -199,6 +204,12 @@ def get_config(arg: str | None = None):
   # MCC moves by +-0.1 between validations, so stopping early on it would stop on noise).
   config.train.patience = 0
   config.train.keep_checkpoints = 1
+  if variants.get("task") == "squad_en":
+    # English FastText vectors from text that is not evaluated on: the training articles' questions
+    # and contexts plus WikiText-2's train split (launch/fasttext.py; the docstring's command).
+    config.fasttext = ml_collections.ConfigDict(dict(
+        corpus="", texts=("jaxlm/data/wikitext-2/train.txt.xz",), sg=True, epochs=5, min_count=3, window=5,
+        workers=2, seed=0))
   if "smoke" in variants:
     common.apply_smoke(config)
     config.model.bucket = 2000
@@ -206,5 +217,6 @@ def get_config(arg: str | None = None):
     config.task.bpe_vocab_size = 400  # the tiny test texts' characters + 256 byte pieces, then merges
     if task_name == "squad":
       config.task.stride = 4  # windows that overlap within the 16 smoke positions
+      config.task.question_length = 6  # the reader's question segment: at most half of them
     config.train.eval_tokens = 0
   return common.finish(config)

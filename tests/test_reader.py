@@ -138,3 +138,13 @@ def test_every_body_overfits_eight_questions_with_the_reader(reader_folder, tmp_
   assert set(answers) == set(gold)
   exact_match, f1 = _official_scores(gold, answers)
   assert valid["exact_match"] == pytest.approx(exact_match) and valid["f1"] == pytest.approx(f1)
+
+
+def test_fasttext_corpus_of_a_task_holds_only_its_training_texts(reader_folder, tmp_path):
+  from jaxlm.data import fasttext_vectors
+  task = experiments.build_experiment(finetune_config("task=xquad_ru,body=lstm", reader_folder, **READER)).task
+  written = fasttext_vectors.write_corpus(str(tmp_path / "corpus.txt"), task.training_texts() + ["", "Naïve, Café!"])
+  lines = open(tmp_path / "corpus.txt", encoding="utf-8").read().splitlines()
+  assert written == len(lines) == 8 + 4 + 1  # 8 training questions, 4 training contexts, the extra text
+  assert "где родился пушкин ?" in lines and lines[-1] == "naïve , café !"  # jaxlm's word tokens
+  assert not any("эрмитаж" in line for line in lines)  # no word of the dev article or its questions

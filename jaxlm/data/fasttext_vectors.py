@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jaxlm import errors
-from jaxlm.data import subwords
+from jaxlm.data import subwords, text_files
 
 INIT_MODES = ("scratch", "fasttext_words", "fasttext_bag", "fasttext_pieces")
 _LOADABLE = (".bin", ".vec")
@@ -64,6 +64,16 @@ def train_fasttext(corpus_path: str, output_path: str, *, sg: bool = True, dim: 
   save_facebook_model(model, output_path)
   log(f"fasttext saved {output_path}: {len(model.wv)} words, bucket {bucket}, dim {dim}")
   return model
+
+
+def write_corpus(path: str, texts) -> int:
+  """Writes `texts` (raw strings) as a FastText corpus: each in jaxlm's word tokens
+  (works.tokenise_line, as the models read words), one per line, empty ones left out.
+  Returns the lines written."""
+  from jaxlm.data import works
+  lines = [line for line in (works.tokenise_line(text) for text in texts) if line]
+  text_files.write_text(path, "\n".join(lines) + "\n")
+  return len(lines)
 
 
 # FastText setting -> the config.model field it must equal, so the vectors fit the model they start.

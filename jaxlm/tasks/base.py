@@ -131,6 +131,12 @@ class Task(abc.ABC):
     """Re-encodes the task's data with `words` (a saved run's vocabulary, in id order; re_encodes tasks)."""
     raise NotImplementedError(f"{type(self).__name__} cannot re-encode its data with another vocabulary")
 
+  def training_texts(self) -> list[str]:
+    """The training split's raw texts (each once), for FastText vectors trained on the task's own
+    data (launch/fasttext.py with a fine-tuning config); never evaluation texts."""
+    raise errors.ConfigError(f"task {type(self).__name__} gives no training texts for FastText; "
+                             "name a corpus file with --config.fasttext.corpus")
+
   def describe(self, summary: dict) -> str:
     """One line for the progress bar after a validation."""
     return " ".join(f"{key} {value:.4f}" for key, value in summary.items()
