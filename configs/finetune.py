@@ -53,7 +53,15 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                checkpoint); "test" is the official dev set (10,570 questions), "xquad_en" and
                "xquad_ru" XQuAD's 1,190 questions of it in English and Russian (zero-shot: no
                Russian word is trained on). SberQuAD or any SQuAD v1.1 file works the same way
-               through task.path, task.file and task.test_files.<split>
+               through task.path, task.file and task.test_files.<split>. It reads with the
+               question-aware reader (task.span_head="reader": question and context through
+               the same body as two sequences, exact-match features, aligned question
+               attention, bilinear start/end; "concatenation" is the one-sequence span head).
+               English FastText vectors for start=fasttext, from the training slice's
+               questions and contexts plus WikiText-2's train split (config.fasttext):
+                 python launch/fasttext.py --config=configs/finetune.py:task=squad_en \
+                     --config.task.path=../shared/data/squad --output=runs/squad_en/fasttext.bin
+               then --config.model.fasttext_path=runs/squad_en/fasttext.bin
   task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
                (a .tsv name reads tab-separated, unquoted), a header row with the columns
                "text" and "label" (task.text_column, task.label_column; any labels, two or

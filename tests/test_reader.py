@@ -13,7 +13,7 @@ import pytest
 
 from jaxlm.data import match_features, qa_windows, spans
 from jaxlm.training import evaluate, experiments, loop, predict
-from task_fixtures import SQUAD_ARTICLES, finetune_config, write_squad
+from task_fixtures import SQUAD_ARTICLES, assert_one_device_step_matches_four, finetune_config, write_squad
 
 # SQUAD_ARTICLES' 4 training questions, its dev article (index 3 of 5 with dev_fraction 0.25),
 # and 4 more training questions in Latin with diacritics: 8 training questions in all.
@@ -96,6 +96,17 @@ def test_question_attention_ignores_padding(reader_folder):
   np.testing.assert_allclose(after[real], before[real], rtol=1e-5, atol=1e-5)
   assert np.all(before[:, :, :8] < -1e8)  # question positions are never a start or an end
   assert batch["features"][:, 8:].any()  # the fixture's questions share words with their contexts
+
+
+@pytest.mark.parametrize("embedding_updates", ["dense", "lazy"])
+def test_four_devices_give_the_same_reader_step_as_one(reader_folder, embedding_updates):
+  """The features travel with their rows, and a lazy embedding view works through the reader."""
+  config = finetune_config("task=xquad_ru,body=lstm", reader_folder, **READER, **{
+      "model.lstm.dropout_input": 0.0, "model.lstm.dropout_output": 0.0, "task.head_dropout": 0.0,
+      "optim.embedding_updates": embedding_updates})
+  if embedding_updates == "dense":
+    config.optim.name, config.optim.lr, config.optim.warmup_steps = "sgd", 0.5, 0
+  assert_one_device_step_matches_four(config)
 
 
 def _official_scores(questions, predictions):

@@ -33,6 +33,13 @@ learned or sinusoidal positions) also has `decode_limit()`, that bound; a cache 
 longer (jaxlm.tools.generate slides a window past it). Training and evaluation never pass decode, so their paths are
 unchanged.
 
+Extractive QA's question-aware reader (jaxlm.models.reader.Reader) composes the same
+parts another way: the input layer and one body encode the question and the context as two
+sequences, and its head (jaxlm.models.heads.reader) relates them. It is called like Model,
+with one more input, `features` (per-token floats [batch, length, features] from the batch,
+passed by jaxlm.training.experiments.apply_model), and build_parts gives it its input layer
+and body, so every body family and input layer works in it unchanged.
+
 The body family "none" (jaxlm.models.identity) returns its input vectors unchanged:
 with the FastText bag as input and a pooling task head it is the FastText baseline.
 

@@ -17,11 +17,20 @@ with character spans (jaxlm.data.spans.word_spans; word and FastText-bag inputs 
 words), or with task.tokenizer="bpe" as those words' SentencePiece pieces, each with its
 share of its word's span (jaxlm.data.spans.piece_spans), so an answer is cut from the
 original context by character offsets whatever the input. Each question
-becomes one or more WINDOWS of task.max_length positions (jaxlm.data.qa_windows): the
-start token (<eos>, or "</s>" for pieces) + question, the same token as separator, then a
-window of context tokens, consecutive windows starting task.stride context tokens apart.
-Position 0 (the leading <eos>) is the start and end target of a window that does not
-hold the whole answer.
+becomes one or more WINDOWS of task.max_length positions (jaxlm.data.qa_windows),
+consecutive windows starting task.stride context tokens apart, in one of two layouts by
+task.span_head:
+  "concatenation": the start token (<eos>, or "</s>" for pieces) + question, the same
+    token as separator, then the window's context tokens, one sequence for the body and a
+    span head over its states (jaxlm.models.heads.span). Position 0 (the leading <eos>) is
+    the start and end target of a window that does not hold the whole answer.
+  "reader": the question in a segment of task.question_length positions, then the
+    separator (the null target) and the context tokens; the question-aware reader
+    (jaxlm.models.reader) encodes the two segments as two sequences through the same body.
+    Its batches add `features`, each context token's exact-match features
+    (jaxlm.data.match_features: does its word occur in the question).
+Both give span logits [batch, 2, length] over the window's positions, so the loss,
+post-processing, scores and predictions below are the same for both.
 
 Training rows are windows (every window of every training question, a fresh
 permutation each epoch); evaluation reads every window of a split once. The loss is
