@@ -13,9 +13,10 @@ XQuAD, or your own CSV/TSV, CoNLL-U or SQuAD JSON files.
       --split=valid                      # SQuAD v1.1 EM / F1, official and "unicode" normalisation
   python launch/predict.py --workdir=runs/finetune/xquad_ru_transformer_scratch --best --split=valid \
       --output=xquad_ru_valid.json       # {question id: answer text}, SQuAD's prediction format
-  python launch/train.py --config=configs/finetune.py:task=squad_en,body=lstm \
-      --config.task.path=../shared/data/squad --workdir=runs/finetune/squad_en_lstm_scratch
-  python launch/evaluate.py --workdir=runs/finetune/squad_en_lstm_scratch --best \
+  python launch/train.py --config=configs/finetune.py:task=squad_en,body=lstm,start=fasttext \
+      --config.task.path=../shared/data/squad --config.model.fasttext_path=runs/squad_en/fasttext.bin \
+      --workdir=runs/finetune/squad_en_lstm_fasttext   # the vectors: task=squad_en below
+  python launch/evaluate.py --workdir=runs/finetune/squad_en_lstm_fasttext --best \
       --split=test,xquad_en,xquad_ru     # the official SQuAD v1.1 dev set, XQuAD-en, XQuAD-ru zero-shot
 
 Your own labelled files (task=csv, conllu or squad_json; the keys below are config.task's):
@@ -61,7 +62,9 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                questions and contexts plus WikiText-2's train split (config.fasttext):
                  python launch/fasttext.py --config=configs/finetune.py:task=squad_en \
                      --config.task.path=../shared/data/squad --output=runs/squad_en/fasttext.bin
-               then --config.model.fasttext_path=runs/squad_en/fasttext.bin
+               then --config.model.fasttext_path=runs/squad_en/fasttext.bin. Measured
+               (BENCHMARKS.md, one seed): the BiLSTM reader from FastText scores 33.8 EM /
+               44.8 F1 on the official dev set after 1,500 steps (11 min of training on 2 cores)
   task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
                (a .tsv name reads tab-separated, unquoted), a header row with the columns
                "text" and "label" (task.text_column, task.label_column; any labels, two or
