@@ -244,7 +244,8 @@ class SpanQA(example_task.ExampleTask):
   def training_texts(self) -> list[str]:
     """The training articles' questions and (once each) contexts."""
     questions = self.questions["train"]
-    return [question.question for question in questions] + list(dict.fromkeys(q.context for q in questions))
+    return ([question.question for question in questions]
+            + list(dict.fromkeys(question.context for question in questions)))
 
   def num_examples(self, split: str) -> int:
     """The split's windows (an example here is a question's context window)."""
