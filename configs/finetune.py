@@ -63,8 +63,9 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                  python launch/fasttext.py --config=configs/finetune.py:task=squad_en \
                      --config.task.path=../shared/data/squad --output=runs/squad_en/fasttext.bin
                then --config.model.fasttext_path=runs/squad_en/fasttext.bin. Measured
-               (BENCHMARKS.md, one seed): the BiLSTM reader from FastText scores 33.8 EM /
-               44.8 F1 on the official dev set after 1,500 steps (11 min of training on 2 cores)
+               (BENCHMARKS.md, two seeds): the BiLSTM reader from FastText scores 32.0-33.8 EM /
+               43.6-44.8 F1 on the official dev set, best at step 1,200-1,500 (about 9 min of
+               training on 2 cores)
   task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
                (a .tsv name reads tab-separated, unquoted), a header row with the columns
                "text" and "label" (task.text_column, task.label_column; any labels, two or
