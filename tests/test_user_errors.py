@@ -83,6 +83,9 @@ LAUNCHER_MISTAKES = {
     "plot-not-an-image": ("plot.py", ["--run=a={tmp}/missing", "--output={tmp}/plot.pdf"], "give a .png or .svg"),
     "compare-a-training-config": ("compare.py", ["--grid=configs/quickstart.py:smoke", "--workdir={tmp}/grid"],
                                   "it is not a grid config"),
+    # The seed is an int32 argument of the compiled init and step.
+    "train-seed-out-of-range": ("train.py", ["--config=configs/quickstart.py:smoke", "--workdir={tmp}/missing",
+                                             "--config.seed=-1"], "seed=-1: give a seed from 0 to 2147483647"),
     "train-foreign-config-json": ("train.py", ["--config=configs/quickstart.py:smoke", "--workdir={tmp}/foreign"],
                                   "{tmp}/foreign/config.json is not a jaxlm config"),
 }

@@ -20,7 +20,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import distributed, starts, tasks
+from jaxlm import distributed, errors, starts, tasks
 from jaxlm.data import lm_batches
 from jaxlm.training import optim
 
@@ -73,8 +73,16 @@ def zero_carry(carry):
   return jax.tree.map(jnp.zeros_like, carry)
 
 
+def seed_array(seed: int) -> jax.Array:
+  """config.seed as the int32 scalar the jitted init and train step take as an argument (so that a
+  row's seeds share their compiled programs); the same keys as jax.random.key(seed)."""
+  if not 0 <= seed < 2**31:
+    raise errors.ConfigError(f"seed={seed}: give a seed from 0 to {2**31 - 1}")
+  return jnp.asarray(seed, jnp.int32)
+
+
 def _state_factory(model, optimizer, config, init_inputs):
-  """A function of no arguments that builds the initial state from config.seed.
+  """create(seed) -> the initial state, seed an int32 scalar (seed_array(config.seed)).
 
   init_inputs: int32 [1, length], the shape of a batch's rows (Task.init_inputs); None:
   a language model's [1, train.seq_len].
@@ -83,8 +91,8 @@ def _state_factory(model, optimizer, config, init_inputs):
   if init_inputs is None:
     init_inputs = np.zeros((1, config.train.seq_len), np.int32)
 
-  def create():
-    variables = model.init(jax.random.key(config.seed), jnp.asarray(init_inputs), train=False)
+  def create(seed):
+    variables = model.init(jax.random.key(seed), jnp.asarray(init_inputs), train=False)
     params = variables["params"]
     frozen = {name: value for name, value in variables.items() if name != "params"}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
@@ -102,13 +110,14 @@ def init_state(model, optimizer, config, mesh, words=None, init_inputs=None) -> 
   `abstract_state` stays the restore target.
   """
   create = _state_factory(model, optimizer, config, init_inputs)
-  state = jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create)))()
+  seed = seed_array(config.seed)
+  state = jax.jit(create, out_shardings=state_shardings(mesh, jax.eval_shape(create, seed)))(seed)
   return state if words is None else starts.apply(state, config, words)
 
 
 def abstract_state(model, optimizer, config, mesh, init_inputs=None) -> TrainState:
   """Shapes, dtypes and shardings of the state: the target Orbax restores into."""
-  shapes = jax.eval_shape(_state_factory(model, optimizer, config, init_inputs))
+  shapes = jax.eval_shape(_state_factory(model, optimizer, config, init_inputs), jax.ShapeDtypeStruct((), jnp.int32))
   return jax.tree.map(lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
                       shapes, state_shardings(mesh, shapes))
 
@@ -170,6 +179,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, sentencepiece_model: 
     raise ValueError(f"config train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{devices} devices")
   check_microbatches(config.train.batch_size // devices, config.train.microbatches)
+  seed_array(config.seed)  # a seed out of range is refused before any data is read
   # Process 0 reads the data first, writing any cache (token ids, vocabulary, TFDS,
   # SentencePiece) once; the others then read that cache (on a file system they share).
   task = distributed.primary_first("data caches built",

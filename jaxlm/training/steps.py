@@ -155,58 +155,76 @@ def _per_device_train_step(state: experiments.TrainState, batch: dict, embedding
 
 def make_train_step(model, loss_fn: Callable, optimizer, mesh, state: experiments.TrainState, seed: int, *,
                     skip_nonfinite: bool = False, microbatches: int = 1, sparse_embeddings: bool = False):
-  """Returns train_step(state, batch) -> (state, metrics), jitted with the state donated.
+  """Returns a TrainStep: train_step(state, batch) -> (state, metrics), jitted with the state donated.
 
   loss_fn(outputs, batch) -> sums (Task.loss). skip_nonfinite: a step whose loss, gradient
   or new parameters are not finite changes nothing (see _per_device_train_step).
   microbatches: gradient accumulation over that many groups of each device's rows
   (train.microbatches; see _per_device_train_step). sparse_embeddings: optim.embedding_updates
-  is "lazy" (the optimiser must be built for it: jaxlm.training.optim.build_optimizer); the step is
-  then a SparseTrainStep, which finds each batch's rows on the host.
+  is "lazy" (the optimiser must be built for it: jaxlm.training.optim.build_optimizer); the step
+  then finds each batch's rows on the host.
   """
   specs = experiments.state_specs(state)
-  per_device = functools.partial(_per_device_train_step, model=model, loss_fn=loss_fn,
-                                 optimizer=optimizer, seed=seed, num_devices=mesh.shape[experiments.DATA_AXIS],
-                                 skip_nonfinite=skip_nonfinite, microbatches=microbatches)
-  in_specs = (specs, P(experiments.DATA_AXIS)) + ((P(),) if sparse_embeddings else ())
+
+  def per_device(state, batch, seed, *embedding_rows):
+    return _per_device_train_step(state, batch, *embedding_rows, model=model, loss_fn=loss_fn, optimizer=optimizer,
+                                  seed=seed, num_devices=mesh.shape[experiments.DATA_AXIS],
+                                  skip_nonfinite=skip_nonfinite, microbatches=microbatches)
+
+  in_specs = (specs, P(experiments.DATA_AXIS), P()) + ((P(),) if sparse_embeddings else ())
   mapped = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=(specs, P()),
                          check_vma=mesh.shape[experiments.DATA_AXIS] > 1)
   jitted = jax.jit(mapped, donate_argnums=(0,))
-  return SparseTrainStep(jitted, sparse_rows.RowReader(model, state.frozen)) if sparse_embeddings else jitted
+  reader = sparse_rows.RowReader(model, state.frozen) if sparse_embeddings else None
+  return TrainStep(jitted, experiments.seed_array(seed), reader)
 
 
-class SparseTrainStep:
-  """train_step(state, batch) for lazy embedding updates: the rows the global batch reads are found
-  on the host (jaxlm.training.sparse_rows.RowReader) and passed to the jitted step. `lower` and its
-  `compile` give the same call, as jax.jit's do (benchmark.py times the compiled step)."""
+class TrainStep:
+  """train_step(state, batch) -> (state, metrics).
 
-  def __init__(self, jitted, reader: "sparse_rows.RowReader", compiled=None, capacity: int = 0):
-    # compiled: the step compiled for views of `capacity` rows; other capacities go through jitted.
-    self.jitted, self.reader, self.compiled, self.capacity = jitted, reader, compiled, capacity
+  The run's seed is an argument of the jitted step (an int32 scalar), not a constant in it: runs
+  that differ only in their seed (a grid row's seeds) compile one program, and a persistent
+  compilation cache serves them all. With lazy embedding updates (a RowReader), the rows the
+  global batch reads are found on the host (jaxlm.training.sparse_rows) and passed to the step.
+  `lower(state, batch).compile()` gives the same call, compiled ahead, as jax.jit's does
+  (launch/benchmark.py times it), with the compiled program's memory_analysis and as_text.
+  """
 
-  def rows(self, batch: dict):
+  def __init__(self, jitted, seed, reader: "sparse_rows.RowReader | None" = None, compiled=None,
+               capacity: int = -1):
+    # compiled: the step compiled for `capacity` embedding rows (-1: dense); other capacities go through jitted.
+    self.jitted, self.seed, self.reader, self.compiled, self.capacity = jitted, seed, reader, compiled, capacity
+
+  def arguments(self, state, batch) -> tuple:
+    """The jitted step's arguments: (state, batch, seed[, embedding rows])."""
+    if self.reader is None:
+      return state, batch, self.seed
     inputs = batch["inputs"]
     if not getattr(inputs, "is_fully_addressable", True):  # other processes hold rows of the global batch
       from jax.experimental import multihost_utils
       inputs = multihost_utils.process_allgather(inputs, tiled=True)
-    return self.reader.rows(jax.device_get(inputs))
+    return state, batch, self.seed, self.reader.rows(jax.device_get(inputs))
 
   def __call__(self, state, batch):
-    rows = self.rows(batch)
-    step = self.compiled if self.compiled is not None and rows.size == self.capacity else self.jitted
-    return step(state, batch, rows)
+    arguments = self.arguments(state, batch)
+    capacity = arguments[3].size if self.reader is not None else -1
+    step = self.compiled if self.compiled is not None and capacity == self.capacity else self.jitted
+    return step(*arguments)
 
   def lower(self, state, batch):
-    rows = self.rows(batch)
-    return _LoweredSparseStep(self, self.jitted.lower(state, batch, rows), rows.size)
+    arguments = self.arguments(state, batch)
+    return _LoweredStep(self, self.jitted.lower(*arguments), arguments[3].size if self.reader is not None else -1)
+
+  def memory_analysis(self):
+    return self.compiled.memory_analysis()
+
+  def as_text(self) -> str:
+    return self.compiled.as_text()
 
 
-class _LoweredSparseStep:
-  def __init__(self, step: SparseTrainStep, lowered, capacity: int):
+class _LoweredStep:
+  def __init__(self, step: TrainStep, lowered, capacity: int):
     self.step, self.lowered, self.capacity = step, lowered, capacity
 
-  def compile(self):
-    compiled = self.lowered.compile()
-    step = SparseTrainStep(self.step.jitted, self.step.reader, compiled, self.capacity)
-    step.memory_analysis = compiled.memory_analysis
-    return step
+  def compile(self) -> TrainStep:
+    return TrainStep(self.step.jitted, self.step.seed, self.step.reader, self.lowered.compile(), self.capacity)
