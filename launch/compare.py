@@ -12,9 +12,11 @@ attempt cost, the table is written, and the grid exits with 128 + the signal num
 SIGTERM, 130 for Ctrl-C), as launch/train.py does; a failed cell makes it exit 1. The table
 (table.md, table.csv, table.svg in --workdir) is rewritten from every finished cell after
 each call; --table_only writes it without running anything. Cells are listed with their
-exact commands in --workdir/commands.sh.
+exact commands in --workdir/commands.sh. The cells share jax's persistent compilation cache in
+--workdir/compilation_cache (a row's seeds compile their programs once).
 """
 
+import functools
 import os
 import sys
 
@@ -25,7 +27,7 @@ from ml_collections import config_flags
 
 from jaxlm import errors
 from jaxlm.tools.compare import grid as grid_lib
-from jaxlm.tools.compare import scheduler, table
+from jaxlm.tools.compare import processes, scheduler, table
 
 _GRID = config_flags.DEFINE_config_file("grid", None, "Grid config, e.g. configs/compare_ru.py[:small].",
                                         lock_config=True)
@@ -53,7 +55,10 @@ def main(argv):
     return
   report = None
   if not _TABLE_ONLY.value:
-    report = scheduler.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value,
+    # One compilation cache for the grid: a row's cells (seeds, starts of one shape) compile once.
+    runner = functools.partial(processes.run_subprocess,
+                               compilation_cache=os.path.join(_WORKDIR.value, "compilation_cache"))
+    report = scheduler.run_grid(grid, parallel=_PARALLEL.value, only=_ONLY.value, runner=runner,
                                 log=lambda line: print(line, flush=True))  # progress in a redirected log too
     print(" ".join(f"{key}: {len(names)}" for key, names in report.items() if key != "stop_signal"))
   paths = table.write_all(grid, _WORKDIR.value)

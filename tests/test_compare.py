@@ -3,6 +3,7 @@ reruns alone, pre-training first, and the table's numbers are the cells' own."""
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -260,20 +261,29 @@ def test_each_pre_trained_start_says_what_its_pre_training_cost_and_bought():
 
 
 @pytest.mark.slow
-def test_the_subprocess_runner_trains_scores_and_skips(tmp_path):
-  """Production's path: launch/train.py then launch/evaluate.py as pinned subprocesses."""
+def test_the_subprocess_runner_trains_scores_skips_and_compiles_a_row_once(tmp_path, monkeypatch):
+  """Production's path: launch/train.py then launch/evaluate.py as pinned subprocesses, sharing one
+  persistent compilation cache: the row's second seed compiles nothing the first did not."""
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   grid = smoke_grid(tmp_path)
+  cache = tmp_path / "compilation_cache"
+  runner = functools.partial(processes.run_subprocess, compilation_cache=str(cache))
   only = ["rucola/fasttext/scratch/seed0"]
   cwd = os.getcwd()
   os.chdir(grid_lib.ROOT)  # commands name launch/*.py relative to the repository root
   try:
-    report = scheduler.run_grid(grid, only=only, log=lambda line: None)
+    report = scheduler.run_grid(grid, only=only, runner=runner, log=lambda line: None)
     assert report["ran"] == only
     result = result_files.read_result(grid.cell(only[0]))
     assert np.isfinite(result["dev"]) and result["cpu_seconds"] > 0 and result["examples_seen"] == 48
     assert result["command"].startswith("python launch/train.py --config=configs/finetune.py:task=rucola,")
-    report = scheduler.run_grid(grid, only=only, log=lambda line: None)
+    report = scheduler.run_grid(grid, only=only, runner=runner, log=lambda line: None)
     assert report["finished_before"] == only and not report["ran"]
+    entries = set(os.listdir(cache))
+    assert entries  # the train step, the evaluation and the scoring programs
+    report = scheduler.run_grid(grid, only=["rucola/fasttext/scratch/seed1"], runner=runner, log=lambda line: None)
+    assert report["ran"] == ["rucola/fasttext/scratch/seed1"]
+    assert set(os.listdir(cache)) == entries  # every program of seed 1 was read from the cache
   finally:
     os.chdir(cwd)
   shutil.rmtree(tmp_path / "grid")

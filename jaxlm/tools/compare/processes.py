@@ -73,12 +73,20 @@ def core_slots(parallel: int) -> list[list[int]]:
   return [cores[index::parallel] for index in range(parallel)]
 
 
-def cell_environment(cores: int) -> dict:
+def cell_environment(cores: int, compilation_cache: str = "") -> dict:
   """The environment of a cell pinned to `cores` cores, so that cells side by side do not each start
   thread pools as large as the machine: XLA sizes its CPU pool by the schedulable cores (the
   affinity set), and on one core runs its ops on the calling thread; OpenMP and BLAS pools get
-  `cores` threads."""
+  `cores` threads.
+
+  compilation_cache: a folder for jax's persistent compilation cache, shared by the grid's cells
+  (the cells of a row, and its seeds, compile the same programs: the first compiles, the rest
+  read). Every program is cached, however quick its compile. A cache the user named in
+  JAX_COMPILATION_CACHE_DIR is kept."""
   environment = dict(os.environ)
+  if compilation_cache and not environment.get("JAX_COMPILATION_CACHE_DIR"):
+    environment["JAX_COMPILATION_CACHE_DIR"] = compilation_cache
+    environment["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   if cores == 1:
     environment["XLA_FLAGS"] = f"{environment.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
   for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -147,8 +155,8 @@ class Children:
         signal.signal(number, handler)
 
 
-def _run_pinned(argv: list[str], cores: list[int], log, children: Children, *,
-                capture: bool = False) -> tuple[int, float, str]:
+def _run_pinned(argv: list[str], cores: list[int], log, children: Children, *, capture: bool = False,
+                compilation_cache: str = "") -> tuple[int, float, str]:
   """(exit code, CPU seconds (user + system, from wait4), stdout if captured) of argv run on `cores`,
   started through `children`.
 
@@ -159,7 +167,7 @@ def _run_pinned(argv: list[str], cores: list[int], log, children: Children, *,
   if taskset:
     argv = [taskset, "-c", ",".join(map(str, cores))] + argv
   process = children.start(argv, stdout=subprocess.PIPE if capture else log, stderr=log,
-                           env=cell_environment(len(cores)), text=True)
+                           env=cell_environment(len(cores), compilation_cache), text=True)
   if process is None:
     return -children.stop_signal, 0.0, ""
   try:
@@ -175,8 +183,11 @@ def _run_pinned(argv: list[str], cores: list[int], log, children: Children, *,
   return process.returncode, usage.ru_utime + usage.ru_stime, output
 
 
-def run_subprocess(cell: grid_lib.Cell, cores: list[int], children: Children) -> dict:
+def run_subprocess(cell: grid_lib.Cell, cores: list[int], children: Children, *, compilation_cache: str = "") -> dict:
   """Production runner: the cell's command, then (fine-tuning) launch/evaluate.py on its best checkpoint.
+
+  compilation_cache: the folder of the persistent compilation cache the cells share (cell_environment);
+  launch/compare.py gives <--workdir>/compilation_cache.
 
   Returns {"evaluations": [one summary per split], "cpu_seconds": ...}; raises CellFailed.
   """
@@ -185,14 +196,15 @@ def run_subprocess(cell: grid_lib.Cell, cores: list[int], children: Children) ->
   with open(log_path, "a", encoding="utf-8") as log:
     log.write(f"\n$ {cell.command_line()}  # {time.strftime('%Y-%m-%d %H:%M:%S')}, cores {cores}\n")
     log.flush()
-    code, cpu_seconds, _ = _run_pinned(cell.command(), cores, log, children)
+    code, cpu_seconds, _ = _run_pinned(cell.command(), cores, log, children, compilation_cache=compilation_cache)
     if code != 0:
       raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code, cpu_seconds)
     evaluations = []
     if cell.kind == "finetune":
       log.write(f"$ {shlex.join(cell.evaluate_command())}\n")
       log.flush()
-      code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, children, capture=True)
+      code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, children, capture=True,
+                                                         compilation_cache=compilation_cache)
       if code != 0:
         raise CellFailed(f"{cell.name}: `{shlex.join(cell.evaluate_command())}` exited {code}; see {log_path}",
                          code, cpu_seconds + evaluate_seconds)
