@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from configs import compare_ru
 from jaxlm.tools.compare import cell_configs, processes, result_files, scheduler, table
@@ -84,6 +86,9 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
     dev = [result["dev"] for result in seeds]
     assert float(row["dev_mean"]) == pytest.approx(np.mean(dev))
     assert float(row["dev_std"]) == pytest.approx(np.std(dev, ddof=1))
+    half = scipy_stats.t.ppf(0.975, 1) * np.std(dev, ddof=1) / math.sqrt(2)  # Student's t, 2 seeds
+    assert (float(row["dev_ci_low"]), float(row["dev_ci_high"])) == pytest.approx((np.mean(dev) - half,
+                                                                                   np.mean(dev) + half))
     assert int(row["seeds"]) == 2
     # Taiga's test split; RuCoLA's labelled out-of-domain dev (its test.csv has no labels).
     test_split = "test" if row["task"] == "upos" else "valid_out_of_domain"
@@ -212,23 +217,52 @@ def test_a_result_from_another_command_is_refused(tmp_path):
     result_files.read_result(cell)
 
 
-def test_differences_within_the_spread_are_marked():
-  results = [dict(task="t", body="b", start=start, metric="mcc", dev=dev, test=None, wall_seconds=1.0,
+def welch_by_hand(first, second) -> float:
+  """The two-sided p-value of Welch's t-test, from its formulas (the statistic and the
+  Welch-Satterthwaite degrees of freedom), for checking jaxlm's use of scipy."""
+  first, second = np.asarray(first), np.asarray(second)
+  a, b = first.var(ddof=1) / first.size, second.var(ddof=1) / second.size
+  statistic = (first.mean() - second.mean()) / math.sqrt(a + b)
+  degrees = (a + b) ** 2 / (a ** 2 / (first.size - 1) + b ** 2 / (second.size - 1))
+  return 2 * scipy_stats.t.sf(abs(statistic), degrees)
+
+
+def test_rows_give_intervals_and_welch_p_values_against_scratch_and_the_fasttext_baseline():
+  devs = {("b", "scratch"): (0.10, 0.20, 0.30), ("b", "fasttext"): (0.25, 0.26, 0.27), ("b", "frozen"): (0.60, 0.61, 0.62),
+          ("fasttext", "fasttext"): (0.20, 0.24, 0.22, 0.23), ("b", "clm"): (0.4,)}
+  results = [dict(task="t", body=body, start=start, metric="mcc", dev=dev, test=None, wall_seconds=1.0,
                   cpu_seconds=1.0, examples_seen=10, best_step=5)
-             for start, devs in (("scratch", (0.10, 0.20, 0.30)), ("fasttext", (0.25, 0.26, 0.27)),
-                                 ("frozen", (0.60, 0.61, 0.62))) for dev in devs]
-  grid = grid_lib.Grid(cells=[grid_lib.Cell(name=f"t/b/{start}", kind="finetune", config="", overrides=(),
-                                            workdir="", task="t", body="b", start=start)
-                              for start in ("scratch", "fasttext", "frozen")], not_applicable=[])
-  rows = {row["start"]: row for row in table.rows(grid, results)}
-  assert rows["fasttext"]["dev_vs_scratch"] == pytest.approx(0.06)  # within scratch's sd 0.1
-  assert rows["fasttext"]["within_spread"] is True
-  assert rows["frozen"]["within_spread"] is False
+             for (body, start), values in devs.items() for dev in values]
+  grid = grid_lib.Grid(cells=[grid_lib.Cell(name=f"t/{body}/{start}", kind="finetune", config="", overrides=(),
+                                            workdir="", task="t", body=body, start=start)
+                              for body, start in devs], not_applicable=[])
+  rows = {(row["body"], row["start"]): row for row in table.rows(grid, results)}
+  for key, values in devs.items():
+    row = rows[key]
+    if len(values) > 1:  # Student's t interval: mean -+ t(0.975, n - 1) sd / sqrt(n)
+      half = scipy_stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+      assert row["dev_ci"] == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+    else:
+      assert all(math.isnan(bound) for bound in row["dev_ci"])
+    for name, reference in (("scratch", ("b", "scratch")), ("baseline", ("fasttext", "fasttext"))):
+      if key == reference or (name == "scratch" and key[0] != "b"):
+        assert math.isnan(row[f"dev_vs_{name}"]) and math.isnan(row[f"vs_{name}_p"])
+        continue
+      assert row[f"dev_vs_{name}"] == pytest.approx(np.mean(values) - np.mean(devs[reference]))
+      if len(values) > 1:
+        assert row[f"vs_{name}_p"] == pytest.approx(welch_by_hand(values, devs[reference]))
+      else:  # one seed: no test
+        assert math.isnan(row[f"vs_{name}_p"])
+  # frozen is far from scratch (p < 0.05: bold); fasttext is not (p ~0.41).
+  assert rows[("b", "frozen")]["vs_scratch_p"] < 0.05 < rows[("b", "fasttext")]["vs_scratch_p"]
   text = table.markdown(list(rows.values()), [])
-  assert "+0.060 ~" in text and "**0.610 ± 0.010**" in text
+  assert f"+0.060 (p {welch_by_hand(devs[('b', 'fasttext')], devs[('b', 'scratch')]):.3f}) |" in text
+  assert "**+0.410 (p " in text and "**0.610 [0.585, 0.635]**" in text
+  # Every seed alike in both rows (a run stuck at the majority class): no spread to test against.
+  assert table.statistics.welch([0.0, 0.0], [0.0, 0.0]) == 1.0 and table.statistics.welch([0.0, 0.0], [0.1, 0.1]) == 0.0
   for result, code in zip(results, ["2c31993"] * 2 + ["5ab12cd-dirty"] * 6 + [None]):
     result["code"] = code
-  assert table.code_versions(results) == "Code: 2c31993 (2 cells), 5ab12cd-dirty (6 cells), not recorded (1 cell)."
+  assert table.code_versions(results[:9]) == "Code: 2c31993 (2 cells), 5ab12cd-dirty (6 cells), not recorded (1 cell)."
 
 
 def test_a_cell_stopped_by_a_signal_stops_the_grid_even_before_its_handler_was_set():
@@ -255,7 +289,8 @@ def test_each_pre_trained_start_says_what_its_pre_training_cost_and_bought():
   rows = table.rows(grid, results)
   # The masked LM's own cost and the FastText vectors it started from: 3 CPU-minutes.
   assert table.bought(grid, rows, pretrain) == [
-      "- t, b, mlm: pre-training took 3.0 CPU-minutes (ru/mlm_b + ru/fasttext) and bought +0.300 dev mcc over scratch."]
+      "- t, b, mlm: pre-training took 3.0 CPU-minutes (ru/mlm_b + ru/fasttext) and bought +0.300 dev mcc over "
+      f"scratch (Welch's t-test, p {welch_by_hand((0.5, 0.5, 0.5), (0.1, 0.2, 0.3)):.3f})."]
   # An unfinished pre-training cell: no line rather than a cost that leaves it out.
   assert table.bought(grid, rows, pretrain[1:]) == []
 

@@ -1,14 +1,13 @@
-"""The grid's answer: per (task, body, start), mean and spread over seeds, as Markdown, CSV and a plot.
+"""The grid's answer: per (task, body, start), mean and 95% interval over seeds, as Markdown, CSV and a plot.
 
-Spread is the sample standard deviation over seeds (n - 1 in the denominator; "-" for
-one seed). Each row's difference from the scratch row of the same task and body
-(`vs scratch`) is marked "~" when it is smaller than the spread: |mean - scratch mean|
-<= the larger of the two rows' standard deviations. That is a warning, not a test: a
-difference outside it can still be noise with 3 seeds, one inside it is not evidence of
-a difference. The best mean of each task is in bold. Under the table, each row that reads
-pre-training gets one line: what its pre-training cells cost and what they bought over scratch.
-A task's also_metrics (QA's exact match beside its F1) get a column of their own: their dev
-mean ± sd at the checkpoints the task's metric picked.
+Each row gives its dev (and test) mean over seeds with Student's t 95% interval, and its
+difference from two references of the same task, each with the two-sided p-value of Welch's
+t-test over the seeds (jaxlm.tools.compare.statistics): the scratch row of the same body
+(does this start pay?) and the FastText baseline (body `fasttext`, start `fasttext`: is the
+encoder worth its cost?). The best mean of each task is in bold. Under the table, each row that
+reads pre-training gets one line: what its pre-training cells cost and what they bought over
+scratch, with the test's p-value. A task's also_metrics (QA's exact match beside its F1) get a
+column of their own: their dev mean ± sd at the checkpoints the task's metric picked.
 """
 
 import math
@@ -16,20 +15,14 @@ import os
 
 from jaxlm.data import text_files
 from jaxlm.tools.compare import grid as grid_lib
-from jaxlm.tools.compare import result_files
+from jaxlm.tools.compare import result_files, statistics
+from jaxlm.tools.compare.statistics import mean_and_std
 
-CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "test_mean", "test_std",
-               "dev_vs_scratch", "within_spread", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
+CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "dev_ci_low",
+               "dev_ci_high", "test_mean", "test_std", "test_ci_low", "test_ci_high", "dev_vs_scratch", "vs_scratch_p",
+               "dev_vs_baseline", "vs_baseline_p", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
                "best_step_mean")
-
-
-def mean_and_std(values) -> tuple[float, float]:
-  """(mean, sample standard deviation); the deviation of one value is nan."""
-  values = [float(value) for value in values]
-  mean = sum(values) / len(values)
-  if len(values) < 2:
-    return mean, math.nan
-  return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
+BASELINE = ("fasttext", "fasttext")  # (body, start) of the FastText baseline: no encoder, FastText rows
 
 
 def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
@@ -69,13 +62,16 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
   table = []
   for task, body, start in order:
     group = groups[(task, body, start)]
-    dev_mean, dev_std = mean_and_std([result["dev"] for result in group])
+    devs = [result["dev"] for result in group]
+    dev_mean, dev_std = mean_and_std(devs)
     tests = [result["test"] for result in group if result.get("test") is not None]
     test_mean, test_std = mean_and_std(tests) if tests else (math.nan, math.nan)
     table.append(dict(
         task=task, metric=group[0]["metric"], test_split=group[0].get("test_split", ""), body=body, start=start,
-        seeds=len(group),
-        dev_mean=dev_mean, dev_std=dev_std, test_mean=test_mean, test_std=test_std,
+        seeds=len(group), devs=devs,
+        dev_mean=dev_mean, dev_std=dev_std, dev_ci=statistics.interval(devs),
+        test_mean=test_mean, test_std=test_std,
+        test_ci=statistics.interval(tests) if tests else (math.nan, math.nan),
         wall_seconds_mean=mean_and_std([result["wall_seconds"] for result in group])[0],
         cpu_seconds_mean=mean_and_std([result.get("cpu_seconds") or math.nan for result in group])[0],
         examples_seen_mean=mean_and_std([result["examples_seen"] for result in group])[0],
@@ -83,15 +79,15 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
         # {metric: (mean, sd)} of the task's also_metrics, on dev at the same checkpoints
         also={metric: mean_and_std([result["also"][metric] for result in group])
               for metric in group[0].get("also", {})}))
-  scratch = {(row["task"], row["body"]): row for row in table if row["start"] == "scratch"}
+  by_key = {(row["task"], row["body"], row["start"]): row for row in table}
   for row in table:
-    reference = scratch.get((row["task"], row["body"]))
-    if reference is None or row is reference:
-      row["dev_vs_scratch"], row["within_spread"] = math.nan, None
-      continue
-    row["dev_vs_scratch"] = row["dev_mean"] - reference["dev_mean"]
-    spread = max(row["dev_std"], reference["dev_std"])  # nan (one seed) makes the comparison False
-    row["within_spread"] = bool(abs(row["dev_vs_scratch"]) <= spread) if not math.isnan(spread) else None
+    for name, (body, start) in (("scratch", (row["body"], "scratch")), ("baseline", BASELINE)):
+      reference = by_key.get((row["task"], body, start))
+      if reference is None or reference is row:
+        row[f"dev_vs_{name}"], row[f"vs_{name}_p"] = math.nan, math.nan
+      else:
+        row[f"dev_vs_{name}"] = row["dev_mean"] - reference["dev_mean"]
+        row[f"vs_{name}_p"] = statistics.welch(row["devs"], reference["devs"])
   return table
 
 
@@ -99,6 +95,25 @@ def _number(value: float, std: float = math.nan) -> str:
   if value is None or math.isnan(value):
     return "-"
   return f"{value:.3f}" + (f" ± {std:.3f}" if not math.isnan(std) else "")
+
+
+def _with_interval(value: float, bounds: tuple[float, float]) -> str:
+  """"0.254 [0.241, 0.267]": a mean and its interval ("-" for no value, no interval for one seed)."""
+  if value is None or math.isnan(value):
+    return "-"
+  return f"{value:.3f}" + ("" if math.isnan(bounds[0]) else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]")
+
+
+def _p_value(p: float) -> str:
+  return "p -" if math.isnan(p) else ("p < 0.001" if p < 0.001 else f"p {p:.3f}")
+
+
+def _difference(difference: float, p: float) -> str:
+  """"+0.060 (p 0.408)"; bold when p < statistics.ALPHA."""
+  if math.isnan(difference):
+    return ""
+  text = f"{difference:+.3f} ({_p_value(p)})"
+  return f"**{text}**" if p < statistics.ALPHA else text
 
 
 def pretraining_cost(pretrain: list[dict]) -> str:
@@ -127,11 +142,15 @@ def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list
     chain = grid.needs_of(first_cell[(row["task"], row["body"], row["start"])])
     if not chain or any(name not in cpu_minutes for name in chain):
       continue
-    spread = " (within the spread: not separable from seed noise)" if row["within_spread"] else ""
+    p = row["vs_scratch_p"]
+    verdict = ("" if p < statistics.ALPHA else
+               f": not separable from seed noise at p < {statistics.ALPHA}" if not math.isnan(p) else
+               ": untested, fewer than 2 seeds")
     lines.append(f"- {row['task']}, {row['body']}, {row['start']}: pre-training took "
                  f"{sum(cpu_minutes[name] for name in chain):.1f} CPU-minutes "
                  f"({' + '.join(name.split('/', 1)[1] for name in chain)}) and bought "
-                 f"{row['dev_vs_scratch']:+.3f} dev {row['metric']} over scratch{spread}.")
+                 f"{row['dev_vs_scratch']:+.3f} dev {row['metric']} over scratch "
+                 f"(Welch's t-test, {_p_value(p)}{verdict}).")
   return lines
 
 
@@ -152,30 +171,31 @@ def _also(row: dict) -> str:
 def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=()) -> str:
   also = any(row["also"] for row in table)  # a column only for grids with also_metrics
   lines = [pretraining_cost(pretrain), "",
-           "| task (metric) | body | start | seeds | dev mean ± sd | test mean ± sd | "
-           + ("other dev metrics, mean ± sd | " if also else "") + "dev vs scratch | wall / CPU s per cell | "
-           "examples seen |",
-           "|---|---|---|---|---|---|---|---|---|" + ("---|" if also else "")]
+           "| task (metric) | body | start | seeds | dev mean [95% CI] | test mean [95% CI] | "
+           + ("other dev metrics, mean ± sd | " if also else "") + "dev vs scratch | dev vs FastText baseline | "
+           "wall / CPU s per cell | examples seen |",
+           "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if also else "")]
   best = {}
   for row in table:
     if row["task"] not in best or row["dev_mean"] > best[row["task"]]:
       best[row["task"]] = row["dev_mean"]
   for row in table:
-    dev = _number(row["dev_mean"], row["dev_std"])
+    dev = _with_interval(row["dev_mean"], row["dev_ci"])
     if row["dev_mean"] == best[row["task"]]:
       dev = f"**{dev}**"
-    versus = "" if math.isnan(row["dev_vs_scratch"]) else f"{row['dev_vs_scratch']:+.3f}"
-    if row["within_spread"]:
-      versus += " ~"
     lines.append(f"| {row['task']} ({row['metric']}) | {row['body']} | {row['start']} | {row['seeds']} | {dev} | "
-                 f"{_number(row['test_mean'], row['test_std'])} | " + (f"{_also(row)} | " if also else "")
-                 + f"{versus} | {row['wall_seconds_mean']:.0f} / "
+                 f"{_with_interval(row['test_mean'], row['test_ci'])} | " + (f"{_also(row)} | " if also else "")
+                 + f"{_difference(row['dev_vs_scratch'], row['vs_scratch_p'])} | "
+                 f"{_difference(row['dev_vs_baseline'], row['vs_baseline_p'])} | {row['wall_seconds_mean']:.0f} / "
                  f"{row['cpu_seconds_mean']:.0f} | "
                  f"{row['examples_seen_mean']:.0f} |")
   test_splits = dict.fromkeys(f"{row['task']}: {row['test_split']}" for row in table if row["test_split"])
   lines += ["", f"test: the best checkpoint (by dev) on a labelled split that picked nothing "
-            f"({'; '.join(test_splits) or 'none'}).", "sd: standard deviation over seeds. `~`: the difference from the scratch row of the same task "
-            "and body is within the larger of the two rows' sd (not separable from seed noise). Bold: the best dev "
+            f"({'; '.join(test_splits) or 'none'}).",
+            f"CI: Student's t {statistics.LEVEL:.0%} interval for the mean over seeds. dev vs scratch / vs FastText "
+            "baseline: the difference of dev means from the same task's scratch row of the same body / from its "
+            f"{BASELINE[0]} body with {BASELINE[1]} start, with the two-sided p-value of Welch's t-test over seeds "
+            f"(bold: p < {statistics.ALPHA}; no correction for the table's many comparisons). Bold dev: the best dev "
             "mean of the task (higher is better for every metric here)."]
   if bought_lines:
     lines += ["", "What the pre-training bought, per row that reads it:", *bought_lines]
@@ -188,13 +208,15 @@ def write_csv(table: list[dict], path: str) -> None:
   """CSV_COLUMNS, then dev_<metric>_mean and _std per also_metrics key of any row (empty where a task has none)."""
   also = list(dict.fromkeys(metric for row in table for metric in row["also"]))
   header = list(CSV_COLUMNS) + [f"dev_{metric}_{stat}" for metric in also for stat in ("mean", "std")]
+  flat = [{**row, "dev_ci_low": row["dev_ci"][0], "dev_ci_high": row["dev_ci"][1],
+           "test_ci_low": row["test_ci"][0], "test_ci_high": row["test_ci"][1]} for row in table]
   text_files.write_csv(path, header, ([row[key] for key in CSV_COLUMNS]
                                       + [row["also"].get(metric, ("", ""))[index] for metric in also for index in (0, 1)]
-                                      for row in table))
+                                      for row in flat))
 
 
 def plot(table: list[dict], path: str) -> None:
-  """One panel per task: dev metric (mean, error bar = sd over seeds) per start, one series per body."""
+  """One panel per task: dev metric (mean, error bar = the 95% interval over seeds) per start, one series per body."""
   import matplotlib
   matplotlib.use("Agg")  # files only, no display
   from matplotlib import pyplot
@@ -212,15 +234,16 @@ def plot(table: list[dict], path: str) -> None:
                     key=lambda start: order.index(start) if start in order else len(order))
     bodies = list(dict.fromkeys(row["body"] for row in task_rows))
     for index, body in enumerate(bodies):
-      points = sorted((starts.index(row["start"]), row["dev_mean"], row["dev_std"]) for row in task_rows
+      points = sorted((starts.index(row["start"]), row["dev_mean"], row["dev_ci"]) for row in task_rows
                       if row["body"] == body)
       offset = (index - (len(bodies) - 1) / 2) * 0.08  # bodies side by side, so error bars do not overlap
-      axis.errorbar([x + offset for x, _, _ in points], [y for _, y, _ in points],
-                    yerr=[0.0 if math.isnan(sd) else sd for _, _, sd in points], marker="o", capsize=3,
-                    linestyle="-", color=colours[body], label=body)
+      below = [0.0 if math.isnan(low) else mean - low for _, mean, (low, _) in points]
+      above = [0.0 if math.isnan(high) else high - mean for _, mean, (_, high) in points]
+      axis.errorbar([x + offset for x, _, _ in points], [y for _, y, _ in points], yerr=[below, above], marker="o",
+                    capsize=3, linestyle="-", color=colours[body], label=body)
     axis.set_xticks(range(len(starts)), starts, rotation=20, ha="right")  # six labels do not fit level
     axis.set_title(task)
-    axis.set_ylabel(f"dev {task_rows[0]['metric']} (mean ± sd over seeds)")
+    axis.set_ylabel(f"dev {task_rows[0]['metric']} (mean, 95% CI over seeds)")
     axis.grid(alpha=0.3)
   handles = [matplotlib.lines.Line2D([], [], color=colour, marker="o") for colour in colours.values()]
   figure.legend(handles, list(colours), title="body", loc="center right", fontsize="small")
