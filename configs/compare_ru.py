@@ -25,6 +25,12 @@ Keys:
                      overrides (its data path), extra_starts (starts for this task
                      only, after `starts`), also_metrics (more dev summary keys the
                      table shows beside the metric, at the same checkpoint)
+  search             the tuning budget per row (jaxlm/tools/compare/search.py): trials (0 = none),
+                     seed (the trials' training seed), startup_trials, storage (the Optuna study's
+                     database; "" = <workdir>/search.sqlite3), space (name -> kind, low/high or
+                     choices, and the config keys it sets). With trials > 0 every row first runs
+                     that many trial cells (<task>/<body>/<start>/trial<k>), then its seeds with
+                     the best trial's settings: --grid.search.trials=8
   pretrain.<lang>    fasttext (launch/fasttext.py), mlm and clm (launch/train.py): config,
                      overrides ({fasttext} = the FastText cell's .bin, {body} the body),
                      bodies (which bodies get that pre-training; other bodies' cells with
@@ -84,6 +90,24 @@ def get_config(arg: str | None = None):
   config.starts = ("scratch", "fasttext", "frozen", "mlm", "clm")
   config.seeds = (0, 1, 2)
   config.overrides = ("train.steps=400", "train.eval_every=50", "train.patience=0")
+  # The tuning budget, equal for every row (jaxlm/tools/compare/search.py); 0 trials: no search,
+  # every row runs configs/finetune.py's settings (its per-body learning rates).
+  config.search = ml_collections.ConfigDict(dict(
+      trials=0,
+      seed=100,  # the trials' training seed: none of `seeds`, so a seed cell is not the search's selected maximum
+      startup_trials=4,  # drawn at random before TPE models the finished ones
+      storage="",  # "" = sqlite in the grid's workdir (search.sqlite3); a database URL lets machines share it
+      # name -> kind (log | uniform | int | choice), range or choices, and the config keys it sets (a key a
+      # row's config lacks is skipped for that row: the FastText baseline has no dropout).
+      space=dict(
+          lr=dict(kind="log", low=1e-4, high=1e-1, keys=("optim.lr",)),
+          dropout=dict(kind="uniform", low=0.0, high=0.4,
+                       keys=("model.transformer.dropout", "model.lstm.dropout_input", "model.lstm.dropout_output",
+                             "model.tcn.dropout", "model.tcn.dropout_input")),
+          weight_decay=dict(kind="log", low=1e-4, high=0.3, keys=("optim.weight_decay",)),
+          batch_size=dict(kind="choice", choices=(16, 32, 64), keys=("train.batch_size",)),
+      ),
+  ))
   config.task = ml_collections.ConfigDict(dict(
       # RuCoLA's test.csv has no labels; its out-of-domain dev set does and never picks a checkpoint.
       # One more row for RuCoLA: BPE pieces started from FastText (the report's "BPE models

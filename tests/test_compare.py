@@ -132,6 +132,127 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   assert os.path.exists(os.path.join(stale.workdir, result_files.RESULT_FILE))
 
 
+class InterruptingRunner(CountingRunner):
+  """The in-process runner, but the named cells stop as a SIGTERM'd command would (exit 143), or fail (exit 1)."""
+
+  def __init__(self, interrupt=(), fail=()):
+    super().__init__()
+    self.interrupt, self.fail = set(interrupt), set(fail)
+
+  def __call__(self, cell, cores, children):
+    if cell.name in self.interrupt:
+      self.interrupt.discard(cell.name)
+      self.calls.append(cell.name)
+      raise processes.CellFailed(f"{cell.name} stopped", 143)
+    if cell.name in self.fail:
+      self.calls.append(cell.name)
+      raise processes.CellFailed(f"{cell.name} diverged", 1)
+    return super().__call__(cell, cores, children)
+
+
+def search_grid(tmp_path):
+  """RuCoLA x {FastText baseline, transformer} x scratch, a 2-trial search, 2 seeds."""
+  config = compare_ru.get_config("smoke")
+  config.tasks = ("rucola",)
+  config.task.rucola.overrides = (f"task.path={write_classification(str(tmp_path / 'sentences'))}",
+                                  ) + FIXTURE_FILES["rucola"]
+  config.search.trials = 2
+  config.search.startup_trials = 1
+  # The smoke grid's bodies: no LSTM or TCN dropout keys; batch sizes the 4 test devices divide.
+  config.search.space = dict(lr=dict(kind="log", low=1e-3, high=1e-1, keys=("optim.lr",)),
+                             dropout=dict(kind="uniform", low=0.0, high=0.3, keys=("model.transformer.dropout",)),
+                             batch_size=dict(kind="choice", choices=(4, 8), keys=("train.batch_size",)))
+  return grid_lib.expand(config, str(tmp_path / "grid"))
+
+
+def trials_of(grid, row):
+  study = grid.search.study(row, create=False)
+  return {trial.user_attrs["cell"]: trial for trial in study.trials} if study is not None else {}
+
+
+def test_a_search_gives_each_row_its_trials_resumes_after_a_kill_and_its_best_settings_reach_the_seeds(tmp_path):
+  grid = search_grid(tmp_path)
+  rows = ["rucola/fasttext/scratch", "rucola/transformer/scratch"]
+  trial_names = [f"{row}/trial{k}" for k in (0, 1) for row in rows]
+  assert [cell.name for cell in grid.cells if cell.kind == "trial"] == trial_names  # trial-major
+  # The search's seed trains the trials; the seed cells wait for their row's trials.
+  assert all(cell.overrides[-1] == "seed=100" for cell in grid.cells if cell.kind == "trial")
+  assert grid.cell("rucola/transformer/scratch/seed0").needs == ("rucola/transformer/scratch/trial0",
+                                                                "rucola/transformer/scratch/trial1")
+  # Before a trial is asked its command is incomplete, and --dry_run says so.
+  assert "# + the settings its row's search decides" in "\n".join(scheduler.status_lines(grid))
+
+  # A kill in the transformer row's second trial: the grid stops there; that trial's settings are
+  # stored, so the same command resumes it with them, and no finished trial runs again.
+  stopped = InterruptingRunner(interrupt={"rucola/transformer/scratch/trial1"})
+  report = scheduler.run_grid(grid, runner=stopped, log=lambda line: None)
+  assert report["interrupted"] == ["rucola/transformer/scratch/trial1"] and scheduler.exit_status(report) == 1
+  asked = trials_of(grid, "rucola/transformer/scratch")["rucola/transformer/scratch/trial1"]
+  assert asked.state.name == "RUNNING" and set(asked.params) == {"lr", "dropout", "batch_size"}
+  # The FastText baseline has no dropout key: its trials search lr and batch size only.
+  assert set(trials_of(grid, "rucola/fasttext/scratch")["rucola/fasttext/scratch/trial0"].params) == {"lr", "batch_size"}
+
+  runner = CountingRunner()
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
+  assert scheduler.exit_status(report) == 0
+  assert "rucola/transformer/scratch/trial1" in runner.calls
+  assert not set(runner.calls) & (set(trial_names) - {"rucola/transformer/scratch/trial1"})  # finished ones skipped
+  for row in rows:
+    trials = trials_of(grid, row)
+    assert sorted(trials) == [f"{row}/trial0", f"{row}/trial1"]  # two trials, none asked twice
+    assert all(trial.state.name == "COMPLETE" for trial in trials.values())
+    for name, trial in trials.items():  # each trial's told value is its result's dev score
+      assert trial.value == pytest.approx(result_files.read_grid_result(grid, grid.cell(name))["dev"])
+    resumed = trials.get("rucola/transformer/scratch/trial1")
+    if resumed is not None:
+      assert resumed.params == asked.params
+    best = max(trials.values(), key=lambda trial: (trial.value, -trial.number))
+    for seed in (0, 1):  # the seed cells trained with the best trial's settings
+      cell = grid.cell(f"{row}/seed{seed}")
+      with open(os.path.join(cell.workdir, "config.json"), encoding="utf-8") as handle:
+        saved = json.load(handle)
+      assert saved["optim"]["lr"] == pytest.approx(best.params["lr"]) and saved["seed"] == seed
+      assert saved["train"]["batch_size"] == best.params["batch_size"]
+      if "dropout" in best.params:
+        assert saved["model"]["transformer"]["dropout"] == pytest.approx(best.params["dropout"])
+  # Nothing runs twice; the table names each row's tuned settings and what its trials cost.
+  runner.calls.clear()
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
+  assert runner.calls == [] and len(report["finished_before"]) == 8
+  text = open(table.write_all(grid, str(tmp_path / "grid"))["md"], encoding="utf-8").read()
+  assert "Tuning: 2 trials per row" in text and "- rucola/transformer/scratch: 2 of 2 trials finished; best trial" in text
+
+
+def test_a_failed_trial_is_a_finished_trial_without_a_score(tmp_path):
+  """A trial whose command fails (its settings diverged) is told as failed: the row's seeds run with
+  the best of the others; a row whose trials all failed blocks its seeds, naming why."""
+  grid = search_grid(tmp_path)
+  failing = {"rucola/fasttext/scratch/trial0", "rucola/transformer/scratch/trial0", "rucola/transformer/scratch/trial1"}
+  runner = InterruptingRunner(fail=failing)
+  report = scheduler.run_grid(grid, runner=runner, log=lambda line: None)
+  assert set(failing) <= set(report["ran"]) and not report["failed"]
+  fasttext = trials_of(grid, "rucola/fasttext/scratch")
+  assert fasttext["rucola/fasttext/scratch/trial0"].state.name == "FAIL"
+  best = fasttext["rucola/fasttext/scratch/trial1"]
+  with open(os.path.join(grid.cell("rucola/fasttext/scratch/seed0").workdir, "config.json"), encoding="utf-8") as handle:
+    assert json.load(handle)["optim"]["lr"] == pytest.approx(best.params["lr"])
+  assert sorted(report["blocked"]) == ["rucola/transformer/scratch/seed0", "rucola/transformer/scratch/seed1"]
+  assert scheduler.exit_status(report) == 1
+
+
+def test_a_search_key_no_row_has_stops_the_grid_before_anything_runs(tmp_path):
+  config = compare_ru.get_config("smoke")
+  config.search.trials = 2
+  config.search.space = dict(lr=dict(kind="log", low=1e-3, high=1e-1, keys=("optim.lrr",)))
+  grid = grid_lib.expand(config, str(tmp_path / "grid"))
+  with pytest.raises(grid_lib.GridError, match=r"search\.space\.lr: no row's config has the key 'optim\.lrr'"):
+    scheduler.run_grid(grid, runner=lambda cell, cores, children: None, log=lambda line: None)
+  config.search.space = dict(lr=dict(kind="loguniform", low=1e-3, high=1e-1, keys=("optim.lr",)))
+  with pytest.raises(grid_lib.GridError, match=r"search\.space\.lr\.kind='loguniform': give one of"):
+    grid_lib.expand(config, str(tmp_path / "grid"))
+  assert not os.path.exists(tmp_path / "grid")
+
+
 def test_pre_training_runs_first_and_a_failed_one_blocks_its_cells(tmp_path):
   config = compare_ru.get_config()
   config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch", "mlm"), (0,)

@@ -7,7 +7,6 @@ uninterrupted one on any device count and with any train.microbatches, up to flo
 order. The loss is passed in (Task.loss): the step never branches on the task or the model.
 """
 
-import functools
 from typing import Callable
 
 import jax

@@ -19,11 +19,15 @@ def load_config(spec: str, overrides=()):
     raise grid_lib.GridError(f"config {spec}: {error}") from None
 
 
-def check_configs(cells) -> None:
+def check_configs(cells, search=None) -> None:
   """Builds every cell's config (no data, no model) so that a mistyped key or value in the grid's
-  overrides stops the grid before any cell runs, naming the cell, not when the grid reaches it."""
+  overrides, or a search parameter's key that no row has (search: the grid's Search), stops the
+  grid before any cell runs, naming the cell, not when the grid reaches it."""
+  configs = []
   for cell in cells:
     try:
-      load_config(cell.config, cell.overrides)
+      configs.append(load_config(cell.config, cell.overrides))
     except grid_lib.GridError as error:
       raise grid_lib.GridError(f"{cell.name}: {error}") from None
+  if search is not None:
+    search.check_keys([config for cell, config in zip(cells, configs) if cell.kind == "trial"])

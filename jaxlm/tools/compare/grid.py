@@ -27,7 +27,8 @@ STARTS = {
     "bpe_fasttext": ("input=bpe,start=fasttext", "fasttext"),
 }
 # Run order: every cell of a level finishes (or fails) before the next level starts.
-LEVELS = {"fasttext": 0, "pretrain": 1, "finetune": 2}
+LEVELS = {"fasttext": 0, "pretrain": 1, "trial": 2, "finetune": 3}
+SCORED = ("trial", "finetune")  # kinds scored by launch/evaluate.py at their best checkpoint
 
 
 class GridError(errors.UserError, ValueError):
@@ -50,6 +51,7 @@ class Cell:
   splits: tuple[str, ...] = ()  # scored at the best checkpoint; the first is dev ("valid")
   test_split: str = ""  # one of splits with labels to report as test; "" = none
   also_metrics: tuple[str, ...] = ()  # more dev summary keys for the table (QA's exact_match beside f1)
+  search_row: str = ""  # "<task>/<body>/<start>": the study its tuned settings come from; "" = none (search.py)
 
   @property
   def output(self) -> str:
@@ -81,6 +83,7 @@ def _launcher(script: str) -> str:
 class Grid:
   cells: list[Cell]  # in run order: by level, then as the grid config lists them
   not_applicable: list[str]  # "task/body/start: why" for combinations the grid leaves out
+  search: "object | None" = None  # a jaxlm.tools.compare.search.Search when rows are tuned
 
   def cell(self, name: str) -> Cell:
     return self._by_name()[name]
@@ -106,7 +109,8 @@ def _format(text: str, **values) -> str:
   return text
 
 
-GRID_KEYS = ("tasks", "bodies", "starts", "seeds", "task", "pretrain", "finetune", "finetune_variants", "overrides")
+GRID_KEYS = ("tasks", "bodies", "starts", "seeds", "task", "pretrain", "finetune", "finetune_variants", "overrides",
+             "search")
 
 
 def expand(grid_config, workdir: str) -> Grid:
@@ -117,6 +121,10 @@ def expand(grid_config, workdir: str) -> Grid:
                     "goes to launch/train.py); give one like configs/compare_ru.py")
   cells: dict[str, Cell] = {}
   not_applicable = []
+  search = None
+  if grid_config.search.trials > 0:
+    from jaxlm.tools.compare import search as search_lib
+    search = search_lib.Search(grid_config.search, workdir)
 
   def add(cell: Cell) -> Cell:
     cells.setdefault(cell.name, cell)
@@ -146,7 +154,7 @@ def expand(grid_config, workdir: str) -> Grid:
                     overrides=tuple(_format(override, **values) for override in overrides),
                     workdir=os.path.join(workdir, name), needs=needs, body="" if kind == "fasttext" else body))
 
-  finetune = []
+  finetune, trial_cells = [], []
   extra = f",{grid_config.finetune_variants}" if grid_config.finetune_variants else ""
   for task in grid_config.tasks:
     if task not in grid_config.task:
@@ -169,20 +177,33 @@ def expand(grid_config, workdir: str) -> Grid:
                                   f"(grid config pretrain.{spec.language}.{source}.bodies)")
             continue
           needs, start_overrides = (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:best",)
+        row = f"{task}/{body}/{start}"
+        config = f"{grid_config.finetune}:task={task},body={body},{variant}{extra}"
+        overrides = (*grid_config.overrides, *spec.overrides, *start_overrides)
+        common = dict(kind="finetune", config=config, task=task, body=body, start=start, metric=spec.metric,
+                      splits=tuple(spec.splits), test_split=spec.test_split,
+                      also_metrics=tuple(spec.get("also_metrics", ())), search_row=row if search else "")
+        trials = ()
+        if search is not None:
+          # The row's trials: its seed cells' command, the search's seed, scored on dev only.
+          row_trials = [Cell(**{**common, "kind": "trial", "splits": tuple(spec.splits[:1]), "test_split": ""},
+                             name=f"{row}/trial{k}", overrides=(*overrides, f"seed={search.seed}"),
+                             workdir=os.path.join(workdir, "search", row, f"trial{k}"), needs=needs,
+                             seed=search.seed) for k in range(search.trials)]
+          trial_cells += row_trials
+          trials = tuple(cell.name for cell in row_trials)
         for seed in grid_config.seeds:
-          name = f"{task}/{body}/{start}/seed{seed}"
-          finetune.append(Cell(
-              name=name, kind="finetune", config=f"{grid_config.finetune}:task={task},body={body},{variant}{extra}",
-              overrides=(*grid_config.overrides, *spec.overrides, *start_overrides, f"seed={seed}"),
-              workdir=os.path.join(workdir, "finetune", name), needs=needs, task=task, body=body, start=start,
-              seed=seed, metric=spec.metric, splits=tuple(spec.splits), test_split=spec.test_split,
-              also_metrics=tuple(spec.get("also_metrics", ()))))
-  # Seed-major: every (task, body, start) gets its seed 0 before any gets seed 1, so a grid stopped
-  # early has every row at fewer seeds rather than some rows missing.
+          name = f"{row}/seed{seed}"
+          finetune.append(Cell(**common, name=name, overrides=(*overrides, f"seed={seed}"),
+                               workdir=os.path.join(workdir, "finetune", name), needs=needs + trials, seed=seed))
+  # Trial-major, then seed-major: every (task, body, start) gets its trial 0 (seed 0) before any gets
+  # trial 1 (seed 1), so a grid stopped early has every row at fewer rather than some rows missing.
+  for cell in sorted(trial_cells, key=lambda cell: int(cell.name.rsplit("trial", 1)[1])):
+    add(cell)
   for cell in sorted(finetune, key=lambda cell: grid_config.seeds.index(cell.seed)):
     add(cell)
   ordered = sorted(cells.values(), key=lambda cell: LEVELS[cell.kind])  # stable: grid order within a level
-  return Grid(cells=ordered, not_applicable=not_applicable)
+  return Grid(cells=ordered, not_applicable=not_applicable, search=search)
 
 
 def select(grid: Grid, patterns) -> list[Cell]:

@@ -200,7 +200,7 @@ def run_subprocess(cell: grid_lib.Cell, cores: list[int], children: Children, *,
     if code != 0:
       raise CellFailed(f"{cell.name}: `{cell.command_line()}` exited {code}; see {log_path}", code, cpu_seconds)
     evaluations = []
-    if cell.kind == "finetune":
+    if cell.kind in grid_lib.SCORED:
       log.write(f"$ {shlex.join(cell.evaluate_command())}\n")
       log.flush()
       code, evaluate_seconds, output = _run_pinned(cell.evaluate_command(), cores, log, children, capture=True,
@@ -222,5 +222,5 @@ def run_in_process(cell: grid_lib.Cell, cores: list[int], children: Children) ->
   started = time.process_time()
   loop.train_and_evaluate(cell_configs.load_config(cell.config, cell.overrides), cell.workdir, progress=False)
   evaluations = (evaluate.evaluate_workdir(cell.workdir, best=True, splits=cell.splits)
-                 if cell.kind == "finetune" else [])
+                 if cell.kind in grid_lib.SCORED else [])
   return {"evaluations": evaluations, "cpu_seconds": time.process_time() - started}

@@ -21,6 +21,18 @@ RESULT_FILE = "result.json"
 ATTEMPTS_FILE = "attempts.jsonl"  # one line per stopped or failed attempt: its wall and CPU seconds
 
 
+def settled(grid: grid_lib.Grid, cell: grid_lib.Cell) -> grid_lib.Cell | None:
+  """The cell as it runs: with its row's tuned settings (jaxlm.tools.compare.search), or None while
+  they are not decided; a cell of an untuned row as it is."""
+  return grid.search.settled(cell) if grid.search is not None and cell.search_row else cell
+
+
+def read_grid_result(grid: grid_lib.Grid, cell: grid_lib.Cell) -> dict | None:
+  """read_result of the cell as it runs (settled); None when it has not finished or cannot start yet."""
+  as_run = settled(grid, cell)
+  return None if as_run is None else read_result(as_run)
+
+
 def read_result(cell: grid_lib.Cell) -> dict | None:
   """The cell's result.json, or None when it has not finished."""
   path = os.path.join(cell.workdir, RESULT_FILE)
@@ -93,6 +105,13 @@ def _earlier_attempts(cell: grid_lib.Cell) -> list[dict]:
     return []
   with open(path, encoding="utf-8") as handle:
     return [json.loads(line) for line in handle if line.strip()]
+
+
+def failed_trial_result(cell: grid_lib.Cell, error: processes.CellFailed, wall_seconds: float) -> dict:
+  """The result.json of a trial whose command failed: a finished trial of the search, without a score."""
+  return {"name": cell.name, "kind": cell.kind, "command": cell.command_line(), "code": code_version(),
+          "wall_seconds": wall_seconds, "cpu_seconds": error.cpu_seconds, "failed": error.exit_code, "dev": None,
+          "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def build_result(cell: grid_lib.Cell, outcome: dict, wall_seconds: float) -> dict:

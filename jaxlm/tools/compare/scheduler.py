@@ -20,7 +20,7 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
    "stop_signal": the signal that stopped the grid, or 0}.
   """
   selected = grid_lib.select(grid, only)
-  cell_configs.check_configs(selected)
+  cell_configs.check_configs(selected, grid.search)
   slots = queue.Queue()
   for slot in processes.core_slots(parallel):
     slots.put(slot)
@@ -29,14 +29,19 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
   stop = threading.Event()  # set by an interrupted cell: no further cell starts
   children = processes.Children()
 
+  def finished(cell: grid_lib.Cell) -> bool:
+    return result_files.read_grid_result(grid, cell) is not None
+
   def run_one(cell: grid_lib.Cell) -> None:
     if stop.is_set():
       return
-    if result_files.read_result(cell) is not None:
+    if finished(cell):
       with lock:
         report["finished_before"].append(cell.name)
       return
-    missing = [need for need in cell.needs if result_files.read_result(grid.cell(need)) is None]
+    missing = [need for need in cell.needs if not finished(grid.cell(need))]
+    if not missing and cell.kind == "finetune" and result_files.settled(grid, cell) is None:
+      missing = [f"a trial of its row that did not fail ({cell.search_row}'s trials all failed)"]
     if missing:
       with lock:
         report["blocked"].append(cell.name)
@@ -47,20 +52,35 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
       if stop.is_set():  # stopped while this cell waited for cores
         return
       with processes.cell_lock(cell) as locked:
-        if not locked or result_files.read_result(cell) is not None:  # another call runs it, or just finished it
+        if not locked or finished(cell):  # another call runs it, or just finished it
           with lock:
             report["busy"].append(cell.name)
           log(f"[busy] {cell.name}: another launch/compare.py is running it")
           return
+        if cell.search_row:  # its settings: a trial's asked now (or again, resumed), a seed cell's the row's best
+          cell = grid.search.begin(cell)
         log(f"[run] {cell.name} on cores {cores}: {cell.command_line()}")
         started = time.time()
-        outcome = runner(cell, cores, children)
+        try:
+          outcome = runner(cell, cores, children)
+        except processes.CellFailed as error:
+          if cell.kind != "trial" or error.interrupted:
+            raise
+          # A trial that fails (its settings diverged, say) is a finished trial without a score.
+          grid.search.tell(cell, None)
+          result_files.write_result(cell, result_files.failed_trial_result(cell, error, time.time() - started))
+          log(f"[trial failed] {error}")
+          with lock:
+            report["ran"].append(cell.name)
+          return
         result = result_files.build_result(cell, outcome, time.time() - started)
+        if cell.kind == "trial":  # told before the result is written: a kill between the two reruns the trial
+          grid.search.tell(cell, result["dev"])
         result_files.write_result(cell, result)
       with lock:
         report["ran"].append(cell.name)
       log(f"[done] {cell.name} in {result['wall_seconds']:.0f} s"
-          + (f": {cell.metric} dev {result['dev']:.4f}" if cell.kind == "finetune" else ""))
+          + (f": {cell.metric} dev {result['dev']:.4f}" if cell.kind in grid_lib.SCORED else ""))
     except processes.CellFailed as error:
       result_files.record_attempt(cell, error, time.time() - started)
       with lock:
@@ -102,9 +122,13 @@ def status_lines(grid: grid_lib.Grid, only=()) -> list[str]:
   """One line per selected cell: [done] / [todo], its name and its exact command (--dry_run)."""
   lines = []
   selected = grid_lib.select(grid, only)
-  cell_configs.check_configs(selected)
+  cell_configs.check_configs(selected, grid.search)
   for cell in selected:
-    state = "done" if result_files.read_result(cell) is not None else "todo"
-    lines.append(f"[{state}] {cell.name}\n    {cell.command_line()}")
+    as_run = result_files.settled(grid, cell)
+    if as_run is None:  # a trial not asked yet, a seed cell of a row still searching
+      lines.append(f"[todo] {cell.name}\n    {cell.command_line()}  # + the settings its row's search decides")
+      continue
+    state = "done" if result_files.read_result(as_run) is not None else "todo"
+    lines.append(f"[{state}] {cell.name}\n    {as_run.command_line()}")
   lines += [f"[n/a] {reason}" for reason in grid.not_applicable]
   return lines

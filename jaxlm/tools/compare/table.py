@@ -29,7 +29,9 @@ def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
   """(fine-tuning results, pre-training results) of the grid's finished cells."""
   finetune, pretrain = [], []
   for cell in grid.cells:
-    result = result_files.read_result(cell)
+    if cell.kind == "trial":  # the search's: search_lines
+      continue
+    result = result_files.read_grid_result(grid, cell)
     if result is None:
       continue
     if cell.kind == "finetune":
@@ -139,7 +141,8 @@ def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list
   for row in table:
     if math.isnan(row["dev_vs_scratch"]):
       continue
-    chain = grid.needs_of(first_cell[(row["task"], row["body"], row["start"])])
+    chain = [name for name in grid.needs_of(first_cell[(row["task"], row["body"], row["start"])])
+             if grid.cell(name).kind in ("fasttext", "pretrain")]
     if not chain or any(name not in cpu_minutes for name in chain):
       continue
     p = row["vs_scratch_p"]
@@ -151,6 +154,29 @@ def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list
                  f"({' + '.join(name.split('/', 1)[1] for name in chain)}) and bought "
                  f"{row['dev_vs_scratch']:+.3f} dev {row['metric']} over scratch "
                  f"(Welch's t-test, {_p_value(p)}{verdict}).")
+  return lines
+
+
+def search_lines(grid: grid_lib.Grid) -> list[str]:
+  """The tuning: the search space, then per row its finished trials, their CPU cost, and the best
+  trial's dev score and settings (the settings its seed cells ran with). [] for a grid without a search."""
+  if grid.search is None:
+    return []
+  search = grid.search
+  space = "; ".join(f"{name}: {spec['kind']} " + (f"{tuple(spec['choices'])}" if spec["kind"] == "choice"
+                                                   else f"{spec['low']:g}..{spec['high']:g}")
+                    for name, spec in search.space.items())
+  rows = list(dict.fromkeys(cell.search_row for cell in grid.cells if cell.kind == "trial"))
+  cost = {}
+  for cell in grid.cells:
+    if cell.kind == "trial":
+      result = result_files.read_grid_result(grid, cell)
+      cost[cell.search_row] = cost.get(cell.search_row, 0.0) + ((result or {}).get("cpu_seconds") or 0.0)
+  lines = [f"Tuning: {search.trials} trials per row (Optuna TPE, the first {search.startup_trials} at random), "
+           f"trained with seed {search.seed} and scored on dev; the row's seeds then ran with its best trial's "
+           f"settings. Space: {space}."]
+  for row, line in zip(rows, search.summary(rows)):
+    lines.append(f"{line} ({cost[row] / 60:.1f} CPU-minutes of trials)")
   return lines
 
 
@@ -168,7 +194,7 @@ def _also(row: dict) -> str:
   return "; ".join(f"{metric} {_number(mean, std)}" for metric, (mean, std) in row["also"].items())
 
 
-def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=()) -> str:
+def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=(), tuning=()) -> str:
   also = any(row["also"] for row in table)  # a column only for grids with also_metrics
   lines = [pretraining_cost(pretrain), "",
            "| task (metric) | body | start | seeds | dev mean [95% CI] | test mean [95% CI] | "
@@ -199,6 +225,8 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
             "mean of the task (higher is better for every metric here)."]
   if bought_lines:
     lines += ["", "What the pre-training bought, per row that reads it:", *bought_lines]
+  if tuning:
+    lines += ["", *tuning]
   if results:
     lines += ["", code_versions(results)]
   return "\n".join(lines) + "\n"
@@ -258,7 +286,8 @@ def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   table = rows(grid, finetune)
   os.makedirs(workdir, exist_ok=True)
   paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
-  text_files.write_text(paths["md"], markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain)))
+  text_files.write_text(paths["md"], markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain),
+                                              search_lines(grid)))
   write_csv(table, paths["csv"])
   if table:
     plot(table, paths["svg"])
