@@ -173,3 +173,29 @@ def test_a_workdir_describes_its_run_and_reopening_it_builds_no_task(tiny_corpus
   os.remove(os.path.join(workdir, checkpoint.RUN_FILE))
   with pytest.raises(errors.WorkdirError, match=r"run.json not found: .* does not say which validation metric"):
     checkpoint.load_run(workdir)
+
+
+class _Task:
+  best_metric, best_mode = "accuracy", "max"
+
+
+def _stops_at(values, patience, workdir, **settings):
+  """The 1-based validation at which EarlyStopping says stop, or None."""
+  stopping = loop.EarlyStopping(_Task, patience, str(workdir), 0, **settings)
+  for index, value in enumerate(values, 1):
+    if stopping.update(value):
+      return index
+  return None
+
+
+def test_early_stopping_counts_validations_since_the_best(tmp_path):
+  values = [0.50, 0.60, 0.55, 0.58, 0.61, 0.59, 0.60]
+  assert _stops_at(values, 2, tmp_path) == 4  # best 0.60 at 2; 3 and 4 are worse
+  assert _stops_at(values, 3, tmp_path) is None  # 0.61 at 5 resets the count
+  assert _stops_at(values, 0, tmp_path) is None  # 0: never
+  # A resumed run rebuilds the count from metrics.jsonl's validations up to its restored step.
+  with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as handle:
+    for step, value in enumerate(values[:3], 1):
+      handle.write(json.dumps({"step": step, "kind": "valid", "accuracy": value}) + "\n")
+  resumed = loop.EarlyStopping(_Task, 2, str(tmp_path), 3)
+  assert resumed.update(values[3])  # the 4th validation stops it, as in the uninterrupted run
