@@ -122,5 +122,11 @@ def test_a_smoke_variant_trains_and_scores_as_pinned(case, data, cache_dir, tmp_
   np.testing.assert_allclose([found["train_loss"][step] for step in sorted(pinned["train_loss"])],
                              [pinned["train_loss"][step] for step in sorted(pinned["train_loss"])], rtol=2e-6)
   assert sorted(found["valid"]) == sorted(pinned["valid"])
-  np.testing.assert_allclose([found["valid"][key] for key in sorted(pinned["valid"])],
-                             [pinned["valid"][key] for key in sorted(pinned["valid"])], rtol=2e-6, atol=1e-9)
+  for key in sorted(pinned["valid"]):
+    # An embedding head's accuracies are nearest-neighbour decisions among the fixture's random
+    # vectors, some of them near-ties that the CPU's float rounding decides: 2 of 309 tokens
+    # flipped between the Intel machine the pins were recorded on and an AMD EPYC, with every
+    # loss equal to 2e-6. Such accuracies may differ by 1 point (3 tokens); losses pin the arithmetic.
+    neighbour_decided = key.startswith("accuracy") and bool(config.model.get("target_vectors"))
+    np.testing.assert_allclose(found["valid"][key], pinned["valid"][key], rtol=2e-6,
+                               atol=0.01 if neighbour_decided else 1e-9, err_msg=f"{case}: valid {key}")
