@@ -130,6 +130,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.keep_checkpoints = 2  # the last N, plus the best by the task's validation metric
   # Early stopping: stop after this many validations without a better best metric; 0 = never.
   config.train.patience = 0
+  # The metric patience follows: the mean of the last N validations (1 = each as it is), so a
+  # noisy dev metric (RuCoLA's MCC moves by +-0.1 between validations) neither stops a run nor
+  # keeps it going on one lucky reading. The best checkpoint is still each validation's own.
+  config.train.patience_window = 1
   # Steps whose loss, gradient or new parameters are NaN/Inf: 0 stops the run at the first (no
   # such state is ever saved); N > 0 skips up to N of them (the step changes nothing), then stops.
   config.train.max_bad_steps = 0

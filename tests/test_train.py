@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config
-from jaxlm import checkpoint
+from jaxlm import checkpoint, errors
 from jaxlm.training import experiments, loop, optim, steps
 from jaxlm.data import lm_batches
 from jaxlm.models import build_model
@@ -199,3 +199,23 @@ def test_early_stopping_counts_validations_since_the_best(tmp_path):
       handle.write(json.dumps({"step": step, "kind": "valid", "accuracy": value}) + "\n")
   resumed = loop.EarlyStopping(_Task, 2, str(tmp_path), 3)
   assert resumed.update(values[3])  # the 4th validation stops it, as in the uninterrupted run
+
+
+def test_early_stopping_can_follow_a_moving_mean_of_validations(tmp_path):
+  # A rising metric with one noisy dip: each validation's own value stops at the 4th (0.52 and
+  # 0.56 are below 0.60); the 3-validation mean (0.50, 0.55, 0.54, 0.56, 0.553, 0.577, 0.597)
+  # is beaten at 4, 6 and 7, so the run goes on.
+  values = [0.50, 0.60, 0.52, 0.56, 0.58, 0.59, 0.62]
+  assert _stops_at(values, 2, tmp_path) == 4
+  assert _stops_at(values, 2, tmp_path, window=3) is None
+  # A falling mean stops it: (0.55, 0.54, 0.53) after the best 0.56 mean at 4.
+  assert _stops_at(values + [0.45, 0.40, 0.35], 2, tmp_path, window=3) == 9
+  # A resume rebuilds the window from metrics.jsonl and stops where the uninterrupted run does.
+  values = values + [0.45, 0.40, 0.35]
+  with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as handle:
+    for step, value in enumerate(values[:6], 1):
+      handle.write(json.dumps({"step": step, "kind": "valid", "accuracy": value}) + "\n")
+  resumed = loop.EarlyStopping(_Task, 2, str(tmp_path), 6, window=3)
+  assert [resumed.update(value) for value in values[6:9]] == [False, False, True]
+  with pytest.raises(errors.ConfigError, match="train.patience_window=0"):
+    loop.EarlyStopping(_Task, 2, str(tmp_path), 0, window=0)

@@ -7,6 +7,7 @@ through the experiment (jaxlm.training.experiments); the loop never branches on 
 the model family.
 """
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -258,13 +259,20 @@ class Intervals:
 class EarlyStopping:
   """Counts validations since the best one, by the task's metric (train.patience).
 
-  Rebuilt on a resume from the validations metrics.jsonl recorded up to the restored
-  step, so a resumed run stops where the uninterrupted one would have.
+  window (train.patience_window): the metric it follows is the mean of the last `window`
+  validations (fewer before there are that many), so that one noisy validation neither
+  resets the count nor ends it; 1 follows each validation as it is. The best checkpoint is
+  still picked by each validation's own value. Rebuilt on a resume from the validations
+  metrics.jsonl recorded up to the restored step, so a resumed run stops where the
+  uninterrupted one would have.
   """
 
-  def __init__(self, task, patience: int, workdir: str, start_step: int):
+  def __init__(self, task, patience: int, workdir: str, start_step: int, window: int = 1):
+    if window < 1:
+      raise errors.ConfigError(f"train.patience_window={window}: give 1 (each validation) or more (a moving mean)")
     self.metric, self.sign, self.patience = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, patience
     self.best, self.since_best = math.inf, 0
+    self.recent = collections.deque(maxlen=window)  # the last `window` validations' values
     for record in read_records(workdir):
       if (record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record
           and not record.get("interrupted")):
@@ -272,8 +280,10 @@ class EarlyStopping:
 
   def update(self, value: float) -> bool:
     """Records a validation; True when patience has run out."""
-    if self.sign * value < self.best:
-      self.best, self.since_best = self.sign * value, 0
+    self.recent.append(value)
+    smoothed = sum(self.recent) / len(self.recent)
+    if self.sign * smoothed < self.best:
+      self.best, self.since_best = self.sign * smoothed, 0
     else:
       self.since_best += 1
     return self.patience > 0 and self.since_best >= self.patience
@@ -302,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   # Records after the restored step belong to steps this run repeats: dropped, not duplicated.
   keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
 
-  early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step)
+  early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step, train_config.patience_window)
   max_bad_steps = train_config.max_bad_steps
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = steps.make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
@@ -322,6 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                              limit=train_config.eval_tokens)
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
+    summary["examples_seen"] = step * train_config.batch_size  # a learning curve's x axis beside time
     if record:  # A validation the uninterrupted run would not have made: early stopping skips it.
       writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
     return summary
@@ -387,7 +398,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
           # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
           patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])
           if distributed.agree_any([patience_over])[0]:
-            say(f"stopping at step {step}: no better valid {task.best_metric} in the last "
+            smoothed = (f" (mean of the last {train_config.patience_window})"
+                        if train_config.patience_window > 1 else "")
+            say(f"stopping at step {step}: no better valid {task.best_metric}{smoothed} in the last "
                 f"train.patience={train_config.patience} validations")
             break
         bar.update(1)
