@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from configs import compare_ru
-from jaxlm.tools.compare import cell_configs, processes, result_files, scheduler, table
+from jaxlm.tools.compare import cell_configs, cluster, processes, result_files, scheduler, table
 from jaxlm.tools.compare import grid as grid_lib
 from task_fixtures import write_classification, write_treebank
 
@@ -443,6 +443,39 @@ def test_the_subprocess_runner_trains_scores_skips_and_compiles_a_row_once(tmp_p
   finally:
     os.chdir(cwd)
   shutil.rmtree(tmp_path / "grid")
+
+
+@pytest.mark.slow
+def test_cells_run_as_submitit_jobs_with_its_local_executor(tmp_path):
+  """--cluster: each cell is a submitit job (SLURM in production; the local executor here runs the
+  same job as a process of this machine): trained, scored and recorded as the local runner does."""
+  grid = smoke_grid(tmp_path)
+  only = ["rucola/fasttext/scratch/seed0"]
+  cwd = os.getcwd()
+  os.chdir(grid_lib.ROOT)  # commands name launch/*.py relative to the repository root
+  try:
+    executor = cluster.make_executor("local", str(tmp_path / "submitit"), cluster.parse_parameters(["timeout_min=10"]))
+    report = scheduler.run_grid(grid, only=only, runner=cluster.SubmititRunner(executor), slots=[[]],
+                                log=lambda line: None)
+  finally:
+    os.chdir(cwd)
+  assert report["ran"] == only and scheduler.exit_status(report) == 0
+  result = result_files.read_result(grid.cell(only[0]))
+  assert np.isfinite(result["dev"]) and result["cpu_seconds"] > 0 and result["examples_seen"] == 48
+  assert set(result["splits"]) == {"valid", "valid_out_of_domain"}
+  assert os.listdir(tmp_path / "submitit")  # the job's pickles and logs
+
+
+def test_cluster_flags_are_checked_before_anything_is_submitted(tmp_path):
+  with pytest.raises(grid_lib.GridError, match="--cluster=pbs: give one of"):
+    cluster.make_executor("pbs", str(tmp_path), {})
+  with pytest.raises(grid_lib.GridError, match="'partition' is not key=value"):
+    cluster.parse_parameters(["partition"])
+  assert cluster.parse_parameters(["timeout_min=30", "slurm_partition=cpu"]) == {"timeout_min": 30,
+                                                                                 "slurm_partition": "cpu"}
+  if not shutil.which("srun"):  # not a SLURM node: said in one line, before any job
+    with pytest.raises(grid_lib.GridError, match="--cluster=slurm: .*SLURM login node"):
+      cluster.make_executor("slurm", str(tmp_path), {})
 
 
 def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_runs(tmp_path):

@@ -81,6 +81,8 @@ LAUNCHER_MISTAKES = {
                                "give --step or --best, not both"),
     "predict-no-output": ("predict.py", ["--workdir={tmp}/missing"], "--output"),
     "plot-not-an-image": ("plot.py", ["--run=a={tmp}/missing", "--output={tmp}/plot.pdf"], "give a .png or .svg"),
+    "compare-unknown-cluster": ("compare.py", ["--grid=configs/compare_ru.py:smoke", "--workdir={tmp}/missing",
+                                               "--cluster=pbs"], "--cluster=pbs: give one of ('slurm', 'local')"),
     "compare-a-training-config": ("compare.py", ["--grid=configs/quickstart.py:smoke", "--workdir={tmp}/grid"],
                                   "it is not a grid config"),
     # The seed is an int32 argument of the compiled init and step.

@@ -109,6 +109,7 @@ class Children:
   def __init__(self):
     self._lock = threading.RLock()  # re-entrant: the handler may interrupt the main thread anywhere
     self._running: set[subprocess.Popen] = set()
+    self._jobs: set = set()  # cluster jobs (jaxlm.tools.compare.cluster): cancelled, not signalled
     self.stop_signal = 0  # the signal that stopped the grid; no command starts after it
 
   def start(self, argv: list[str], **popen_arguments) -> subprocess.Popen | None:
@@ -124,6 +125,19 @@ class Children:
     with self._lock:
       self._running.discard(process)
 
+  def submit(self, make_job):
+    """make_job(): a submitted cluster job (submitit's Job), or None without calling it if the grid was stopped."""
+    with self._lock:
+      if self.stop_signal:
+        return None
+      job = make_job()
+      self._jobs.add(job)
+      return job
+
+  def finished_job(self, job) -> None:
+    with self._lock:
+      self._jobs.discard(job)
+
   def pass_on(self, signal_number: int) -> None:
     with self._lock:
       self.stop_signal = signal_number
@@ -131,6 +145,9 @@ class Children:
         # os.kill, not send_signal: that polls, and could reap the exit its thread's wait4 waits for.
         with contextlib.suppress(ProcessLookupError):
           os.kill(process.pid, signal_number)
+      for job in self._jobs:  # the job's command gets a SIGINT (local) or SIGTERM (scancel) and saves
+        with contextlib.suppress(Exception):
+          job.cancel(check=False)
 
   @contextlib.contextmanager
   def passing_on_stop_signals(self, stop: threading.Event):

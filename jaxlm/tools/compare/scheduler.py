@@ -9,7 +9,8 @@ from jaxlm.tools.compare import cell_configs, processes, result_files
 from jaxlm.tools.compare import grid as grid_lib
 
 
-def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processes.run_subprocess, log=print) -> dict:
+def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processes.run_subprocess, log=print,
+             slots=None) -> dict:
   """Runs every selected cell that has no result, `parallel` at a time, level by level.
 
   A cell whose needed cell has no result (it failed) is skipped as blocked; a cell stopped by
@@ -18,12 +19,14 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
   runner(cell, cores, children)); a cell another process is running is skipped as busy. Returns
   {"ran", "finished_before", "failed", "blocked", "interrupted", "busy": [cell names],
    "stop_signal": the signal that stopped the grid, or 0}.
+  slots: what each of the `parallel` concurrent cells is given as its cores; None = this machine's
+  cores dealt into `parallel` groups (processes.core_slots). A cluster runner places its jobs itself.
   """
   selected = grid_lib.select(grid, only)
   cell_configs.check_configs(selected, grid.search)
-  slots = queue.Queue()
-  for slot in processes.core_slots(parallel):
-    slots.put(slot)
+  free = queue.Queue()  # the slots no cell holds
+  for slot in processes.core_slots(parallel) if slots is None else slots:
+    free.put(slot)
   report = {"ran": [], "finished_before": [], "failed": [], "blocked": [], "interrupted": [], "busy": []}
   lock = threading.Lock()
   stop = threading.Event()  # set by an interrupted cell: no further cell starts
@@ -47,7 +50,7 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
         report["blocked"].append(cell.name)
       log(f"[blocked] {cell.name}: needs {', '.join(missing)}")
       return
-    cores = slots.get()
+    cores = free.get()
     try:
       if stop.is_set():  # stopped while this cell waited for cores
         return
@@ -91,7 +94,7 @@ def run_grid(grid: grid_lib.Grid, *, parallel: int = 1, only=(), runner=processe
       else:
         log(f"[failed] {error}")
     finally:
-      slots.put(cores)
+      free.put(cores)
 
   with children.passing_on_stop_signals(stop):
     for level in sorted(set(grid_lib.LEVELS.values())):
