@@ -15,6 +15,8 @@ launch/evaluate.py. Cells read ../shared/data (paths relative to the repository 
 Keys:
   finetune           the config every fine-tuning cell is a variant of
   finetune_variants  variants added to every cell's ("smoke" in the smoke grid)
+  pretrain_seeds     one pre-training cell per seed and start ((0,) = one shared); fine-tuning seed
+                     k reads pre-training k mod len(pretrain_seeds)
   tasks, bodies, starts, seeds   the grid (starts: jaxlm.tools.compare.grid.STARTS: scratch |
                      fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one) |
                      bpe_fasttext (BPE pieces, each row from FastText))
@@ -89,6 +91,10 @@ def get_config(arg: str | None = None):
   config.bodies = ("fasttext", "lstm", "tcn", "transformer")
   config.starts = ("scratch", "fasttext", "frozen", "mlm", "clm")
   config.seeds = (0, 1, 2)
+  # Independent pre-trainings per pre-trained start (each FastText, masked-LM and causal-LM cell
+  # once per seed here); a row's fine-tuning seeds take them in turn, so its spread includes
+  # pre-training's own variance. (0,): one pre-training shared by every seed.
+  config.pretrain_seeds = (0,)
   config.overrides = ("train.steps=400", "train.eval_every=50", "train.patience=0")
   # The tuning budget, equal for every row (jaxlm/tools/compare/search.py); 0 trials: no search,
   # every row runs configs/finetune.py's settings (its per-body learning rates).

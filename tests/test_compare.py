@@ -478,6 +478,33 @@ def test_cluster_flags_are_checked_before_anything_is_submitted(tmp_path):
       cluster.make_executor("slurm", str(tmp_path), {})
 
 
+def test_pre_trained_rows_take_independent_pre_trainings_in_turn(tmp_path):
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.starts, config.seeds = ("rucola",), ("lstm",), ("scratch", "fasttext", "mlm"), (0, 1, 2)
+  config.task.rucola.extra_starts = ()
+  one = grid_lib.expand(config, str(tmp_path))
+  config.pretrain_seeds = (0, 1)
+  two = grid_lib.expand(config, str(tmp_path))
+  # The first pre-training keeps the names and commands of a grid with one.
+  shared = {cell.name: cell for cell in one.cells if cell.kind in ("fasttext", "pretrain")}
+  assert sorted(shared) == ["pretrain/ru/fasttext", "pretrain/ru/mlm_lstm"]
+  assert all(two.cell(name) == cell for name, cell in shared.items())
+  second = {cell.name: cell for cell in two.cells if cell.name not in shared and cell.kind != "finetune"}
+  assert sorted(second) == ["pretrain/ru/fasttext_seed1", "pretrain/ru/mlm_lstm_seed1"]
+  assert second["pretrain/ru/fasttext_seed1"].overrides[-1] == "fasttext.seed=1"
+  assert second["pretrain/ru/mlm_lstm_seed1"].overrides[-1] == "seed=1"
+  assert second["pretrain/ru/mlm_lstm_seed1"].needs == ("pretrain/ru/fasttext_seed1",)
+  assert any("fasttext_seed1/fasttext.bin" in override for override in second["pretrain/ru/mlm_lstm_seed1"].overrides)
+  # Fine-tuning seeds 0, 1, 2 read pre-trainings 0, 1, 0; scratch reads none.
+  for start, first, other in (("mlm", "pretrain/ru/mlm_lstm", "pretrain/ru/mlm_lstm_seed1"),
+                              ("fasttext", "pretrain/ru/fasttext", "pretrain/ru/fasttext_seed1")):
+    assert [two.cell(f"rucola/lstm/{start}/seed{seed}").needs for seed in (0, 1, 2)] == [(first,), (other,), (first,)]
+  assert all(not two.cell(f"rucola/lstm/scratch/seed{seed}").needs for seed in (0, 1, 2))
+  config.pretrain_seeds = (1, 1)
+  with pytest.raises(grid_lib.GridError, match=r"pretrain_seeds=\(1, 1\): give distinct seeds"):
+    grid_lib.expand(config, str(tmp_path))
+
+
 def test_an_override_the_config_does_not_have_stops_the_grid_before_any_cell_runs(tmp_path):
   """Grid keys change on the command line (--grid.pretrain.ru.mlm.overrides=...); a mistyped key or
   value is an error naming the cell, the override and the config, before anything runs, and

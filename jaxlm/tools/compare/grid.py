@@ -110,7 +110,7 @@ def _format(text: str, **values) -> str:
 
 
 GRID_KEYS = ("tasks", "bodies", "starts", "seeds", "task", "pretrain", "finetune", "finetune_variants", "overrides",
-             "search")
+             "search", "pretrain_seeds")
 
 
 def expand(grid_config, workdir: str) -> Grid:
@@ -130,7 +130,13 @@ def expand(grid_config, workdir: str) -> Grid:
     cells.setdefault(cell.name, cell)
     return cells[cell.name]
 
-  def pretrain(language: str, kind: str, body: str) -> Cell | None:
+  replicas = tuple(grid_config.pretrain_seeds)
+  if not replicas or len(set(replicas)) != len(replicas):
+    raise GridError(f"grid config pretrain_seeds={replicas}: give distinct seeds, one per independent pre-training")
+
+  def pretrain(language: str, kind: str, body: str, replica: int = 0) -> Cell | None:
+    """The pre-training cell of (language, kind, body) trained with seed pretrain_seeds[replica]; the first
+    keeps the name and command a grid of one pre-training per start has always had."""
     if language not in grid_config.pretrain:
       raise GridError(f"grid config pretrain has no language {language!r} (a task's language); "
                       f"it has {sorted(grid_config.pretrain)}")
@@ -145,9 +151,12 @@ def expand(grid_config, workdir: str) -> Grid:
       overrides += tuple(source.body_overrides[body])
     needs, values = (), {"body": body}
     if kind != "fasttext" and any("{fasttext}" in override for override in overrides):
-      fasttext = pretrain(language, "fasttext", body)
+      fasttext = pretrain(language, "fasttext", body, replica)
       needs, values = (fasttext.name,), {**values, "fasttext": fasttext.output}
-    suffix = "" if kind == "fasttext" else f"_{body}"
+    seed = replicas[replica]
+    suffix = ("" if kind == "fasttext" else f"_{body}") + (f"_seed{seed}" if replica else "")
+    if seed != 0:  # its own seed (0 is the configs' own): the FastText vectors' (fasttext.seed) or the network's
+      overrides += (f"fasttext.seed={seed}" if kind == "fasttext" else f"seed={seed}",)
     name = f"pretrain/{language}/{kind}{suffix}"
     return add(Cell(name=name, kind="fasttext" if kind == "fasttext" else "pretrain",
                     config=_format(source.config, **values),
@@ -166,35 +175,46 @@ def expand(grid_config, workdir: str) -> Grid:
         if start not in STARTS:
           raise GridError(f"grid config starts: {start!r} is not one of {list(STARTS)}")
         variant, source = STARTS[start]
-        needs, start_overrides = (), ()
-        if source == "fasttext":
-          fasttext = pretrain(spec.language, "fasttext", body)
-          needs, start_overrides = (fasttext.name,), (f"model.fasttext_path={fasttext.output}",)
-        elif source is not None:
-          pre_trained = pretrain(spec.language, source, body) if body != "fasttext" else None
-          if pre_trained is None:
-            not_applicable.append(f"{task}/{body}/{start}: no {source} pre-training of this body "
-                                  f"(grid config pretrain.{spec.language}.{source}.bodies)")
-            continue
-          needs, start_overrides = (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:best",)
+
+        def start_of(replica: int):
+          """(needs, overrides) of a cell starting from pre-training replica `replica`; None: none of this body."""
+          if source == "fasttext":
+            fasttext = pretrain(spec.language, "fasttext", body, replica)
+            return (fasttext.name,), (f"model.fasttext_path={fasttext.output}",)
+          if source is not None:
+            pre_trained = pretrain(spec.language, source, body, replica) if body != "fasttext" else None
+            if pre_trained is None:
+              return None
+            return (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:best",)
+          return (), ()
+
+        if start_of(0) is None:
+          not_applicable.append(f"{task}/{body}/{start}: no {source} pre-training of this body "
+                                f"(grid config pretrain.{spec.language}.{source}.bodies)")
+          continue
         row = f"{task}/{body}/{start}"
         config = f"{grid_config.finetune}:task={task},body={body},{variant}{extra}"
-        overrides = (*grid_config.overrides, *spec.overrides, *start_overrides)
         common = dict(kind="finetune", config=config, task=task, body=body, start=start, metric=spec.metric,
                       splits=tuple(spec.splits), test_split=spec.test_split,
                       also_metrics=tuple(spec.get("also_metrics", ())), search_row=row if search else "")
         trials = ()
         if search is not None:
-          # The row's trials: its seed cells' command, the search's seed, scored on dev only.
+          # The row's trials: its seed cells' command from the first pre-training, the search's seed,
+          # scored on dev only.
+          needs, start_overrides = start_of(0)
+          overrides = (*grid_config.overrides, *spec.overrides, *start_overrides)
           row_trials = [Cell(**{**common, "kind": "trial", "splits": tuple(spec.splits[:1]), "test_split": ""},
                              name=f"{row}/trial{k}", overrides=(*overrides, f"seed={search.seed}"),
                              workdir=os.path.join(workdir, "search", row, f"trial{k}"), needs=needs,
                              seed=search.seed) for k in range(search.trials)]
           trial_cells += row_trials
           trials = tuple(cell.name for cell in row_trials)
-        for seed in grid_config.seeds:
+        for index, seed in enumerate(grid_config.seeds):
+          # Seeds take the pre-trainings in turn, so a pre-trained row's spread samples pre-training too.
+          needs, start_overrides = start_of(index % len(replicas) if source is not None else 0)
           name = f"{row}/seed{seed}"
-          finetune.append(Cell(**common, name=name, overrides=(*overrides, f"seed={seed}"),
+          finetune.append(Cell(**common, name=name,
+                               overrides=(*grid_config.overrides, *spec.overrides, *start_overrides, f"seed={seed}"),
                                workdir=os.path.join(workdir, "finetune", name), needs=needs + trials, seed=seed))
   # Trial-major, then seed-major: every (task, body, start) gets its trial 0 (seed 0) before any gets
   # trial 1 (seed 1), so a grid stopped early has every row at fewer rather than some rows missing.
