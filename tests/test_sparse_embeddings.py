@@ -137,6 +137,25 @@ def test_the_lazy_step_sees_the_dense_step_s_loss_and_gradient_and_moves_only_ro
   assert len(dense_moved) > len(read)  # dense AdamW's decay moves every row
 
 
+def test_the_lazy_step_finds_its_rows_from_the_host_batch_without_reading_the_devices(sentences, monkeypatch):
+  config = finetune_config("task=rucola,body=fasttext", sentences, **{"optim.embedding_updates": "lazy"})
+  _, _, from_devices, _ = _first_steps(config)
+  experiment = experiments.build_experiment(config)
+  state = experiments.init_experiment_state(experiment)
+  step = steps.make_train_step(experiment.model, experiment.task.loss, experiment.optimizer, experiment.mesh, state,
+                               config.seed, sparse_embeddings=True)
+  reads = []
+  original = jax.device_get
+  monkeypatch.setattr(jax, "device_get", lambda tree: reads.append(tree) or original(tree))
+  for index in range(2):
+    batch = experiment.task.train_batch(index, seed=config.seed, batch_size=config.train.batch_size)
+    state, _ = step(state, experiments.global_batch(experiment.mesh, batch), host_inputs=batch["inputs"])
+  monkeypatch.undo()
+  assert reads == []  # no copy of the batch back from the devices
+  after = jax.device_get(state.params)
+  np.testing.assert_array_equal(after["input_layer"]["table"], from_devices["input_layer"]["table"])
+
+
 def test_one_device_equals_four_with_lazy_updates(sentences):
   # 8 rows over 4 devices: every device reads its own words, the update covers them all.
   assert_one_device_step_matches_four(finetune_config("task=rucola,body=lstm", sentences,

@@ -350,7 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
       while step < train_config.steps:
         local = task.train_batch(step, seed=config.seed, batch_size=train_config.batch_size,
                                  process_index=jax.process_index(), process_count=jax.process_count())
-        state, step_metrics = train_step(state, experiments.global_batch(mesh, local))
+        # The host rows too: lazy embedding updates find the rows a batch reads from them.
+        state, step_metrics = train_step(state, experiments.global_batch(mesh, local), host_inputs=local["inputs"])
         in_flight.add(step_metrics)
         step += 1
         intervals.add_step(step_metrics, local["inputs"].size * jax.process_count())

@@ -194,18 +194,26 @@ class TrainStep:
     # compiled: the step compiled for `capacity` embedding rows (-1: dense); other capacities go through jitted.
     self.jitted, self.seed, self.reader, self.compiled, self.capacity = jitted, seed, reader, compiled, capacity
 
-  def arguments(self, state, batch) -> tuple:
-    """The jitted step's arguments: (state, batch, seed[, embedding rows])."""
+  def arguments(self, state, batch, host_inputs=None) -> tuple:
+    """The jitted step's arguments: (state, batch, seed[, embedding rows]).
+
+    host_inputs: batch["inputs"] as the host array it was read as (one process): the embedding rows
+    are then found from it, without copying the batch back from the devices, a synchronisation
+    that would stall a GPU's queue of steps every step."""
     if self.reader is None:
       return state, batch, self.seed
-    inputs = batch["inputs"]
-    if not getattr(inputs, "is_fully_addressable", True):  # other processes hold rows of the global batch
-      from jax.experimental import multihost_utils
-      inputs = multihost_utils.process_allgather(inputs, tiled=True)
-    return state, batch, self.seed, self.reader.rows(jax.device_get(inputs))
+    if host_inputs is not None and jax.process_count() == 1:
+      inputs = host_inputs
+    else:
+      inputs = batch["inputs"]
+      if not getattr(inputs, "is_fully_addressable", True):  # other processes hold rows of the global batch
+        from jax.experimental import multihost_utils
+        inputs = multihost_utils.process_allgather(inputs, tiled=True)
+      inputs = jax.device_get(inputs)
+    return state, batch, self.seed, self.reader.rows(inputs)
 
-  def __call__(self, state, batch):
-    arguments = self.arguments(state, batch)
+  def __call__(self, state, batch, host_inputs=None):
+    arguments = self.arguments(state, batch, host_inputs)
     capacity = arguments[3].size if self.reader is not None else -1
     step = self.compiled if self.compiled is not None and capacity == self.capacity else self.jitted
     return step(*arguments)
