@@ -21,7 +21,9 @@ Keys:
                      fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one) |
                      bpe_fasttext (BPE pieces, each row from FastText))
   overrides          "key=value" for every fine-tuning cell: the equal budget
-  task.<name>        language (which pre-training), metric (its summary key in the table),
+  task.<name>        (rucola, upos, xquad_ru, sst2, and squad_en: English SQuAD with the reader,
+                     in a grid by --grid.tasks="('rucola','upos','sst2','squad_en')")
+                     language (which pre-training), metric (its summary key in the table),
                      splits (scored at the best checkpoint, "valid" first), test_split
                      (a labelled split that picks no checkpoint, the table's "test"; "" = none),
                      overrides (its data path), extra_starts (starts for this task
@@ -124,6 +126,9 @@ def get_config(arg: str | None = None):
       # F1 picks the checkpoint; exact match (SQuAD's other number) is shown beside it.
       xquad_ru=_task("ru", "f1", ("valid",), "", "../shared/data/xquad", also_metrics=("exact_match",)),
       sst2=_task("en", "accuracy", ("valid",), "", "../shared/data/sst2"),
+      # English SQuAD v1.1 with the question-aware reader: checkpoints picked on the training
+      # slice's held-out articles, scored on the official dev set ("test").
+      squad_en=_task("en", "f1", ("valid", "test"), "test", "../shared/data/squad", also_metrics=("exact_match",)),
   ))
   config.pretrain = ml_collections.ConfigDict(dict(
       ru=dict(
