@@ -11,6 +11,7 @@ Prints one JSON line (the numbers BENCHMARKS.md records): step times exclude com
 the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis.
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import json
 
 import _config_flags

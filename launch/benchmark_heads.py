@@ -11,6 +11,7 @@ peak, and an out-of-memory softmax does not stop the rest). Prints a markdown ro
 setting, then all results as one JSON line (the numbers BENCHMARKS.md records).
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import json
 import subprocess
 import sys

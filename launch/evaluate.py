@@ -10,6 +10,7 @@ Several processes score one split together with the flags of launch/train.py
 rows of every batch and process 0 prints the scores.
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import json
 import sys
 

@@ -12,6 +12,7 @@ launch/evaluate.py; --allow_data_change predicts anyway (e.g. after the config's
 file was edited), with the saved vocabulary.
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import json
 
 import _config_flags

@@ -10,6 +10,7 @@ line with the tokens and the speed. The same --seed gives the same text, with or
 cache. Scoring rules per head, tokenisation and <unk>: jaxlm/tools/generate.py.
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import json
 import sys
 

@@ -18,6 +18,7 @@ process loads its own rows of every global batch; process 0 writes the logs (REA
 "Multi-process / multi-host").
 """
 
+import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
 import os
 import sys
 

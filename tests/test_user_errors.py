@@ -213,3 +213,21 @@ def test_a_workdir_that_cannot_be_written_is_one_line_before_training(tiny_corpu
   monkeypatch.setattr(text_files, "write_text", refuse)
   with pytest.raises(checkpoint.CheckpointWriteError, match=r"cannot write .*config.json: Permission denied. Make "):
     loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir), str(tmp_path / "run"), progress=False)
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({}, "glibc.malloc.hugetlb=1"),  # restarted with malloc on huge pages
+    ({"JAXLM_HUGE_PAGES": "0"}, "None"),  # turned off
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "glibc.malloc.arena_max=2"),  # the user's own kept
+])
+def test_launchers_restart_with_malloc_on_huge_pages(environment, expected):
+  """launch/_huge_pages.py, the first import of every launcher that runs XLA: the same process id
+  and arguments, with GLIBC_TUNABLES set (Linux only)."""
+  if not sys.platform.startswith("linux"):
+    pytest.skip("GLIBC_TUNABLES is glibc's (Linux)")
+  code = ("import os, sys; sys.path.insert(0, 'launch'); import _huge_pages; "
+          "print(os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])")
+  base = {key: value for key, value in os.environ.items() if key not in ("GLIBC_TUNABLES", "JAXLM_HUGE_PAGES")}
+  result = subprocess.run([sys.executable, "-c", code, "--flag=1"], cwd=REPO_ROOT, env={**base, **environment},
+                          capture_output=True, text=True, timeout=60)
+  assert result.stdout.strip() == f"{expected} ['--flag=1']", result.stderr
