@@ -223,7 +223,6 @@ def get_config(arg: str | None = None):
     config.train.eval_every = config.train.log_every = 300
     config.train.eval_batch_size = 64
     config.optim.schedule = "constant"
-  if variants.get("task") == "squad_en":
     # English FastText vectors from text that is not evaluated on: the training articles' questions
     # and contexts plus WikiText-2's train split (launch/fasttext.py; the docstring's command).
     config.fasttext = ml_collections.ConfigDict(dict(
