@@ -63,9 +63,10 @@ Variants (`:task=upos,body=lstm,start=fasttext`):
                  python launch/fasttext.py --config=configs/finetune.py:task=squad_en \
                      --config.task.path=../shared/data/squad --output=runs/squad_en/fasttext.bin
                then --config.model.fasttext_path=runs/squad_en/fasttext.bin. Measured
-               (BENCHMARKS.md, two seeds): the BiLSTM reader from FastText scores 32.0-33.8 EM /
-               43.6-44.8 F1 on the official dev set, best at step 1,200-1,500 (about 9 min of
-               training on 2 cores)
+               (BENCHMARKS.md, three seeds): the BiLSTM reader from FastText scores 32.9 EM /
+               44.4 F1 on average (32.0-33.8 / 43.6-44.8) on the official dev set, best at step
+               900-1,500 (6-11 min of training on 2 cores); the transformer reader learns best at
+               lr 3e-4 (25.1 F1 after 3,600 steps)
   task=csv     your own classification files: train.csv, dev.csv and test.csv in task.path
                (a .tsv name reads tab-separated, unquoted), a header row with the columns
                "text" and "label" (task.text_column, task.label_column; any labels, two or
