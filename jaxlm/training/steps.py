@@ -214,19 +214,23 @@ class TrainStep:
 
   def __call__(self, state, batch, host_inputs=None):
     arguments = self.arguments(state, batch, host_inputs)
-    capacity = arguments[3].size if self.reader is not None else -1
-    step = self.compiled if self.compiled is not None and capacity == self.capacity else self.jitted
+    step = self.compiled if self.compiled is not None and _capacity(arguments) == self.capacity else self.jitted
     return step(*arguments)
 
   def lower(self, state, batch):
     arguments = self.arguments(state, batch)
-    return _LoweredStep(self, self.jitted.lower(*arguments), arguments[3].size if self.reader is not None else -1)
+    return _LoweredStep(self, self.jitted.lower(*arguments), _capacity(arguments))
 
   def memory_analysis(self):
     return self.compiled.memory_analysis()
 
   def as_text(self) -> str:
     return self.compiled.as_text()
+
+
+def _capacity(arguments: tuple) -> int:
+  """The embedding rows a step's arguments hold (-1: a dense step, without them)."""
+  return arguments[3].size if len(arguments) > 3 else -1
 
 
 class _LoweredStep:

@@ -4,16 +4,13 @@ launch/compare.py --cluster=slurm submits every cell the scheduler starts as a j
 submitit (the well-kept library for SLURM from Python: submission, job folders, logs, results),
 `--parallel` of them at once; --cluster=local runs the same jobs as processes of this machine
 (what the tests use). The grid's workdir and the search's study must be on a file system (or,
-for the study, a database) the nodes share. A job runs the cell's train command, then its
-evaluation, from the submitting directory, and returns what the local runner returns; a SIGTERM
+for the study, a database) the nodes share. A job runs what the local runner runs (the cell's
+train command, then its evaluation, logged to its log.txt) from the submitting directory; a SIGTERM
 or SIGINT to the job (scancel, the grid stopping) reaches launch/train.py, which saves its
 checkpoint, so the cell resumes as it does on one machine.
 """
 
 import os
-import resource
-import subprocess
-import sys
 import threading
 
 from jaxlm.tools.compare import grid as grid_lib
@@ -56,38 +53,21 @@ def make_executor(cluster: str, folder: str, parameters: dict):
 
 
 def run_cell_commands(cell: grid_lib.Cell, directory: str, compilation_cache: str) -> dict:
-  """In the job: the cell's command, then (scored kinds) its evaluation, from `directory`.
+  """In the job: what the local runner runs (processes.run_subprocess: the cell's command, then its
+  evaluation, logged to the cell's log.txt), on the job's cores, from `directory`.
 
-  Returns {"exit_code", "evaluations", "cpu_seconds"} (the commands' CPU time); a SIGTERM or
-  SIGINT to the job is passed on to the running command.
+  Returns {"exit_code", "message", "evaluations", "cpu_seconds"}; a SIGTERM or SIGINT to the job
+  is passed on to the running command.
   """
-  import json
   os.chdir(directory)
   children = processes.Children()
-  environment = processes.cell_environment(len(os.sched_getaffinity(0)), compilation_cache)
-  outcome = {"exit_code": 0, "evaluations": []}
   with children.passing_on_stop_signals(threading.Event()):
-    commands = [(cell.command(), False)]
-    if cell.kind in grid_lib.SCORED:
-      commands.append((cell.evaluate_command(), True))
-    for argv, capture in commands:
-      process = children.start([sys.executable] + argv[1:], env=environment, text=True,
-                               stdout=subprocess.PIPE if capture else None)
-      if process is None:  # stopped before this command
-        outcome["exit_code"] = -children.stop_signal
-        break
-      output = process.stdout.read() if capture else ""
-      process.wait()
-      children.finished(process)
-      if process.returncode != 0:
-        outcome["exit_code"] = process.returncode
-        break
-      if capture:
-        sys.stdout.write(output)
-        outcome["evaluations"] = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-  outcome["cpu_seconds"] = usage.ru_utime + usage.ru_stime
-  return outcome
+    try:
+      outcome = processes.run_subprocess(cell, sorted(os.sched_getaffinity(0)), children,
+                                         compilation_cache=compilation_cache)
+    except processes.CellFailed as error:
+      return {"exit_code": error.exit_code, "message": str(error), "evaluations": [], "cpu_seconds": error.cpu_seconds}
+  return {"exit_code": 0, "message": "", **outcome}
 
 
 class SubmititRunner:
@@ -113,8 +93,7 @@ class SubmititRunner:
     finally:
       children.finished_job(job)
     if outcome["exit_code"] != 0:
-      raise processes.CellFailed(f"{cell.name}: job {job.job_id} exited {outcome['exit_code']}; see "
-                                 f"{job.paths.stdout} and {job.paths.stderr}", outcome["exit_code"],
+      raise processes.CellFailed(f"job {job.job_id}: {outcome['message']}", outcome["exit_code"],
                                  outcome["cpu_seconds"])
     return {"evaluations": outcome["evaluations"], "cpu_seconds": outcome["cpu_seconds"]}
 
