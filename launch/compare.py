@@ -63,7 +63,9 @@ def main(argv):
   with open(os.path.join(_WORKDIR.value, "commands.sh"), "w", encoding="utf-8") as handle:
     handle.write("# Every cell of the grid, in run order (launch/compare.py runs them and scores each\n"
                  "# fine-tuning cell with launch/evaluate.py --best)\n")
-    handle.writelines(f"{cell.command_line()}  # {cell.name}\n" for cell in grid.cells)
+    # A tuned row's cells get their settings when they start (--dry_run shows those decided so far).
+    handle.writelines(f"{cell.command_line()}  # {cell.name}" + (" + its row's tuned settings" if cell.search_row else "")
+                      + "\n" for cell in grid.cells)
   if _DRY_RUN.value:
     print("\n".join(scheduler.status_lines(grid, _ONLY.value)))
     return
