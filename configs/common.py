@@ -128,6 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
   # words at a time, bounding memory to [eval tokens, chunk] whatever the vocabulary.
   config.train.neighbour_chunk_size = 8192
   config.train.keep_checkpoints = 2  # the last N, plus the best by the task's validation metric
+  # A validation saves a checkpoint when it is at least as good as the best so far, at the last
+  # step and at a stop; the others only once this many steps have passed since the last save
+  # (a resume repeats the steps after it exactly). 0: every validation saves.
+  config.train.checkpoint_every = 0
   # Early stopping: stop after this many validations without a better best metric; 0 = never.
   config.train.patience = 0
   # The metric patience follows: the mean of the last N validations (1 = each as it is), so a

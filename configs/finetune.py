@@ -217,6 +217,10 @@ def get_config(arg: str | None = None):
   # MCC moves by +-0.1 between validations, so stopping early on it would stop on noise).
   config.train.patience = 0
   config.train.keep_checkpoints = 1
+  # A checkpoint when a validation is the best so far and at the end; resume points only every
+  # 1,000 steps besides: saving the 16.7M-row table and its moments at each of a 400-step cell's
+  # 8 validations took 12% of the cell (BENCHMARKS.md, "Fine-tuning speed").
+  config.train.checkpoint_every = 1000
   if variants.get("task") == "squad_en":
     # 10,565 training questions are ~15k windows, 470 steps an epoch: the BiLSTM reader from FastText
     # peaked in valid F1 at step 1,500 of a constant-rate run and overfitted after (BENCHMARKS.md).

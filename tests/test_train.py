@@ -219,3 +219,65 @@ def test_early_stopping_can_follow_a_moving_mean_of_validations(tmp_path):
   assert [resumed.update(value) for value in values[6:9]] == [False, False, True]
   with pytest.raises(errors.ConfigError, match="train.patience_window=0"):
     loop.EarlyStopping(_Task, 2, str(tmp_path), 0, window=0)
+
+
+def _saved_steps(workdir) -> list[int]:
+  return checkpoint.kept_steps(str(workdir))
+
+
+def test_every_validation_saves_a_checkpoint_by_default(tiny_corpus, cache_dir, tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 6, "train.eval_every": 1,
+                                                    "train.keep_checkpoints": 100})
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert _saved_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoint_schedule_saves_the_best_so_far_the_end_and_spaced_resume_points(tmp_path):
+  schedule = loop.CheckpointSchedule(_Task, 3, str(tmp_path), 0)  # accuracy: higher is better
+  values = [0.50, 0.60, 0.55, 0.58, 0.60, 0.59, 0.57, 0.58]
+  saved = [step for step, value in enumerate(values, 1)
+           if schedule.saves(step, value, final=step == len(values), off_schedule=False)]
+  # 1, 2 best so far; 5 ties the best (the later of equals is the best, as Orbax ranks them);
+  # 8 is 3 steps after 5 and the last; 3, 4, 6, 7 are worse and fewer than 3 steps after a save.
+  assert saved == [1, 2, 5, 8]
+  every = loop.CheckpointSchedule(_Task, 0, str(tmp_path), 0)
+  assert all(every.saves(step, value, final=False, off_schedule=False) for step, value in enumerate(values, 1))
+  # An off-schedule stop saves but is never the best; a resume reads the best so far back.
+  with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as handle:
+    for step, value in enumerate(values[:2], 1):
+      handle.write(json.dumps({"step": step, "kind": "valid", "accuracy": value}) + "\n")
+    handle.write(json.dumps({"step": 3, "kind": "valid", "accuracy": 0.99, "interrupted": True}) + "\n")
+  resumed = loop.CheckpointSchedule(_Task, 3, str(tmp_path), 3)
+  assert not resumed.saves(4, 0.58, final=False, off_schedule=False)
+  assert resumed.saves(5, 0.60, final=False, off_schedule=False)
+  with pytest.raises(errors.ConfigError, match="train.checkpoint_every=-1"):
+    loop.CheckpointSchedule(_Task, -1, str(tmp_path), 0)
+
+
+def test_spaced_checkpoints_keep_the_best_and_a_lost_save_repeats_the_run_exactly(tiny_corpus, cache_dir, tmp_path):
+  # A rate high enough that validation perplexity rises after the first step (19.1, 22.3, 20.8, ...).
+  settings = {"train.steps": 6, "train.eval_every": 1, "train.keep_checkpoints": 100, "train.log_every": 1,
+              "optim.lr": 0.05, "optim.warmup_steps": 0, "optim.schedule": "constant"}
+  every = tmp_path / "every"
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir, **settings), str(every), progress=False)
+  spaced = tmp_path / "spaced"
+  config = smoke_config(tiny_corpus, cache_dir, **settings, **{"train.checkpoint_every": 100})
+  last = loop.train_and_evaluate(config, str(spaced), progress=False)
+  records = loop.read_records(str(spaced))
+  perplexities = {record["step"]: record["perplexity"] for record in records if record["kind"] == "valid"}
+  best_so_far = [step for step in perplexities if perplexities[step] <= min(perplexities[s] for s in range(1, step + 1))]
+  assert _saved_steps(spaced) == sorted(set(best_so_far) | {6})
+  assert len(_saved_steps(spaced)) < 6, "the smoke run's perplexity should rise once, or this tests nothing"
+  best = lambda workdir: checkpoint.best_step(checkpoint.manager(str(workdir), 100, best_metric="perplexity",
+                                                                  best_mode="min", read_only=True))
+  assert best(spaced) == best(every)
+  # A run that lost its saves after the first resumes from that one and ends as the whole run did.
+  import shutil
+  first = _saved_steps(spaced)[0]
+  for step in _saved_steps(spaced)[1:]:
+    shutil.rmtree(os.path.join(spaced, checkpoint.CHECKPOINT_DIR, str(step)))
+  again = loop.train_and_evaluate(config, str(spaced), progress=False)
+  scores = lambda records: [(record["step"], record["loss"], record["perplexity"]) for record in records
+                            if record["kind"] == "valid"]
+  assert first < 6 and again["perplexity"] == last["perplexity"]
+  assert scores(loop.read_records(str(spaced))) == scores(records)

@@ -193,7 +193,7 @@ class Intervals:
   """
   steps: int  # train.steps: the run's last step
   log_every: int  # train.log_every: a train record every this many steps (0: none but the last step's)
-  eval_every: int  # train.eval_every: a validation and a checkpoint every this many steps (0: the last step only)
+  eval_every: int  # train.eval_every: a validation every this many steps (0: the last step only)
   max_minutes: float  # train.max_minutes: this process's wall-clock budget from the start (0: none)
   clock: Callable[[], float]  # wall-clock seconds
   log_start: int  # the last logged step (the restored step before the first log)
@@ -223,7 +223,8 @@ class Intervals:
     return every(step, self.log_every) or step == self.steps or stopping
 
   def due_to_validate(self, step: int, stopping: bool) -> bool:
-    """A validation and a checkpoint after `step`: every eval_every steps, at the last step and at a stop."""
+    """A validation after `step` (and maybe a checkpoint: CheckpointSchedule): every eval_every steps, at
+    the last step and at a stop."""
     return every(step, self.eval_every) or step == self.steps or stopping
 
   def off_schedule(self, step: int, signalled: bool) -> bool:
@@ -289,6 +290,41 @@ class EarlyStopping:
     return self.patience > 0 and self.since_best >= self.patience
 
 
+class CheckpointSchedule:
+  """Which validations save a checkpoint (train.checkpoint_every).
+
+  Every validation that is at least as good as the best so far saves (the best checkpoint
+  must exist; a tie saves too, so the later of equal validations is the best, as Orbax ranks
+  them), and so do the run's last step and a stop (a signal, the time budget, patience). The
+  others save only when at least `every` steps have passed since the last saved step; `every`
+  0 saves every validation. The steps a save skips cost a resume nothing but time: it repeats
+  them exactly from the last saved step. Rebuilt on a resume from the validations
+  metrics.jsonl recorded up to the restored step (which was saved).
+  """
+
+  def __init__(self, task, every: int, workdir: str, start_step: int):
+    if every < 0:
+      raise errors.ConfigError(f"train.checkpoint_every={every}: give 0 (every validation saves) or a number "
+                               "of steps")
+    self.metric, self.sign, self.every = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, every
+    self.best, self.last_saved = math.inf, start_step
+    for record in read_records(workdir):
+      if (record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record
+          and not record.get("interrupted")):
+        self.best = min(self.best, self.sign * record[self.metric])
+
+  def saves(self, step: int, value: float, *, final: bool, off_schedule: bool) -> bool:
+    """Records the validation of `step`; True when it saves a checkpoint. final: the run ends at
+    this step. off_schedule: a stop's validation the uninterrupted run would not make (never the best)."""
+    as_good = not off_schedule and self.sign * value <= self.best
+    if as_good:
+      self.best = self.sign * value
+    due = final or as_good or self.every == 0 or step - self.last_saved >= self.every
+    if due:
+      self.last_saved = step
+    return due
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
                        allow_change=(), clock: Callable[[], float] = time.time) -> dict:
   """Trains (resuming from the workdir's latest checkpoint if any); returns the last validation summary.
@@ -313,6 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step, train_config.patience_window)
+  checkpoint_schedule = CheckpointSchedule(task, train_config.checkpoint_every, workdir, start_step)
   max_bad_steps = train_config.max_bad_steps
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = steps.make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
@@ -390,15 +427,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
               guard.check(intervals.step_range(step), evaluation.host_values(intervals.sums), logged=False)
             last_valid = validate(step, training_seconds, interrupted=off_schedule)
             say(f"step {step}: valid {task.describe(last_valid)}")
-            guard.check_validation(step, task.best_metric, last_valid[task.best_metric])
-            if not workdir_written:  # a resume's config (and its allowed changes) with its first checkpoint
-              run_start.write_description(experiment, workdir)
-              workdir_written = True
-            checkpoint.save(manager, step, state, {task.best_metric: last_valid[task.best_metric]},
-                            off_schedule=off_schedule)
-          # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
-          patience_over = not off_schedule and early_stopping.update(last_valid[task.best_metric])
-          if distributed.agree_any([patience_over])[0]:
+            value = last_valid[task.best_metric]
+            guard.check_validation(step, task.best_metric, value)
+            # The same global value everywhere; agreed still, as each process read metrics.jsonl itself.
+            patience_over = distributed.agree_any([not off_schedule and early_stopping.update(value)])[0]
+            if checkpoint_schedule.saves(step, value, final=stopping or patience_over or step == train_config.steps,
+                                         off_schedule=off_schedule):
+              if not workdir_written:  # a resume's config (and its allowed changes) with its first checkpoint
+                run_start.write_description(experiment, workdir)
+                workdir_written = True
+              checkpoint.save(manager, step, state, {task.best_metric: value}, off_schedule=off_schedule)
+          if patience_over:
             smoothed = (f" (mean of the last {train_config.patience_window})"
                         if train_config.patience_window > 1 else "")
             say(f"stopping at step {step}: no better valid {task.best_metric}{smoothed} in the last "
