@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import smoke_config, write_tiny_corpus
-from jaxlm import checkpoint
+from jaxlm import checkpoint, errors
 from jaxlm.starts import pretrained_checkpoint
 from jaxlm.training import evaluate, experiments, loop, predict, steps
 from jaxlm.data import example_batches, text_files
@@ -308,3 +308,35 @@ def test_bpe_tagging_fine_tunes_and_evaluates(treebank, tmp_path, monkeypatch):
   config.task.sentencepiece_model = str(tmp_path / "missing.model")
   with pytest.raises(FileNotFoundError, match=r"task\.sentencepiece_model=.*missing\.model"):
     experiments.build_experiment(config)
+
+
+def test_trimmed_batches_fit_their_longest_sentence_and_score_as_full_ones(sentences, treebank):
+  from jaxlm.training import evaluation
+  for arg, folder in (("task=rucola,body=fasttext", sentences), ("task=upos,body=fasttext", treebank)):
+    trimmed = experiments.build_experiment(finetune_config(arg, folder, **{"task.head_dropout": 0.0}))
+    full = experiments.build_experiment(finetune_config(arg, folder, **{"task.length_multiple": 0,
+                                                                        "task.head_dropout": 0.0}))
+    task, length = trimmed.task, trimmed.task.length
+    assert task.length_multiple == 4 and full.task.length_multiple == 0
+    lengths = task.example_lengths("train")
+    for step in range(6):
+      batch = task.train_batch(step, seed=0, batch_size=8)
+      indices = example_batches.train_indices(step, seed=0, batch_size=8, num_examples=task.num_examples("train"))
+      positions = batch["inputs"].shape[1]
+      assert positions % 4 == 0 or positions == length
+      assert lengths[indices].max() <= positions < lengths[indices].max() + 4
+      # Each process's rows of a batch have the global batch's length.
+      halves = [task.train_batch(step, seed=0, batch_size=8, process_index=index, process_count=2)
+                for index in range(2)]
+      assert {half["inputs"].shape[1] for half in halves} == {positions}
+      untrimmed = full.task.train_batch(step, seed=0, batch_size=8)
+      np.testing.assert_array_equal(untrimmed["inputs"][:, :positions], batch["inputs"])
+      assert not untrimmed["mask"][:, positions:].any()
+    assert {batch["inputs"].shape[1] for batch in task.eval_batches("valid", batch_size=4)} != {length}
+    state = experiments.init_experiment_state(trimmed)
+    scores = [evaluation.make_evaluator(experiment)(state, "valid", batch_size=4) for experiment in (trimmed, full)]
+    assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-5)
+    assert scores[0]["accuracy"] == scores[1]["accuracy"]
+  with pytest.raises(errors.ConfigError, match=r"task.length_multiple=-1"):
+    experiments.build_experiment(finetune_config("task=rucola,body=fasttext", sentences,
+                                                 **{"task.length_multiple": -1}))

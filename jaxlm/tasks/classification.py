@@ -46,6 +46,9 @@ class Classification(example_task.ExampleTask):
       tokenizer="words", bpe_vocab_size=text_inputs.BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
       max_vocab=0,  # vocabulary from the task's train texts (no init.checkpoint): the N most frequent; 0 = all
       max_length=64,  # tokens per sentence, <eos> included; longer ones are truncated (counted)
+      # N > 0: each batch is cut to the smallest multiple of N positions that holds its longest
+      # sentence (jaxlm.tasks.example_task); 0: every batch has max_length positions
+      length_multiple=0,
       pooling="mean",  # mean | first | last
       head_hidden=0,  # 0: a linear head; N: one ReLU layer of N units first
       head_dropout=0.1,
@@ -78,7 +81,7 @@ class Classification(example_task.ExampleTask):
     self.token_ids, self.label_ids = {}, {}
     for split in self.splits:
       self._encode(split, words[split])
-    self.length = task.max_length
+    self.length, self.length_multiple = task.max_length, example_task.check_length_multiple(task)
 
   def _read(self, path: str) -> tuple[list, list[list[str]]]:
     """(examples, their words) of a CSV / TSV file; labels are read when the file has the column."""
@@ -126,6 +129,9 @@ class Classification(example_task.ExampleTask):
 
   def num_examples(self, split):
     return len(self.token_ids[split])
+
+  def example_lengths(self, split):
+    return np.array([len(ids) for ids in self.token_ids[split]], np.int64)
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of examples `indices` of `split`; index -1 is a padding row (weight 0)."""

@@ -30,6 +30,7 @@ class Tagging(example_task.ExampleTask):
       # As classification's; with "bpe" each gold word's label and score sit on its first piece.
       tokenizer="words", bpe_vocab_size=text_inputs.BPE_TASK_VOCAB_SIZE, sentencepiece_model="",
       max_vocab=0, max_length=128, head_hidden=0, head_dropout=0.1,
+      length_multiple=0,  # as classification's: batches cut to a multiple of N positions; 0: max_length
   )
   unweighted_counts = ("gold_words",)
 
@@ -70,7 +71,7 @@ class Tagging(example_task.ExampleTask):
         self.first_positions[split].append(first.astype(np.float32))
       encoder.report(self.paths[split])
       self.gold_words[split] = np.array([len(sentence.words) for sentence in self.sentences[split]], np.float32)
-    self.length = task.max_length
+    self.length, self.length_multiple = task.max_length, example_task.check_length_multiple(task)
 
   def head(self, model_config, dtype):
     from jaxlm.models.heads import tagging
@@ -79,6 +80,9 @@ class Tagging(example_task.ExampleTask):
 
   def num_examples(self, split):
     return len(self.token_ids[split])
+
+  def example_lengths(self, split):
+    return np.array([len(ids) for ids in self.token_ids[split]], np.int64)
 
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of sentences `indices`; -1 is a padding row. Position 0 is the start token; the

@@ -190,9 +190,10 @@ class TrainStep:
   """
 
   def __init__(self, jitted, seed, reader: "sparse_rows.RowReader | None" = None, compiled=None,
-               capacity: int = -1):
-    # compiled: the step compiled for `capacity` embedding rows (-1: dense); other capacities go through jitted.
-    self.jitted, self.seed, self.reader, self.compiled, self.capacity = jitted, seed, reader, compiled, capacity
+               signature=None):
+    # compiled: the step compiled for arguments of one `signature` (_signature: the batch's shapes and
+    # the embedding rows' count); others (a trimmed batch's length, another row count) go through jitted.
+    self.jitted, self.seed, self.reader, self.compiled, self.signature = jitted, seed, reader, compiled, signature
 
   def arguments(self, state, batch, host_inputs=None) -> tuple:
     """The jitted step's arguments: (state, batch, seed[, embedding rows]).
@@ -214,12 +215,12 @@ class TrainStep:
 
   def __call__(self, state, batch, host_inputs=None):
     arguments = self.arguments(state, batch, host_inputs)
-    step = self.compiled if self.compiled is not None and _capacity(arguments) == self.capacity else self.jitted
+    step = self.compiled if self.compiled is not None and _signature(arguments) == self.signature else self.jitted
     return step(*arguments)
 
   def lower(self, state, batch):
     arguments = self.arguments(state, batch)
-    return _LoweredStep(self, self.jitted.lower(*arguments), _capacity(arguments))
+    return _LoweredStep(self, self.jitted.lower(*arguments), _signature(arguments))
 
   def memory_analysis(self):
     return self.compiled.memory_analysis()
@@ -228,14 +229,16 @@ class TrainStep:
     return self.compiled.as_text()
 
 
-def _capacity(arguments: tuple) -> int:
-  """The embedding rows a step's arguments hold (-1: a dense step, without them)."""
-  return arguments[3].size if len(arguments) > 3 else -1
+def _signature(arguments: tuple) -> tuple:
+  """What a compiled step is specific to: the batch's array shapes (a trimmed batch's length) and
+  the embedding rows the arguments hold (-1: a dense step, without them)."""
+  batch_shapes = tuple(sorted((key, tuple(value.shape)) for key, value in arguments[1].items()))
+  return batch_shapes, arguments[3].size if len(arguments) > 3 else -1
 
 
 class _LoweredStep:
-  def __init__(self, step: TrainStep, lowered, capacity: int):
-    self.step, self.lowered, self.capacity = step, lowered, capacity
+  def __init__(self, step: TrainStep, lowered, signature: tuple):
+    self.step, self.lowered, self.signature = step, lowered, signature
 
   def compile(self) -> TrainStep:
-    return TrainStep(self.step.jitted, self.step.seed, self.step.reader, self.lowered.compile(), self.capacity)
+    return TrainStep(self.step.jitted, self.step.seed, self.step.reader, self.lowered.compile(), self.signature)
