@@ -7,8 +7,15 @@
   python launch/benchmark.py --config=configs/quickstart.py --config.train.microbatches=4  # accumulation
   python launch/benchmark.py --config=configs/wt2_transformer.py --memory_only   # compiled memory, no steps
 
+  python launch/benchmark.py --config=configs/finetune.py:task=rucola,body=fasttext \
+      --config.task.path=../shared/data/rucola --breakdown   # a fine-tuning cell: + validation, run shares
+
 Prints one JSON line (the numbers BENCHMARKS.md records): step times exclude compilation;
-the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis.
+the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis. Every config
+also gets examples (batch rows) a second and the process's CPU-seconds per example in the timed
+steps; a config with a "valid" split also one validation's time and a run's estimated shares of
+steps, validation and compile (train.steps, train.eval_every); --breakdown adds the optimiser
+update's share of the step.
 """
 
 import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)

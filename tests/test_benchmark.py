@@ -22,3 +22,18 @@ def test_the_breakdown_times_each_piece_of_the_step(tiny_corpus, cache_dir):
   pieces = ("forward_seconds", "forward_backward_seconds", "optimizer_update_seconds")
   assert all(result[piece] > 0 for piece in pieces)
   assert result["forward_seconds"] < result["forward_backward_seconds"]  # the backward pass is not free
+
+
+def test_a_fine_tuning_config_reports_examples_cpu_per_example_and_the_run_shares(tmp_path):
+  from task_fixtures import finetune_config, write_classification
+  config = finetune_config("task=rucola,body=fasttext", write_classification(str(tmp_path)),
+                           **{"optim.embedding_updates": "lazy"})
+  result = benchmark.benchmark(config, warmup_steps=1, timed_steps=4, trials=2, breakdown=True)
+  assert result["examples_per_second"] * result["step_seconds"] == config.train.batch_size
+  assert 0 < result["cpu_seconds_per_example"] and result["validation_seconds"] > 0
+  # Trimmed batches: the timed steps' positions are a mean of multiples of the cut, at most max_length.
+  assert 0 < result["mean_tokens_per_step"] <= config.train.batch_size * config.task.max_length
+  shares = [result[f"{piece}_share_of_run"] for piece in ("steps", "validation", "compile")]
+  assert abs(sum(shares) - 1.0) < 1e-9 and all(0 < share < 1 for share in shares)
+  assert result["run_validations"] == config.train.steps // config.train.eval_every
+  assert 0 < result["optimizer_share_of_step"] < 1

@@ -62,9 +62,19 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
 
   The steps after warm-up are timed in `trials` consecutive groups. `after_group`, if given,
   runs untimed after each group (benchmark() measures the matmul rate there, so that each
-  group's utilisation compares the step with the device's rate at that moment).
+  group's utilisation compares the step with the device's rate at that moment). The warm-up
+  also runs one step of each shape the timed batches have (a trimmed batch's length, a lazy
+  step's row count: steps.TrainStep compiles one program for each), so no compile is timed.
   """
-  for batch in batches[:warmup_steps]:
+  warm = list(batches[:warmup_steps])
+  if hasattr(step_fn, "arguments"):  # a steps.TrainStep: its programs are per argument signature
+    seen = {steps.signature(step_fn.arguments(state, batch)) for batch in warm}
+    for batch in batches[warmup_steps:]:
+      signature = steps.signature(step_fn.arguments(state, batch))
+      if signature not in seen:
+        seen.add(signature)
+        warm.append(batch)
+  for batch in warm:
     state, step_metrics = step_fn(state, batch)
   jax.block_until_ready(step_metrics)
   timed = batches[warmup_steps:]
@@ -83,6 +93,19 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
     if after_group is not None:
       extras.append(after_group())
   return state, step_metrics, seconds, extras
+
+
+def validation_cost(experiment, state) -> dict:
+  """Wall and process CPU seconds of one validation as the loop runs it (the "valid" split,
+  train.eval_batch_size and eval_tokens), after an untimed one that compiles."""
+  from jaxlm.training import evaluation
+  config = experiment.config.train
+  evaluate_split = evaluation.make_evaluator(experiment)
+  validate = lambda: evaluate_split(state, "valid", batch_size=config.eval_batch_size, limit=config.eval_tokens)
+  validate()
+  wall, cpu = time.perf_counter(), time.process_time()
+  validate()
+  return {"validation_seconds": time.perf_counter() - wall, "validation_cpu_seconds": time.process_time() - cpu}
 
 
 def train_step_flops(experiment, state, local_batch: dict) -> float:
@@ -179,10 +202,19 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
   # A shared CPU's speed drifts by +-10% within minutes, so the matmul rate is measured
   # after each group of steps and each group's utilisation uses the rate next to it; the
-  # reported figures are medians over the groups.
-  state, step_metrics, group_seconds, group_matmul = time_steps(
-      compiled, state, batches, warmup_steps, trials,
-      after_group=lambda: matmul_flops_per_second(compute_dtype, trials=1))
+  # reported figures are medians over the groups. The process's CPU time over the groups
+  # (every thread, the matmul measurements' excluded) gives CPU-seconds per example.
+  cpu_in_steps = [0.0]
+
+  def after_group():
+    cpu_in_steps[0] += time.process_time() - cpu_at[0]
+    rate = matmul_flops_per_second(compute_dtype, trials=1)
+    cpu_at[0] = time.process_time()
+    return rate
+
+  cpu_at = [time.process_time()]
+  state, step_metrics, group_seconds, group_matmul = time_steps(compiled, state, batches, warmup_steps, trials,
+                                                                after_group=after_group)
   seconds_per_step = float(np.median(group_seconds))
   matmul = float(np.median(group_matmul))
   utilisation = float(np.median([flops_per_step / seconds / (rate * jax.device_count())
@@ -199,15 +231,40 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
       "matmul_flops_per_second": matmul * jax.device_count(),
       "matmul_flops_per_second_per_group": [rate * jax.device_count() for rate in group_matmul],
       "mfu_vs_measured_matmul": utilisation,
+      # Rows of the batch: sentences of a fine-tuning task, windows of a language model.
+      "examples_per_second": config.train.batch_size / seconds_per_step,
+      "cpu_seconds_per_example": cpu_in_steps[0] / (config.train.batch_size * len(batches[warmup_steps:])),
+      # Input positions, padding included, of the timed batches (a trimmed batch's own length).
+      "mean_tokens_per_step": float(np.mean([local_batch(step)["inputs"].size * jax.process_count()
+                                             for step in range(warmup_steps, warmup_steps + timed_steps)])),
   }
   for name, peaks in QUOTED_PEAKS.items():
     if name in device.device_kind:
       peak = peaks["bfloat16" if compute_dtype == jnp.bfloat16 else "float32"]
       result["mfu_vs_quoted_peak"] = achieved / (peak * jax.device_count())
       result["quoted_peak_flops_per_second"] = peak * jax.device_count()
+  if "valid" in getattr(experiment.task, "splits", ("valid",)):
+    result.update(validation_cost(experiment, state))
+    result.update(cell_shares(config, result))
   if breakdown:
     result.update(step_breakdown(experiment, state, local_batch(0)))
+    result["optimizer_share_of_step"] = result["optimizer_update_seconds"] / (
+        result["optimizer_update_seconds"] + result["forward_backward_seconds"])
   return result
+
+
+def cell_shares(config, result: dict) -> dict:
+  """What a run of `config` would spend, from the measured pieces: train.steps steps, a validation
+  every train.eval_every steps and at the end, and one compile of the step; each piece's share.
+  The start (imports, task building, the initial state) and checkpoints are not counted."""
+  validations = (config.train.steps // config.train.eval_every if config.train.eval_every else 0) + (
+      0 if config.train.eval_every and config.train.steps % config.train.eval_every == 0 else 1)
+  pieces = {"steps": config.train.steps * result["step_seconds"],
+            "validation": validations * result["validation_seconds"],
+            "compile": result["compile_seconds"]}
+  total = sum(pieces.values())
+  return {"run_estimate_seconds": total, "run_validations": validations,
+          **{f"{name}_share_of_run": seconds / total for name, seconds in pieces.items()}}
 
 
 # ----------------------------------------------------------------------------

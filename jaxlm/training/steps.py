@@ -191,7 +191,7 @@ class TrainStep:
 
   def __init__(self, jitted, seed, reader: "sparse_rows.RowReader | None" = None, compiled=None,
                signature=None):
-    # compiled: the step compiled for arguments of one `signature` (_signature: the batch's shapes and
+    # compiled: the step compiled for arguments of one `signature` (signature(): the batch's shapes and
     # the embedding rows' count); others (a trimmed batch's length, another row count) go through jitted.
     self.jitted, self.seed, self.reader, self.compiled, self.signature = jitted, seed, reader, compiled, signature
 
@@ -215,12 +215,12 @@ class TrainStep:
 
   def __call__(self, state, batch, host_inputs=None):
     arguments = self.arguments(state, batch, host_inputs)
-    step = self.compiled if self.compiled is not None and _signature(arguments) == self.signature else self.jitted
+    step = self.compiled if self.compiled is not None and signature(arguments) == self.signature else self.jitted
     return step(*arguments)
 
   def lower(self, state, batch):
     arguments = self.arguments(state, batch)
-    return _LoweredStep(self, self.jitted.lower(*arguments), _signature(arguments))
+    return _LoweredStep(self, self.jitted.lower(*arguments), signature(arguments))
 
   def memory_analysis(self):
     return self.compiled.memory_analysis()
@@ -229,7 +229,7 @@ class TrainStep:
     return self.compiled.as_text()
 
 
-def _signature(arguments: tuple) -> tuple:
+def signature(arguments: tuple) -> tuple:
   """What a compiled step is specific to: the batch's array shapes (a trimmed batch's length) and
   the embedding rows the arguments hold (-1: a dense step, without them)."""
   batch_shapes = tuple(sorted((key, tuple(value.shape)) for key, value in arguments[1].items()))
