@@ -13,9 +13,8 @@
 Prints one JSON line (the numbers BENCHMARKS.md records): step times exclude compilation;
 the compiled step's memory (compiled_*_bytes) comes from XLA's memory analysis. Every config
 also gets examples (batch rows) a second and the process's CPU-seconds per example in the timed
-steps; a config with a "valid" split also one validation's time and a run's estimated shares of
-steps, validation and compile (train.steps, train.eval_every); --breakdown adds the optimiser
-update's share of the step.
+steps; --breakdown adds the optimiser update's share of the step, one validation's time and a
+run's estimated shares of steps, validation and compile (train.steps, train.eval_every).
 """
 
 import _huge_pages  # noqa: F401  (first: restarts the process with malloc on huge pages)
@@ -34,7 +33,7 @@ _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps after warm-up.")
 _TRIALS = flags.DEFINE_integer("trials", 5, "The timed steps run in this many groups, each followed by a "
                                "measurement of the matmul rate; step time and MFU are medians over the groups.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", False, "Also time the step's pieces (forward, backward, "
-                               "optimiser update), each on its own, un-sharded.")
+                               "optimiser update), each on its own, un-sharded, and one validation.")
 _MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "Compile the train step and report its compiled memory "
                                   "and compile time only; run no step (a large config on a CPU).")
 flags.mark_flag_as_required("config")

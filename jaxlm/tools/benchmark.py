@@ -243,10 +243,9 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
       peak = peaks["bfloat16" if compute_dtype == jnp.bfloat16 else "float32"]
       result["mfu_vs_quoted_peak"] = achieved / (peak * jax.device_count())
       result["quoted_peak_flops_per_second"] = peak * jax.device_count()
-  if "valid" in getattr(experiment.task, "splits", ("valid",)):
+  if breakdown:
     result.update(validation_cost(experiment, state))
     result.update(cell_shares(config, result))
-  if breakdown:
     result.update(step_breakdown(experiment, state, local_batch(0)))
     result["optimizer_share_of_step"] = result["optimizer_update_seconds"] / (
         result["optimizer_update_seconds"] + result["forward_backward_seconds"])
