@@ -87,13 +87,16 @@ def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_rea
     variables = {"params": variables["params"], "frozen": {"ngram_ids": jnp.asarray(ngram_ids),
                                                            "ngram_mask": jnp.asarray(mask)}}
   frozen = jax.device_get(variables.get("frozen", {}))
+  arrays = module.host_view({name: np.asarray(array) for name, array in frozen.items()}, np.asarray(token_ids))
   read = module.rows_read({name: np.asarray(array) for name, array in frozen.items()}, np.asarray(token_ids))
-  num_rows = module.num_rows()  # padding, as sparse_rows.RowReader pads
-  rows = np.concatenate([read, np.full(sparse_rows.capacity(read.size, token_ids.size, num_rows) - read.size,
-                                       num_rows)]).astype(np.int32)
-  view = module.sparse_view(variables, token_ids, jnp.asarray(rows))
-  np.testing.assert_array_equal(view.module.apply(view.variables, view.token_ids, train=False),
-                                module.apply(variables, token_ids, train=False))
+  np.testing.assert_array_equal(arrays["rows"][:read.size], read)
+  assert np.all(arrays["rows"][read.size:] == module.num_rows())  # padding: the row count
+  # One device's rows of the global batch get the global view's vectors for their tokens.
+  for device_tokens in (token_ids, token_ids[1:]):
+    view = module.sparse_view(variables, device_tokens, jax.tree.map(jnp.asarray, arrays))
+    np.testing.assert_allclose(view.module.apply(view.variables, view.token_ids, train=False),
+                               module.apply(variables, device_tokens, train=False), rtol=1e-6, atol=1e-7)
+  view = module.sparse_view(variables, token_ids, jax.tree.map(jnp.asarray, arrays))
   cotangent = jax.random.normal(jax.random.key(1), (2, 4, 4))
   full = jax.grad(lambda table: jnp.sum(cotangent * module.apply(
       {**variables, "params": {"table": table}}, token_ids, train=False)))(variables["params"]["table"])

@@ -15,6 +15,7 @@ vocabulary before `init` (jaxlm.starts.fasttext_rows.subword_width), so the stat
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -78,22 +79,68 @@ class EmbeddingBag(nn.Module):
     words = np.unique(token_ids)
     return np.unique(frozen["ngram_ids"][words][frozen["ngram_mask"][words]])
 
-  def sparse_view(self, variables: dict, token_ids, rows) -> embeddings.SparseView:
-    """The view of `rows` (rows_read's, padded; jaxlm.models.embeddings); token_ids int [batch, length].
+  def host_view(self, frozen: dict, token_ids: np.ndarray) -> dict:
+    """The view of a global batch's bags, packed (frozen: this layer's numpy ids and mask).
 
-    The view's words are the batch's words, so its ngram_ids are [tokens, subword_width] and point
-    into its table of rows.size rows: a bag of `tokens` words and the rest as buckets (rows.size
-    is at least the tokens: jaxlm.training.sparse_rows.capacity).
+    A bag is 22 rows on average for Russian words but its padded width is the longest word's (91
+    for RuCoLA's vocabulary), so the view lists each (word, row) pair of the batch's distinct
+    words once instead: int32 arrays, each padded to a power of two,
+      rows [capacity]: the table rows read, ascending, padded with the row count;
+      words [word capacity]: the batch's word ids, ascending, padded with vocab_size;
+      pair_rows, pair_words [pair capacity]: each pair's index into rows and into words;
+    and float32 pair_weights [pair capacity]: 1 / the word's bag size (0 on padding pairs), so a
+    word's vector is the weighted sum of its pairs' rows, the bag's mean.
     """
-    words, local_ids = embeddings.batch_words(token_ids, self.vocab_size)
-    ngram_ids = embeddings.gather_rows(variables[FROZEN]["ngram_ids"], words)  # [tokens, subword_width]
-    ngram_mask = embeddings.gather_rows(variables[FROZEN]["ngram_mask"], words)  # padding words read nothing
-    # A masked entry's id is never weighed in; any row inside the view keeps the gather in range.
-    view_ids = jnp.minimum(jnp.searchsorted(rows, ngram_ids), rows.size - 1).astype(jnp.int32)
-    table = embeddings.gather_rows(variables["params"]["table"], rows)
-    module = self.clone(vocab_size=words.size, bucket=rows.size - words.size, parent=None)
-    return embeddings.SparseView(module, {"params": {"table": table},
-                                          FROZEN: {"ngram_ids": view_ids, "ngram_mask": ngram_mask}}, local_ids, rows)
+    words = np.unique(token_ids)  # [distinct words]
+    ids, mask = frozen["ngram_ids"][words], frozen["ngram_mask"][words]  # [distinct words, subword_width]
+    read = np.unique(ids[mask])
+    word_slots, columns = np.nonzero(mask)  # [pairs], word by word (ascending)
+    sizes = mask.sum(axis=1)
+    word_capacity = embeddings.capacity(words.size + 1, 1 << 30, minimum=64)  # a padding word at the end
+    pair_capacity = embeddings.capacity(word_slots.size, 1 << 30)
+    pad_pairs = pair_capacity - word_slots.size
+    return {
+        "rows": embeddings.padded(read, embeddings.capacity(read.size, self.num_rows() + 1), self.num_rows()),
+        "words": embeddings.padded(words, word_capacity, self.vocab_size),
+        "pair_rows": embeddings.padded(np.searchsorted(read, ids[word_slots, columns]), pair_capacity, 0),
+        # Padding pairs belong to the last (padding) word, so the pairs stay sorted by word.
+        "pair_words": embeddings.padded(word_slots, pair_capacity, word_capacity - 1),
+        "pair_weights": np.concatenate([1.0 / sizes[word_slots], np.zeros(pad_pairs)]).astype(np.float32),
+    }
+
+  def sparse_view(self, variables: dict, token_ids, arrays: dict) -> embeddings.SparseView:
+    """The view of host_view's `arrays` for this device's token_ids int [batch, length]: a PackedBag
+    over the rows read, with the tokens renumbered as indices into the batch's words."""
+    local_ids = jnp.searchsorted(arrays["words"], token_ids).astype(jnp.int32)
+    table = embeddings.gather_rows(variables["params"]["table"], arrays["rows"])
+    module = PackedBag(vocab_size=arrays["words"].size, width=self.width, num_rows=arrays["rows"].size,
+                       dtype=self.dtype, parent=None)
+    pairs = {name: arrays[name] for name in ("pair_rows", "pair_words", "pair_weights")}
+    return embeddings.SparseView(module, {"params": {"table": table}, FROZEN: pairs}, local_ids, arrays["rows"])
+
+
+class PackedBag(nn.Module):
+  """A bag layer's view (EmbeddingBag.host_view): the rows a batch reads and its words' (word, row)
+  pairs. A word's vector is the weighted sum of its pairs' rows; a token's is its word's."""
+  vocab_size: int  # the view's words (a token id is an index into them)
+  width: int
+  num_rows: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.table = self.param("table", layers.gpt2_init(), (self.num_rows, self.width), jnp.float32)
+    self.pairs = {name: self.variable(FROZEN, name, lambda: jnp.zeros((1,), dtype))
+                  for name, dtype in (("pair_rows", jnp.int32), ("pair_words", jnp.int32),
+                                      ("pair_weights", jnp.float32))}
+
+  def __call__(self, token_ids, *, train: bool):
+    del train
+    pair_rows, pair_words, pair_weights = (self.pairs[name].value
+                                           for name in ("pair_rows", "pair_words", "pair_weights"))
+    weighted = jnp.take(self.table, pair_rows, axis=0) * pair_weights[:, None]  # [pairs, width]
+    vectors = jax.ops.segment_sum(weighted, pair_words, num_segments=self.vocab_size,
+                                  indices_are_sorted=True)  # [words, width]
+    return jnp.take(vectors, token_ids, axis=0).astype(self.dtype)  # [batch, length, width]
 
 
 def install_input_variables(variables: dict, input_variables: dict, *,

@@ -1,11 +1,12 @@
 """Input layers: map token ids [batch, length] to vectors [batch, length, width].
 
 Every input layer also has, for sparse embedding updates (jaxlm.training.sparse_rows),
-`rows_read(frozen, token_ids)`: on the host (numpy), the table rows a batch's tokens read, and
-`sparse_view(variables, token_ids, rows)`: the same layer cut down to those rows (int32 [k],
-ascending, padded with the table's row count). The SparseView's module applied to its variables
-and token_ids gives the vectors the full layer gives, and the gradient of the view's table is the
-full table's gradient at `rows`: the rows no token reads get none.
+`host_view(frozen, token_ids)`: on the host (numpy), from a global batch's tokens, the arrays that
+describe its view, always with "rows", the table rows the tokens read (int32 [capacity], ascending,
+padded with the table's row count), and `sparse_view(variables, token_ids, arrays)`: on the device,
+the layer cut down to those rows, for this device's tokens. The SparseView's module applied to its
+variables and token_ids gives the vectors the full layer gives, and the gradient of the view's
+table is the full table's gradient at `rows`: the rows no token reads get none.
 """
 
 from typing import Any, NamedTuple
@@ -25,10 +26,18 @@ class SparseView(NamedTuple):
   rows: jax.Array  # int32 [capacity]: the full table's rows, ascending, then the row count (none) as padding
 
 
-def batch_words(token_ids, vocab_size: int):
-  """(words int32 [tokens]: the batch's word ids ascending, padded with vocab_size; token_ids as indices into it)."""
-  words = jnp.unique(token_ids.reshape(-1), size=token_ids.size, fill_value=vocab_size)
-  return words, jnp.searchsorted(words, token_ids).astype(jnp.int32)
+MIN_CAPACITY = 1024
+
+
+def capacity(needed: int, limit: int, minimum: int = MIN_CAPACITY) -> int:
+  """A view's padded size: a power of two (so few distinct shapes compile) of at least `needed`
+  (and `minimum`), at most `limit`."""
+  return min(1 << (max(needed, minimum) - 1).bit_length(), limit)
+
+
+def padded(values: np.ndarray, size: int, fill) -> np.ndarray:
+  """int32 [size]: `values` then `fill`."""
+  return np.concatenate([values, np.full(size - values.size, fill)]).astype(np.int32)
 
 
 def gather_rows(table, rows):
@@ -67,8 +76,14 @@ class WordEmbedding(nn.Module):
     del frozen
     return np.unique(token_ids)
 
-  def sparse_view(self, variables: dict, token_ids, rows) -> SparseView:
-    """The view of `rows` (rows_read's, padded; the module docstring); token_ids int [batch, length]."""
+  def host_view(self, frozen: dict, token_ids: np.ndarray) -> dict:
+    """{"rows": int32 [capacity]}: the global batch's words, padded with the row count."""
+    read = self.rows_read(frozen, token_ids)
+    return {"rows": padded(read, capacity(read.size, self.num_rows() + 1), self.num_rows())}
+
+  def sparse_view(self, variables: dict, token_ids, arrays: dict) -> SparseView:
+    """The view of host_view's `arrays` (the module docstring); token_ids int [batch, length]."""
+    rows = arrays["rows"]
     local_ids = jnp.searchsorted(rows, token_ids).astype(jnp.int32)
     return SparseView(self.clone(vocab_size=rows.size, parent=None),
                       {"params": {"table": gather_rows(variables["params"]["table"], rows)}}, local_ids, rows)
