@@ -58,7 +58,7 @@ def count_parameters(tree) -> int:
 
 def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1, after_group=None):
   """Runs every batch; returns (state, last metrics, [seconds per step of each group],
-  [after_group() of each group]).
+  [after_group() of each group], [process CPU seconds per step of each group]).
 
   The steps after warm-up are timed in `trials` consecutive groups. `after_group`, if given,
   runs untimed after each group (benchmark() measures the matmul rate there, so that each
@@ -80,19 +80,20 @@ def time_steps(step_fn, state, batches: list, warmup_steps: int, trials: int = 1
   timed = batches[warmup_steps:]
   trials = max(1, min(trials, len(timed)))
   bounds = np.linspace(0, len(timed), trials + 1).astype(int)  # every timed step in some group
-  seconds, extras = [], []
+  seconds, extras, cpu_seconds = [], [], []
   for start, end in zip(bounds[:-1], bounds[1:]):
     group = timed[start:end]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for batch in group:
       state, step_metrics = step_fn(state, batch)
       if jax.default_backend() == "cpu":  # see jaxlm.training.evaluation.InFlight
         jax.block_until_ready(step_metrics)
     jax.block_until_ready(step_metrics)
     seconds.append((time.perf_counter() - started) / len(group))
+    cpu_seconds.append((time.process_time() - cpu_started) / len(group))  # every thread of the process
     if after_group is not None:
       extras.append(after_group())
-  return state, step_metrics, seconds, extras
+  return state, step_metrics, seconds, extras, cpu_seconds
 
 
 def validation_cost(experiment, state) -> dict:
@@ -133,8 +134,8 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
   batch = {key: jnp.asarray(value) for key, value in local_batch.items() if key != "reset"}
   frozen, differentiated, touched = state.frozen, params, {}
   if optim.lazy_embeddings(experiment.config.optim):  # the step's view of the rows the batch reads
-    rows = sparse_rows.RowReader(model, state.frozen).rows(local_batch["inputs"])
-    view = sparse_rows.step_view(model, params, state.frozen, batch["inputs"], 0, batch["inputs"].shape[0], rows)
+    arrays = sparse_rows.RowReader(model, state.frozen).view_arrays(local_batch["inputs"])
+    view = sparse_rows.step_view(model, params, state.frozen, batch["inputs"], arrays)
     model, differentiated, frozen = view.model, view.params, view.frozen
     batch, touched = {**batch, "inputs": view.token_ids}, {"touched_rows": view.rows}
 
@@ -202,19 +203,10 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   compute_dtype = jnp.bfloat16 if config.model.compute_dtype == "bfloat16" else jnp.float32
   # A shared CPU's speed drifts by +-10% within minutes, so the matmul rate is measured
   # after each group of steps and each group's utilisation uses the rate next to it; the
-  # reported figures are medians over the groups. The process's CPU time over the groups
-  # (every thread, the matmul measurements' excluded) gives CPU-seconds per example.
-  cpu_in_steps = [0.0]
-
-  def after_group():
-    cpu_in_steps[0] += time.process_time() - cpu_at[0]
-    rate = matmul_flops_per_second(compute_dtype, trials=1)
-    cpu_at[0] = time.process_time()
-    return rate
-
-  cpu_at = [time.process_time()]
-  state, step_metrics, group_seconds, group_matmul = time_steps(compiled, state, batches, warmup_steps, trials,
-                                                                after_group=after_group)
+  # reported figures are medians over the groups, as are the process's CPU-seconds a step.
+  state, step_metrics, group_seconds, group_matmul, group_cpu = time_steps(
+      compiled, state, batches, warmup_steps, trials,
+      after_group=lambda: matmul_flops_per_second(compute_dtype, trials=1))
   seconds_per_step = float(np.median(group_seconds))
   matmul = float(np.median(group_matmul))
   utilisation = float(np.median([flops_per_step / seconds / (rate * jax.device_count())
@@ -233,7 +225,7 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
       "mfu_vs_measured_matmul": utilisation,
       # Rows of the batch: sentences of a fine-tuning task, windows of a language model.
       "examples_per_second": config.train.batch_size / seconds_per_step,
-      "cpu_seconds_per_example": cpu_in_steps[0] / (config.train.batch_size * len(batches[warmup_steps:])),
+      "cpu_seconds_per_example": float(np.median(group_cpu)) / config.train.batch_size,
       # Input positions, padding included, of the timed batches (a trimmed batch's own length).
       "mean_tokens_per_step": float(np.mean([local_batch(step)["inputs"].size * jax.process_count()
                                              for step in range(warmup_steps, warmup_steps + timed_steps)])),
@@ -335,7 +327,7 @@ def head_cost(config, vocab_size: int, *, warmup_steps: int = 2, timed_steps: in
   compiled = step_fn.lower(state, batch(0)).compile()
   compile_seconds = time.perf_counter() - started
   batches = [batch(step) for step in range(warmup_steps + timed_steps)]  # data prep is not timed
-  state, step_metrics, (seconds_per_step,), _ = time_steps(compiled, state, batches, warmup_steps)
+  state, step_metrics, (seconds_per_step,), _, _ = time_steps(compiled, state, batches, warmup_steps)
   loss = float(step_metrics["loss_sum"] / step_metrics["count"])
   if not np.isfinite(loss):
     raise FloatingPointError(f"head_cost: {config.model.head} at {vocab_size} words gave loss {loss}")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from jaxlm import checkpoint, distributed, errors, metrics
 from jaxlm.data import text_files
@@ -356,6 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
                                skip_nonfinite=max_bad_steps > 0, microbatches=train_config.microbatches,
                                sparse_embeddings=optim.lazy_embeddings(config.optim))
   evaluate_split = evaluation.make_evaluator(experiment)
+  parameter_norm = jax.jit(optax.tree.norm)
   writer = MetricWriter(workdir)
   if changes:
     writer.write(start_step, "config_change", {"changes": changes})
@@ -410,6 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
           if max_bad_steps:
             summary["skipped_steps"] = skipped
           elapsed = intervals.log_seconds()
+          summary["param_norm"] = float(parameter_norm(state.params))  # at this step (the step leaves it out)
           summary.update(tokens_per_second=intervals.inputs / elapsed,
                          examples_per_second=steps_done * train_config.batch_size / elapsed,
                          learning_rate=float(schedule(step)), training_seconds=intervals.training_seconds)
