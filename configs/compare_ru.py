@@ -18,8 +18,9 @@ Keys:
   pretrain_seeds     one pre-training cell per seed and start ((0,) = one shared); fine-tuning seed
                      k reads pre-training k mod len(pretrain_seeds)
   tasks, bodies, starts, seeds   the grid (starts: jaxlm.tools.compare.grid.STARTS: scratch |
-                     fasttext | frozen | mlm (a masked-LM checkpoint) | clm (a causal-LM one) |
-                     bpe_fasttext (BPE pieces, each row from FastText))
+                     fasttext | frozen | mlm (a masked-LM checkpoint) | mlm_vmf (a masked LM with
+                     the vMF embedding head: not in the default starts, --grid.starts adds it) |
+                     clm (a causal-LM one) | bpe_fasttext (BPE pieces, each row from FastText))
   overrides          "key=value" for every fine-tuning cell: the equal budget
   task.<name>        (rucola, upos, xquad_ru, sst2, and squad_en: English SQuAD with the reader,
                      in a grid by --grid.tasks="('rucola','upos','sst2','squad_en')")
@@ -136,6 +137,10 @@ def get_config(arg: str | None = None):
           mlm=dict(config="configs/ru_mlm.py:input=bag,init=fasttext,body={body}",
                    overrides=(RUSLIT, "model.fasttext_path={fasttext}"),
                    bodies=("transformer", "lstm", "tcn"), body_overrides={}),
+          # The same masked LM with the vMF embedding head: the targets are the FastText cell's vectors.
+          mlm_vmf=dict(config="configs/ru_mlm.py:input=bag,init=fasttext,head=vmf,body={body}",
+                       overrides=(RUSLIT, "model.fasttext_path={fasttext}", "model.target_vectors={fasttext}"),
+                       bodies=("transformer", "lstm", "tcn"), body_overrides={}),
           # A causal transformer has the encoder's parameters; positions for finetune.py's 128.
           clm=dict(config="configs/ru_lm.py:input=bag,init=fasttext",
                    overrides=(RUSLIT, "model.fasttext_path={fasttext}", "model.transformer.max_length=128"),
@@ -148,6 +153,12 @@ def get_config(arg: str | None = None):
                    # use_small_encoder sized the LSTM and TCN by wt2_mlm's width 256 before the overrides.
                    body_overrides=dict(transformer=("model.transformer.max_length=128",),
                                        lstm=("model.lstm.hidden_size=128",), tcn=("model.tcn.hidden_size=128",))),
+          # wt2_mlm set target_dim from its width 256 before the overrides: the vectors are 128 wide.
+          mlm_vmf=dict(config="configs/wt2_mlm.py:body={body},head=vmf",
+                       overrides=ENGLISH_SHAPE + ("model.target_dim=128", "model.target_vectors={fasttext}"),
+                       bodies=("transformer", "lstm", "tcn"),
+                       body_overrides=dict(transformer=("model.transformer.max_length=128",),
+                                           lstm=("model.lstm.hidden_size=128",), tcn=("model.tcn.hidden_size=128",))),
           clm=dict(config="configs/quickstart.py", overrides=ENGLISH_SHAPE + ("model.transformer.max_length=128",),
                    bodies=("transformer",), body_overrides={}),
       ),

@@ -316,16 +316,24 @@ def test_every_pre_trained_encoder_fits_the_cells_that_start_from_it():
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32), train=False))
     return jax.tree.map(lambda leaf: leaf.shape, {scope: variables["params"][scope] for scope in ("input_layer", "body")})
 
-  grid = grid_lib.expand(compare_ru.get_config(), "runs/compare_ru")
+  config = compare_ru.get_config()
+  config.starts = config.starts + ("mlm_vmf",)  # not a default start
+  grid = grid_lib.expand(config, "runs/compare_ru")
   checked = set()
   for cell in grid.cells:
-    if cell.kind != "finetune" or cell.start not in ("mlm", "clm") or cell.needs[0] in checked:
+    if cell.kind != "finetune" or cell.start not in ("mlm", "mlm_vmf", "clm") or cell.needs[0] in checked:
       continue
     pre_trained = grid.cell(cell.needs[0])
-    assert encoder_shapes(cell_configs.load_config(pre_trained.config, pre_trained.overrides)) == encoder_shapes(
-        cell_configs.load_config(cell.config, cell.overrides)), (pre_trained.name, cell.name)
+    pre_training = cell_configs.load_config(pre_trained.config, pre_trained.overrides)
+    assert encoder_shapes(pre_training) == encoder_shapes(cell_configs.load_config(cell.config, cell.overrides)), (
+        pre_trained.name, cell.name)
+    if cell.start == "mlm_vmf":  # the head's targets: the FastText cell's vectors, as wide as the model
+      fasttext = grid.cell(pre_trained.needs[0])
+      assert pre_training.model.head == "vmf" and pre_training.model.target_vectors == fasttext.output
+      assert pre_training.model.target_dim == pre_training.model.width == 128
     checked.add(pre_trained.name)
-  assert len(checked) == 8  # ru and en: masked LMs of 3 bodies, a causal transformer
+  # ru and en: masked LMs of 3 bodies with a softmax head and 3 with the vMF head, a causal transformer
+  assert len(checked) == 14
 
 
 def test_a_result_from_another_command_is_refused(tmp_path):

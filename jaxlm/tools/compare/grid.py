@@ -16,12 +16,15 @@ from jaxlm import errors
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 # A grid start -> (configs/finetune.py's start variant, the pre-training it reads: None |
-# "fasttext" (the .bin) | "mlm" / "clm" (a pre-trained workdir's best checkpoint)).
+# "fasttext" (the .bin) | "mlm" / "mlm_vmf" / "clm" (a pre-trained workdir's best checkpoint)).
 STARTS = {
     "scratch": ("start=scratch", None),
     "fasttext": ("start=fasttext", "fasttext"),
     "frozen": ("start=frozen", "fasttext"),
     "mlm": ("start=checkpoint", "mlm"),
+    # The cheap pre-training itself: a masked LM whose head predicts each masked word's FastText
+    # vector (von Mises-Fisher loss) instead of a softmax over the vocabulary.
+    "mlm_vmf": ("start=checkpoint", "mlm_vmf"),
     "clm": ("start=checkpoint", "clm"),
     # SentencePiece pieces of the task's words, each piece's row from FastText (fasttext_pieces).
     "bpe_fasttext": ("input=bpe,start=fasttext", "fasttext"),
