@@ -125,7 +125,8 @@ def _first_steps(config, steps_to_run=2):
 
 def test_the_lazy_step_sees_the_dense_step_s_loss_and_gradient_and_moves_only_rows_read(sentences):
   overrides = {"train.batch_size": 4, "model.init": "scratch", "optim.warmup_steps": 0}
-  dense = _first_steps(finetune_config("task=rucola,body=fasttext", sentences, **overrides), steps_to_run=1)
+  dense = _first_steps(finetune_config("task=rucola,body=fasttext", sentences, **overrides,
+                                       **{"optim.embedding_updates": "dense"}), steps_to_run=1)
   lazy = _first_steps(finetune_config("task=rucola,body=fasttext", sentences, **overrides,
                                       **{"optim.embedding_updates": "lazy"}), steps_to_run=1)
   for key in ("loss_sum", "grad_norm"):  # the same forward pass, and the same gradient (zero rows add nothing)
@@ -204,7 +205,8 @@ def test_lazy_updates_refuse_a_tied_softmax_head_and_other_optimisers():
 def test_a_workdir_saved_before_the_key_existed_evaluates_as_dense(sentences, tmp_path):
   from jaxlm import checkpoint
   from jaxlm.training import evaluate
-  config = finetune_config("task=rucola,body=fasttext", sentences, **{"train.steps": 2, "train.eval_every": 2})
+  config = finetune_config("task=rucola,body=fasttext", sentences, **{"train.steps": 2, "train.eval_every": 2,
+                                                                      "optim.embedding_updates": "dense"})
   loop.train_and_evaluate(config, str(tmp_path), progress=False)
   path = tmp_path / checkpoint.CONFIG_FILE
   saved = json.loads(path.read_text())
