@@ -214,3 +214,31 @@ def test_a_workdir_saved_before_the_key_existed_evaluates_as_dense(sentences, tm
   path.write_text(json.dumps(saved))
   [result] = evaluate.evaluate_workdir(str(tmp_path), splits=("valid",))
   assert np.isfinite(result["loss"])
+
+
+@pytest.mark.parametrize("arg", ["task=rucola,body=fasttext", "task=rucola,body=transformer", "task=upos,body=lstm",
+                                 "task=xquad_ru,body=lstm"])
+def test_evaluation_through_packed_views_scores_as_the_model_itself(arg, tmp_path, monkeypatch):
+  """The eval step (and, for span QA's exact match, the predict step) reads a bag through packed views."""
+  from task_fixtures import write_squad, write_treebank
+  from jaxlm.training import evaluation
+  folder = (write_classification if "rucola" in arg else write_treebank if "upos" in arg else write_squad)(
+      str(tmp_path))
+  reader = {"task.span_head": "reader", "task.max_length": 24, "task.question_length": 8, "task.stride": 8}
+  experiment = experiments.build_experiment(finetune_config(arg, folder, **(reader if "xquad" in arg else {})))
+  state = experiments.init_experiment_state(experiment)
+  assert sparse_rows.evaluation_reader(experiment.model, state.frozen) is not None
+  packed = evaluation.make_evaluator(experiment)(state, "valid", batch_size=8)
+  monkeypatch.setattr(sparse_rows, "evaluation_reader", lambda model, frozen: None)
+  plain = evaluation.make_evaluator(experiment)(state, "valid", batch_size=8)
+  assert set(packed) == set(plain)
+  for key, value in plain.items():
+    np.testing.assert_allclose(packed[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_head_that_reads_the_input_table_is_evaluated_as_it_is(tmp_path):
+  from conftest import smoke_config, write_tiny_corpus
+  config = smoke_config(write_tiny_corpus(str(tmp_path / "corpus")), str(tmp_path / "cache"),
+                        **{"model.input": "bag", "model.bucket": 50})
+  experiment = experiments.build_experiment(config)  # a tied softmax head scores every word's row
+  assert sparse_rows.evaluation_reader(experiment.model, experiments.init_experiment_state(experiment).frozen) is None

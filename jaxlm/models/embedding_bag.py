@@ -38,6 +38,7 @@ class EmbeddingBag(nn.Module):
   dtype: Any = jnp.float32
   bucket: int = 2_000_000
   subword_width: int = 1
+  packs_bags = True  # host_view lists a batch's (word, row) pairs: worth it for evaluation too
 
   def setup(self):
     self.table = self.param("table", layers.gpt2_init(),

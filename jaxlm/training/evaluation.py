@@ -11,24 +11,38 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxlm import distributed
-from jaxlm.training import experiments
+from jaxlm.training import experiments, sparse_rows
 
 
-def _per_device_eval_step(params, frozen, carry, batch, *, model, eval_fn):
-  outputs, carry = experiments.apply_model(model, {"params": params, **frozen}, batch, train=False,
-                               carry=experiments.carry_for(carry, batch))
+def _viewed(model, params, frozen, batch, view_arrays):
+  """(model, variables, batch) to apply: as given, or through the packed view of the input layer that
+  `view_arrays` (a RowReader's, of the global batch) describe, with the tokens renumbered into it."""
+  if view_arrays is None:
+    return model, {"params": params, **frozen}, batch
+  view = sparse_rows.step_view(model, params, frozen, batch["inputs"], view_arrays)
+  return view.model, {"params": view.params, **view.frozen}, {**batch, "inputs": view.token_ids}
+
+
+def _per_device_eval_step(params, frozen, carry, batch, view_arrays=None, *, model, eval_fn):
+  viewed_model, variables, viewed_batch = _viewed(model, params, frozen, batch, view_arrays)
+  outputs, carry = experiments.apply_model(viewed_model, variables, viewed_batch, train=False,
+                                           carry=experiments.carry_for(carry, batch))
   return jax.lax.psum(eval_fn(outputs, batch), experiments.DATA_AXIS), carry
 
 
 def make_eval_step(model, eval_fn: Callable, mesh):
-  """eval_step(params, frozen, carry, batch) -> (summed metrics, carry).
+  """eval_step(params, frozen, carry, batch[, view_arrays]) -> (summed metrics, carry).
 
-  eval_fn(outputs, batch) -> sums (Task.eval_sums).
+  eval_fn(outputs, batch) -> sums (Task.eval_sums). view_arrays: the input layer's packed view of
+  the global batch (sparse_rows.evaluation_reader; the same outputs, without a bag's padding).
   """
   per_device = functools.partial(_per_device_eval_step, model=model, eval_fn=eval_fn)
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(experiments.DATA_AXIS), P(experiments.DATA_AXIS)),
-                         out_specs=(P(), P(experiments.DATA_AXIS)))
-  return jax.jit(mapped)
+  specs = (P(), P(), P(experiments.DATA_AXIS), P(experiments.DATA_AXIS))
+  plain, viewed = (jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=specs + extra,
+                                         out_specs=(P(), P(experiments.DATA_AXIS))))
+                   for extra in ((), (P(),)))
+  return lambda params, frozen, carry, batch, *view_arrays: (viewed if view_arrays else plain)(
+      params, frozen, carry, batch, *view_arrays)
 
 
 class InFlight:
@@ -79,31 +93,45 @@ def host_values(sums) -> dict:
           for key, value in jax.device_get(sums).items()}
 
 
+def _view_arguments(reader, batch: dict) -> tuple:
+  """() or (the reader's view arrays of the global host batch,)."""
+  return () if reader is None else (reader.view_arrays(batch["inputs"]),)
+
+
 def evaluate(eval_step, model, mesh, params, frozen, batches, *, rows: int) -> dict:
   """Sums of eval_step over `batches` (global batches of `rows` rows), state carried; returns sums.
 
-  rows must be a multiple of the device count (evaluation_rows).
+  rows must be a multiple of the device count (evaluation_rows). A bag input is read through packed
+  views where the head allows (sparse_rows.evaluation_reader).
   """
   carry = jax.device_put(experiments.zero_carry(model.initial_carry(rows)), NamedSharding(mesh, P(experiments.DATA_AXIS)))
   totals, in_flight = None, InFlight()
+  reader = sparse_rows.evaluation_reader(model, frozen)
   for batch in batches:
-    sums, carry = eval_step(params, frozen, carry, experiments.global_batch(mesh, experiments.host_part(batch, rows)))
+    sums, carry = eval_step(params, frozen, carry, experiments.global_batch(mesh, experiments.host_part(batch, rows)),
+                            *_view_arguments(reader, batch))
     in_flight.add(sums)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return host_values(totals)
 
 
-def _per_device_predict(params, frozen, batch, *, model, task):
-  outputs, _ = experiments.apply_model(model, {"params": params, **frozen}, batch, train=False,
-                           carry=model.initial_carry(batch["inputs"].shape[0]))
+def _per_device_predict(params, frozen, batch, view_arrays=None, *, model, task):
+  viewed_model, variables, viewed_batch = _viewed(model, params, frozen, batch, view_arrays)
+  outputs, _ = experiments.apply_model(viewed_model, variables, viewed_batch, train=False,
+                                       carry=model.initial_carry(batch["inputs"].shape[0]))
   return task.predict(outputs, batch)
 
 
 def make_predict_step(experiment):
-  """predict_step(params, frozen, batch) -> task.predict's values per row, jitted over the mesh."""
+  """predict_step(params, frozen, batch[, view_arrays]) -> task.predict's values per row, jitted over
+  the mesh (view_arrays as make_eval_step's)."""
   per_device = functools.partial(_per_device_predict, model=experiment.model, task=experiment.task)
-  return jax.jit(jax.shard_map(per_device, mesh=experiment.mesh, in_specs=(P(), P(), P(experiments.DATA_AXIS)),
-                               out_specs=P(experiments.DATA_AXIS)))
+  specs = (P(), P(), P(experiments.DATA_AXIS))
+  plain, viewed = (jax.jit(jax.shard_map(per_device, mesh=experiment.mesh, in_specs=specs + extra,
+                                         out_specs=P(experiments.DATA_AXIS)))
+                   for extra in ((), (P(),)))
+  return lambda params, frozen, batch, *view_arrays: (viewed if view_arrays else plain)(
+      params, frozen, batch, *view_arrays)
 
 
 def predict_split(experiment, predict_step, state, split: str, *, batch_size: int) -> np.ndarray:
@@ -112,11 +140,13 @@ def predict_split(experiment, predict_step, state, split: str, *, batch_size: in
   rows = evaluation_rows(batch_size, mesh)
   predictions = []
   zeroed = experiment.task.unweighted_counts
+  reader = sparse_rows.evaluation_reader(experiment.model, state.frozen)
   for batch in experiment.task.predict_batches(split, batch_size=batch_size):
     batch = pad_rows(batch, rows, zeroed)
     # [rows, ...]: every process's rows, gathered (each process predicted its own)
     values = distributed.to_host(predict_step(state.params, state.frozen,
-                                              experiments.global_batch(mesh, experiments.host_part(batch, rows))))
+                                              experiments.global_batch(mesh, experiments.host_part(batch, rows)),
+                                              *_view_arguments(reader, batch)))
     predictions.append(values[batch["example_index"] >= 0])
   return np.concatenate(predictions)
 

@@ -45,6 +45,16 @@ class RowReader:
     return self.input_layer.host_view(self.frozen, np.asarray(global_token_ids))
 
 
+def evaluation_reader(model, frozen: dict) -> "RowReader | None":
+  """A RowReader when evaluation reads the model's input layer through packed views (a bag's view
+  lists each word's rows once, where the layer gathers every position's bag padded to the longest
+  word's): a bag input and a head that never reads the input table (a task head; a tied
+  language-model head scores every word's row). None: evaluate the model as it is."""
+  if not getattr(model.input_layer, "packs_bags", False) or getattr(model.head, "reads_input_table", True):
+    return None
+  return RowReader(model, frozen)
+
+
 def step_view(model, params: dict, frozen: dict, token_ids, arrays: dict) -> StepView:
   """The view described by `arrays` (RowReader's, of the global batch) for this device's token_ids
   [local batch, length]."""

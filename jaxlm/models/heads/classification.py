@@ -51,6 +51,7 @@ class Classifier(nn.Module):
 
 
 class ClassificationHead(nn.Module):
+  reads_input_table = False  # evaluation may read the input layer through a packed view
   num_classes: int
   pooling: str = "mean"
   hidden_size: int = 0

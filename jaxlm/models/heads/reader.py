@@ -33,6 +33,7 @@ def masked_attention(scores, mask):
 
 class ReaderHead(nn.Module):
   """The reader's question-aware input (`question_aware_inputs`) and its span scores (`__call__`)."""
+  reads_input_table = False  # evaluation may read the input layer through a packed view
   width: int  # the model width: the body's input and output
   dropout: float = 0.0
   dtype: Any = jnp.float32

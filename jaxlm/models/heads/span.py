@@ -17,6 +17,7 @@ MASKED_LOGIT = -1e9
 
 class SpanHead(nn.Module):
   """Two logits per position (answer start, answer end) for extractive QA."""
+  reads_input_table = False  # evaluation may read the input layer through a packed view
   hidden_size: int = 0
   dropout: float = 0.0
   dtype: Any = jnp.float32

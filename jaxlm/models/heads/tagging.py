@@ -9,6 +9,7 @@ from jaxlm.models.heads import classification, softmax
 
 
 class TaggingHead(nn.Module):
+  reads_input_table = False  # evaluation may read the input layer through a packed view
   num_tags: int
   hidden_size: int = 0
   dropout: float = 0.0
