@@ -102,8 +102,8 @@ Published anchors (not directly comparable): RuCoLA in-domain dev majority class
 accuracy / MCC 0, ruBERT about 0.42 test MCC; UDPipe 1.2 about 88-90 UPOS on Taiga with
 gold tokens (UDPipe 2 about 96-97 on later, larger releases; ../shared has r2.7, 3,138
 train sentences); SST-2 dev accuracy 80-83% for bag-of-vectors models, ~91-93% BERT-base.
-Speed (BENCHMARKS.md, "Fine-tuning speed"): the FastText baseline's RuCoLA run takes 15-20 s
-on 2 cores (lazy AdamW, trimmed batches), an encoder's 50-85 s.
+Speed (BENCHMARKS.md, "Fine-tuning speed"): the FastText baseline's RuCoLA run takes 10-16 s
+on 2 cores (lazy AdamW, trimmed batches, packed bags), an encoder's 50-85 s.
 Measured (BENCHMARKS.md, 2-core CPU, one seed): a RuCoLA run took 101 s; dev
 MCC 0.21 from scratch, 0.25 from FastText, 0.16 from a 1,000-step RusLit masked LM,
 0.25 for the FastText baseline (accuracy 73-76% against the majority class's 74.6%).
