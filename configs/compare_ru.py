@@ -42,7 +42,9 @@ Keys:
                      that start are left out, listed by --dry_run), body_overrides
 
 The budget: every fine-tuning cell gets configs/finetune.py's 400 steps of 32 examples at
-its body's learning rate (RuCoLA: 25-204 CPU-seconds a cell, BENCHMARKS.md, "The comparison grid"),
+its body's learning rate (RuCoLA: 25-204 CPU-seconds a cell when the recorded grid ran,
+BENCHMARKS.md, "The comparison grid"; with configs/finetune.py's faster defaults since, about 14-22
+for the FastText baseline and 50-100 for an encoder, BENCHMARKS.md, "Fine-tuning speed"),
 validated every 50 steps; its best checkpoint by the dev metric is the early-stopped model
 (train.patience stays 0: dev MCC moves by +-0.1 between validations). Its dev number is
 therefore the maximum over 8 validations (optimistic); test numbers are not. Pre-training:
@@ -55,7 +57,8 @@ one), and every checkpoint start for the FastText baseline (it has no body to st
 
 Full grid: 4 tasks x (3 + 4 + 4 + 5 starts by body) x 3 seeds = 192 fine-tuning cells,
 + RuCoLA's BPE-from-FastText row (4 bodies x 3 seeds = 12), + 10 pre-training cells: 12.6
-CPU-hours, ~6.3 hours on 2 cores at --parallel=2. BENCHMARKS.md, "The comparison grid", has the whole
+CPU-hours, ~6.3 hours on 2 cores at --parallel=2, when it ran (before the faster defaults; a
+rerun trains with them, so its numbers will differ from the recorded ones). BENCHMARKS.md, "The comparison grid", has the whole
 grid's table and a reading per task, the `small` slice, and a GPU sitting of RuCoLA cells
 with 10x the masked-LM pre-training (launch/compare_gpu.sh: the grid with
 --grid.pretrain.ru.mlm.overrides=... on the command line).
