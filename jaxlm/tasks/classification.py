@@ -130,9 +130,6 @@ class Classification(example_task.ExampleTask):
   def num_examples(self, split):
     return len(self.token_ids[split])
 
-  def example_lengths(self, split):
-    return np.array([len(ids) for ids in self.token_ids[split]], np.int64)
-
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of examples `indices` of `split`; index -1 is a padding row (weight 0)."""
     real = indices >= 0

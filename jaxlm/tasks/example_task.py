@@ -69,7 +69,8 @@ def trim(batch: dict, positions: int, length: int) -> dict:
 
 
 class ExampleTask(base.Task):
-  # Sentence tasks set it from task.length_multiple and define example_lengths (see the module's docstring).
+  # Sentence tasks (token_ids[split]: one int array per example) set it from task.length_multiple (see
+  # the module's docstring).
   length_multiple = 0
 
   @abc.abstractmethod
@@ -93,8 +94,13 @@ class ExampleTask(base.Task):
     return np.zeros((1, self.length), np.int32)
 
   def example_lengths(self, split: str) -> np.ndarray:
-    """int [examples]: each example's positions (tasks with a length_multiple)."""
-    raise NotImplementedError(f"{type(self).__name__} does not trim its batches")
+    """int [examples]: each example's positions, from the sentence tasks' token_ids[split] (a list of
+    int arrays), counted once per encoding of the split rather than at every batch."""
+    token_ids = self.token_ids[split]
+    cache = self.__dict__.setdefault("_lengths", {})
+    if split not in cache or cache[split][0] is not token_ids:  # a re-encoding makes a new list
+      cache[split] = (token_ids, np.array([len(ids) for ids in token_ids], np.int64))
+    return cache[split][1]
 
   def _trimmed(self, split: str, batch: dict, indices: np.ndarray) -> dict:
     """`batch` cut to fit the examples `indices` (the global batch's; -1 padding rows)."""

@@ -81,9 +81,6 @@ class Tagging(example_task.ExampleTask):
   def num_examples(self, split):
     return len(self.token_ids[split])
 
-  def example_lengths(self, split):
-    return np.array([len(ids) for ids in self.token_ids[split]], np.int64)
-
   def _batch(self, split: str, indices: np.ndarray) -> dict:
     """Rows of sentences `indices`; -1 is a padding row. Position 0 is the start token; the
     weights are 1 at each word's first position (every word's only one, for word inputs)."""

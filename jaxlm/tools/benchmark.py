@@ -227,8 +227,7 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
       "examples_per_second": config.train.batch_size / seconds_per_step,
       "cpu_seconds_per_example": float(np.median(group_cpu)) / config.train.batch_size,
       # Input positions, padding included, of the timed batches (a trimmed batch's own length).
-      "mean_tokens_per_step": float(np.mean([local_batch(step)["inputs"].size * jax.process_count()
-                                             for step in range(warmup_steps, warmup_steps + timed_steps)])),
+      "mean_tokens_per_step": float(np.mean([batch["inputs"].size for batch in batches[warmup_steps:]])),
   }
   for name, peaks in QUOTED_PEAKS.items():
     if name in device.device_kind:

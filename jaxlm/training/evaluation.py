@@ -37,12 +37,16 @@ def make_eval_step(model, eval_fn: Callable, mesh):
   the global batch (sparse_rows.evaluation_reader; the same outputs, without a bag's padding).
   """
   per_device = functools.partial(_per_device_eval_step, model=model, eval_fn=eval_fn)
-  specs = (P(), P(), P(experiments.DATA_AXIS), P(experiments.DATA_AXIS))
-  plain, viewed = (jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=specs + extra,
-                                         out_specs=(P(), P(experiments.DATA_AXIS))))
+  return _jit_with_optional_view(per_device, mesh, (P(), P(), P(experiments.DATA_AXIS), P(experiments.DATA_AXIS)),
+                                 (P(), P(experiments.DATA_AXIS)))
+
+
+def _jit_with_optional_view(per_device, mesh, in_specs: tuple, out_specs):
+  """per_device mapped over the mesh and jitted twice: with its arguments, and with the view arrays
+  after them (replicated: every device gets the global batch's view). Calls pick by arity."""
+  plain, viewed = (jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=in_specs + extra, out_specs=out_specs))
                    for extra in ((), (P(),)))
-  return lambda params, frozen, carry, batch, *view_arrays: (viewed if view_arrays else plain)(
-      params, frozen, carry, batch, *view_arrays)
+  return lambda *arguments: (viewed if len(arguments) > len(in_specs) else plain)(*arguments)
 
 
 class InFlight:
@@ -126,12 +130,8 @@ def make_predict_step(experiment):
   """predict_step(params, frozen, batch[, view_arrays]) -> task.predict's values per row, jitted over
   the mesh (view_arrays as make_eval_step's)."""
   per_device = functools.partial(_per_device_predict, model=experiment.model, task=experiment.task)
-  specs = (P(), P(), P(experiments.DATA_AXIS))
-  plain, viewed = (jax.jit(jax.shard_map(per_device, mesh=experiment.mesh, in_specs=specs + extra,
-                                         out_specs=P(experiments.DATA_AXIS)))
-                   for extra in ((), (P(),)))
-  return lambda params, frozen, batch, *view_arrays: (viewed if view_arrays else plain)(
-      params, frozen, batch, *view_arrays)
+  return _jit_with_optional_view(per_device, experiment.mesh, (P(), P(), P(experiments.DATA_AXIS)),
+                                 P(experiments.DATA_AXIS))
 
 
 def predict_split(experiment, predict_step, state, split: str, *, batch_size: int) -> np.ndarray:

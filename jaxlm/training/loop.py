@@ -177,6 +177,14 @@ def read_records(workdir: str) -> list[dict]:
   return metrics.read_records(path) if os.path.exists(path) else []
 
 
+def validations_up_to(workdir: str, start_step: int, metric: str) -> list[float]:
+  """`metric` of the validations metrics.jsonl recorded up to `start_step`, in order, without those a
+  stop made off schedule (interrupted): what a resumed run's counters are rebuilt from."""
+  return [record[metric] for record in read_records(workdir)
+          if record.get("kind") == "valid" and record["step"] <= start_step and metric in record
+          and not record.get("interrupted")]
+
+
 def every(step: int, interval: int) -> bool:
   """True every `interval` steps; interval 0 is "off" (only the run's last step logs or validates)."""
   return interval > 0 and step % interval == 0
@@ -275,10 +283,8 @@ class EarlyStopping:
     self.metric, self.sign, self.patience = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, patience
     self.best, self.since_best = math.inf, 0
     self.recent = collections.deque(maxlen=window)  # the last `window` validations' values
-    for record in read_records(workdir):
-      if (record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record
-          and not record.get("interrupted")):
-        self.update(record[self.metric])
+    for value in validations_up_to(workdir, start_step, self.metric):
+      self.update(value)
 
   def update(self, value: float) -> bool:
     """Records a validation; True when patience has run out."""
@@ -308,11 +314,9 @@ class CheckpointSchedule:
       raise errors.ConfigError(f"train.checkpoint_every={every}: give 0 (every validation saves) or a number "
                                "of steps")
     self.metric, self.sign, self.every = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, every
-    self.best, self.last_saved = math.inf, start_step
-    for record in read_records(workdir):
-      if (record.get("kind") == "valid" and record["step"] <= start_step and self.metric in record
-          and not record.get("interrupted")):
-        self.best = min(self.best, self.sign * record[self.metric])
+    self.best = min((self.sign * value for value in validations_up_to(workdir, start_step, self.metric)),
+                    default=math.inf)
+    self.last_saved = start_step
 
   def saves(self, step: int, value: float, *, final: bool, off_schedule: bool) -> bool:
     """Records the validation of `step`; True when it saves a checkpoint. final: the run ends at
