@@ -132,6 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
   # step and at a stop; the others only once this many steps have passed since the last save
   # (a resume repeats the steps after it exactly). 0: every validation saves.
   config.train.checkpoint_every = 0
+  # Steps whose checkpoints are kept whatever their rank (each must be a validation step): a
+  # pre-training read downstream at several points along the way ("<workdir>:<step>").
+  config.train.keep_steps = ()
   # Early stopping: stop after this many validations without a better best metric; 0 = never.
   config.train.patience = 0
   # The metric patience follows: the mean of the last N validations (1 = each as it is), so a

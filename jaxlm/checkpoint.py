@@ -313,9 +313,9 @@ def metric_key(best_metric: str) -> str:
 
 
 def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: str = "perplexity",
-            best_mode: str = "min") -> ocp.CheckpointManager:
+            best_mode: str = "min", keep_steps=()) -> ocp.CheckpointManager:
   """Keeps the last `keep` checkpoints plus the best by validation `best_metric` (lower is
-  better for best_mode="min", higher for "max")."""
+  better for best_mode="min", higher for "max"), plus those of `keep_steps` (train.keep_steps)."""
   if best_mode not in ("min", "max"):
     raise ValueError(f"best_mode={best_mode!r}: use 'min' or 'max'")
   key = metric_key(best_metric)
@@ -332,6 +332,7 @@ def manager(workdir: str, keep: int, *, read_only: bool = False, best_metric: st
       # Orbax keeps the last n after sorting ascending (reverse=False); reverse=True puts the
       # lowest value last, which is the best for "min".
       preservation_policy.BestN(get_metric_fn=ranked, reverse=best_mode == "min", n=1),
+      preservation_policy.CustomSteps(steps=[int(step) for step in keep_steps]),
   ])
   # best_fn also makes Orbax write each step's metrics beside it (read back by best_step).
   # read_only with save_interval_steps 0: Orbax would otherwise warn that it set it so itself.

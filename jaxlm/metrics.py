@@ -7,6 +7,9 @@ from typing import Mapping
 
 from jaxlm import errors
 
+# A record's clock readings (the loop's): they differ between two runs of the same steps.
+CLOCK_KEYS = ("training_seconds", "cpu_seconds")
+
 
 def safe_count(sums: Mapping[str, float], key: str = "count") -> float:
   """sums[key], kept above 0 so that an empty evaluation divides to 0, not NaN."""

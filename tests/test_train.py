@@ -281,3 +281,40 @@ def test_spaced_checkpoints_keep_the_best_and_a_lost_save_repeats_the_run_exactl
                             if record["kind"] == "valid"]
   assert first < 6 and again["perplexity"] == last["perplexity"]
   assert scores(loop.read_records(str(spaced))) == scores(records)
+
+
+def test_keep_steps_are_saved_and_kept_beside_the_latest_and_the_best(tiny_corpus, cache_dir, tmp_path):
+  # Validations every step, a save only for the best and every 100 steps, two latest kept: steps 2
+  # and 3 survive only because keep_steps names them.
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 8, "train.eval_every": 1,
+                                                    "train.keep_checkpoints": 1, "train.checkpoint_every": 100,
+                                                    "train.keep_steps": (2, 3)})
+  loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  saved = _saved_steps(tmp_path)
+  assert {2, 3, 8} <= set(saved)
+  best = checkpoint.best_step(checkpoint.manager(str(tmp_path), 1, best_metric="perplexity", best_mode="min",
+                                                 read_only=True))
+  assert set(saved) == {2, 3, 8, best}
+
+
+def test_keep_steps_off_the_validation_schedule_are_refused_before_anything_is_written(tiny_corpus, cache_dir,
+                                                                                         tmp_path):
+  config = smoke_config(tiny_corpus, cache_dir, **{"train.steps": 8, "train.eval_every": 4,
+                                                    "train.keep_steps": (4, 6)})
+  with pytest.raises(errors.ConfigError, match=r"train.keep_steps=\(4, 6\): \[6\] are not validation steps"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_validations_record_cpu_seconds_that_continue_over_a_resume(tiny_corpus, cache_dir, tmp_path):
+  settings = {"train.eval_every": 2, "train.log_every": 2}
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir, **settings, **{"train.steps": 4}), str(tmp_path),
+                          progress=False)
+  first = [record["cpu_seconds"] for record in loop.read_records(str(tmp_path)) if record["kind"] == "valid"]
+  assert 0 < first[0] < first[1]
+  loop.train_and_evaluate(smoke_config(tiny_corpus, cache_dir, **settings, **{"train.steps": 6}), str(tmp_path),
+                          progress=False, allow_change=("train.steps",))
+  records = [record for record in loop.read_records(str(tmp_path)) if record["kind"] == "valid"]
+  # The resumed process's own CPU time is added to the restored step's record, not started again.
+  assert [record["step"] for record in records] == [2, 4, 6]
+  assert records[2]["cpu_seconds"] > records[1]["cpu_seconds"] == first[1]

@@ -28,7 +28,7 @@ from typing import Iterator
 import flax.linen as nn
 import numpy as np
 
-from jaxlm import errors
+from jaxlm import errors, metrics
 
 
 class Task(abc.ABC):
@@ -140,7 +140,7 @@ class Task(abc.ABC):
   def describe(self, summary: dict) -> str:
     """One line for the progress bar after a validation."""
     return " ".join(f"{key} {value:.4f}" for key, value in summary.items()
-                    if isinstance(value, float) and key != "training_seconds")
+                    if isinstance(value, float) and key not in metrics.CLOCK_KEYS)
 
 
 def check_split(split: str, splits) -> None:

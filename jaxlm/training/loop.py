@@ -309,11 +309,12 @@ class CheckpointSchedule:
   metrics.jsonl recorded up to the restored step (which was saved).
   """
 
-  def __init__(self, task, every: int, workdir: str, start_step: int):
+  def __init__(self, task, every: int, workdir: str, start_step: int, keep_steps=()):
     if every < 0:
       raise errors.ConfigError(f"train.checkpoint_every={every}: give 0 (every validation saves) or a number "
                                "of steps")
     self.metric, self.sign, self.every = task.best_metric, 1.0 if task.best_mode == "min" else -1.0, every
+    self.keep_steps = frozenset(int(step) for step in keep_steps)  # always saved (and kept: checkpoint.manager)
     self.best = min((self.sign * value for value in validations_up_to(workdir, start_step, self.metric)),
                     default=math.inf)
     self.last_saved = start_step
@@ -324,10 +325,21 @@ class CheckpointSchedule:
     as_good = not off_schedule and self.sign * value <= self.best
     if as_good:
       self.best = self.sign * value
-    due = final or as_good or self.every == 0 or step - self.last_saved >= self.every
+    due = final or as_good or self.every == 0 or step - self.last_saved >= self.every or step in self.keep_steps
     if due:
       self.last_saved = step
     return due
+
+
+def check_keep_steps(train_config) -> None:
+  """train.keep_steps must name steps the run validates (and so can save): every eval_every, or the last."""
+  wrong = [step for step in train_config.keep_steps
+           if not (0 < step <= train_config.steps and (every(step, train_config.eval_every) or step == train_config.steps))]
+  if wrong:
+    raise errors.ConfigError(
+        f"train.keep_steps={tuple(train_config.keep_steps)}: {wrong} are not validation steps of this run (multiples "
+        f"of train.eval_every={train_config.eval_every} up to train.steps={train_config.steps}, or the last step); "
+        "a checkpoint is saved only where the run validates")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True,
@@ -345,6 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   clock: the wall clock (seconds) of every timing and of the train.max_minutes budget (Intervals).
   """
   from tqdm import tqdm
+  check_keep_steps(config.train)  # before anything is read or written
   experiment = experiments.build_experiment(config)  # reads the data (writing only to its cache), so the checks see it
   task, model, mesh, train_config = experiment.task, experiment.model, experiment.mesh, config.train
   started = run_start.start_or_resume(experiment, workdir, allow_change=allow_change)
@@ -354,7 +367,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
   keep_records_up_to(workdir, start_step)  # then a barrier: every process reads the same records below
 
   early_stopping = EarlyStopping(task, train_config.patience, workdir, start_step, train_config.patience_window)
-  checkpoint_schedule = CheckpointSchedule(task, train_config.checkpoint_every, workdir, start_step)
+  checkpoint_schedule = CheckpointSchedule(task, train_config.checkpoint_every, workdir, start_step,
+                                           train_config.keep_steps)
+  # The learning curve's cost axis: this process's CPU-seconds since it started (imports, data,
+  # compile and every validation included), continued over resumes from the restored step's record.
+  cpu_before = max((record["cpu_seconds"] for record in read_records(workdir)
+                    if record["step"] <= start_step and "cpu_seconds" in record), default=0.0)
   max_bad_steps = train_config.max_bad_steps
   guard = FiniteGuard(max_bad_steps, workdir, start_step, manager)
   train_step = steps.make_train_step(model, task.loss, experiment.optimizer, mesh, state, config.seed,
@@ -376,6 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, progr
     if training_seconds is not None:
       summary["training_seconds"] = training_seconds
     summary["examples_seen"] = step * train_config.batch_size  # a learning curve's x axis beside time
+    summary["cpu_seconds"] = cpu_before + time.process_time()
     if record:  # A validation the uninterrupted run would not have made: early stopping skips it.
       writer.write(step, "valid", {**summary, "interrupted": True} if interrupted else summary)
     return summary

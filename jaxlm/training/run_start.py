@@ -43,7 +43,7 @@ def start_or_resume(experiment, workdir: str, *, allow_change=()) -> RunStart:
     state = experiments.init_experiment_state(experiment)
     write_description(experiment, workdir)
   manager = checkpoint.manager(workdir, config.train.keep_checkpoints, best_metric=task.best_metric,
-                               best_mode=task.best_mode)
+                               best_mode=task.best_mode, keep_steps=config.train.keep_steps)
   checkpoint.check_writable(manager.directory)  # now, not at the first save after training
   if resuming:
     state, changes = _resume(experiment, workdir, manager, changes)
