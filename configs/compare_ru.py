@@ -20,7 +20,9 @@ Keys:
   tasks, bodies, starts, seeds   the grid (starts: jaxlm.tools.compare.grid.STARTS: scratch |
                      fasttext | frozen | mlm (a masked-LM checkpoint) | mlm_vmf (a masked LM with
                      the vMF embedding head: not in the default starts, --grid.starts adds it) |
-                     clm (a causal-LM one) | bpe_fasttext (BPE pieces, each row from FastText))
+                     clm (a causal-LM one) | bpe_fasttext (BPE pieces, each row from FastText);
+                     a checkpoint start with "@<step>", e.g. mlm@1000, reads that step of its
+                     pre-training instead of the best, and the pre-training keeps it)
   overrides          "key=value" for every fine-tuning cell: the equal budget
   task.<name>        (rucola, upos, xquad_ru, sst2, and squad_en: English SQuAD with the reader,
                      in a grid by --grid.tasks="('rucola','upos','sst2','squad_en')")
@@ -64,6 +66,15 @@ with 10x the masked-LM pre-training (launch/compare_gpu.sh: the grid with
 --grid.pretrain.ru.mlm.overrides=... on the command line).
 
 Variants:
+  converge  the grid at convergence: RuCoLA, UPOS, SST-2 and English SQuAD x 4 bodies x starts
+          scratch, fasttext, mlm@1000, mlm@3000, mlm, mlm_vmf, clm; each task's budget in steps
+          (CONVERGE: at most 20 / 30 / 5 / 10 epochs, validated every half epoch, a quarter for
+          SST-2) with train.patience=6 on a mean of the last 3 validations; 8 trials a row; 5 seeds
+          over 2 independent pre-trainings; 10x each pre-training (10,000 Russian steps, 5,900
+          English), read at steps 1,000 and 3,000 and at its best. 1,124 cells: far more than one
+          2-core machine's 8 CPU-hours (BENCHMARKS.md, "The grid at convergence")
+  sitting   with converge: the slice one sitting runs (RuCoLA, FastText baseline and transformer,
+          scratch / fasttext / mlm@1000 / mlm with 3,000 pre-training steps, 2 trials a row: 46 cells)
   small   RuCoLA x {FastText baseline, transformer} x {scratch, fasttext} x 3 seeds (12 cells
           + the FastText vectors): the slice BENCHMARKS.md records
   smoke   tasks rucola, upos x bodies fasttext, transformer x scratch x 2 seeds on
@@ -87,9 +98,60 @@ def _task(language, metric, splits, test_split, path, *extra, extra_starts=(), a
               overrides=(f"task.path={path}",) + extra, extra_starts=extra_starts, also_metrics=also_metrics)
 
 
+# Each task's budget at convergence, in steps of configs/finetune.py's 32 examples (a trial's batch
+# size changes the examples a step sees, not the steps): a validation every half epoch (a quarter
+# for SST-2's 2,105-step epochs), a stated maximum, and patience on a moving mean of the dev metric.
+CONVERGE = dict(
+    rucola=("train.steps=4920", "train.eval_every=123"),  # 7,869 sentences: 246 steps an epoch, at most 20
+    upos=("train.steps=2940", "train.eval_every=49"),  # 3,138 sentences: 98 steps an epoch, at most 30
+    sst2=("train.steps=10525", "train.eval_every=526"),  # 67,349 sentences: 2,105 steps an epoch, at most 5
+    squad_en=("train.steps=4700", "train.eval_every=235"),  # ~15k windows: 470 steps an epoch, at most 10
+)
+
+
+def _converge(config) -> None:
+  """The grid at convergence: four tasks, patience, 8 trials a row, 5 seeds over 2 pre-trainings each,
+  and 10x the pre-training with two checkpoints along the way read downstream."""
+  config.tasks = ("rucola", "upos", "sst2", "squad_en")
+  # mlm@1000 and mlm@3000: the masked LM at 1,000 (today's whole pre-training in Russian) and 3,000
+  # of its 10,000 steps, so the table says what more pre-training buys; mlm_vmf: the cheap
+  # pre-training itself (the vMF embedding head). The frozen and BPE rows are decided already.
+  config.starts = ("scratch", "fasttext", "mlm@1000", "mlm@3000", "mlm", "mlm_vmf", "clm")
+  config.task.rucola.extra_starts = ()
+  config.seeds = (0, 1, 2, 3, 4)
+  config.pretrain_seeds = (0, 1)  # seeds 0, 2, 4 read pre-training 0; seeds 1, 3 pre-training 1
+  # Stop once the mean of the last 3 dev validations (1.5 epochs) has not improved for 6 (3 epochs):
+  # RuCoLA's dev MCC moves by +-0.1 between single validations. The best checkpoint is still each
+  # validation's own, scored by launch/evaluate.py.
+  config.overrides = ("train.patience=6", "train.patience_window=3")
+  for task, budget in CONVERGE.items():
+    config.task[task].overrides = tuple(config.task[task].overrides) + budget
+  config.search.trials = 8
+  # 10x each pre-training: 10,000 steps of 16 x 64 tokens in Russian (10M tokens), 5,900 of 64 x 64
+  # in English (24M), validated every 500 so that steps 1,000 and 3,000 are kept (train.keep_steps).
+  for language, steps in (("ru", 10000), ("en", 5900)):
+    for kind in ("mlm", "mlm_vmf", "clm"):
+      source = config.pretrain[language][kind]
+      source.overrides = tuple(source.overrides) + (f"train.steps={steps}", "train.eval_every=500")
+
+
+def _sitting(config) -> None:
+  """converge,sitting: the slice of the converged grid that one 2-core sitting of ~1 hour runs:
+  RuCoLA, the FastText baseline and the transformer, starts scratch, fasttext, mlm@1000 and mlm with
+  3,000 steps of pre-training (3x, not 10x), 2 trials a row, 5 seeds over 2 pre-trainings."""
+  config.tasks = ("rucola",)
+  config.bodies = ("fasttext", "transformer")
+  config.starts = ("scratch", "fasttext", "mlm@1000", "mlm")
+  config.search.trials = 2
+  config.search.space.dropout.keys = ("model.transformer.dropout",)  # the BiLSTM's and TCN's are not in it
+  source = config.pretrain.ru.mlm
+  source.overrides = tuple(override for override in source.overrides if not override.startswith("train.steps="))
+  source.overrides += ("train.steps=3000",)
+
+
 def get_config(arg: str | None = None):
   variants = common.parse_variants(arg)
-  common.check_variants(variants, {"small": True, "smoke": True}, __file__)
+  common.check_variants(variants, {"small": True, "smoke": True, "converge": True, "sitting": True}, __file__)
   config = ml_collections.ConfigDict()
   config.finetune = "configs/finetune.py"
   config.finetune_variants = ""
@@ -166,6 +228,10 @@ def get_config(arg: str | None = None):
                    bodies=("transformer",), body_overrides={}),
       ),
   ))
+  if "converge" in variants:
+    _converge(config)
+  if "sitting" in variants:
+    _sitting(config)
   if "small" in variants:
     config.tasks = ("rucola",)
     config.bodies = ("fasttext", "transformer")

@@ -629,3 +629,49 @@ def test_a_sigterm_to_the_grid_reaches_each_running_cell_once_and_nothing_starts
     assert int(received[1]) != os.getpgrp()  # in its own process group
     assert [attempt["exit_code"] for attempt in result_files._earlier_attempts(cell)] == [143]
   assert queued and not any(os.path.exists(os.path.join(cell.workdir, "log.txt")) for cell in queued)
+
+
+def test_a_start_along_a_pre_training_reads_the_checkpoint_at_its_step_which_the_pre_training_keeps(tmp_path):
+  config = compare_ru.get_config()
+  config.tasks, config.bodies, config.seeds = ("rucola",), ("transformer",), (0,)
+  config.starts, config.task.rucola.extra_starts = ("scratch", "mlm@1000", "mlm", "mlm@3000"), ()
+  grid = grid_lib.expand(config, str(tmp_path))
+  masked = grid.cell("pretrain/ru/mlm_transformer")
+  assert masked.overrides[-1] == "train.keep_steps=(1000, 3000)"
+  for start, which in (("mlm", "best"), ("mlm@1000", "1000"), ("mlm@3000", "3000")):
+    cell = grid.cell(f"rucola/transformer/{start}/seed0")
+    assert cell.needs == (masked.name,) and cell.start == start
+    assert f"init.checkpoint={masked.workdir}:{which}" in cell.overrides
+  # Without a start along it, the pre-training's command is the one it has always been.
+  config.starts = ("scratch", "mlm")
+  assert not any("keep_steps" in override
+                 for override in grid_lib.expand(config, str(tmp_path)).cell(masked.name).overrides)
+  for wrong in ("mlm@", "mlm@x", "fasttext@100", "scratch@5", "bert@100"):
+    config.starts = ("scratch", wrong)
+    with pytest.raises(grid_lib.GridError, match="is not one of"):
+      grid_lib.expand(config, str(tmp_path))
+
+
+def test_the_converged_grid_has_the_budget_it_states():
+  config = compare_ru.get_config("converge")
+  grid = grid_lib.expand(config, "/grid")
+  finetune = [cell for cell in grid.cells if cell.kind == "finetune"]
+  assert sorted({cell.task for cell in finetune}) == ["rucola", "squad_en", "sst2", "upos"]
+  rows = {(cell.task, cell.body, cell.start) for cell in finetune}
+  for task, body, start in rows:
+    seeds = [cell for cell in finetune if (cell.task, cell.body, cell.start) == (task, body, start)]
+    assert len(seeds) >= 5
+    trials = [cell for cell in grid.cells if cell.kind == "trial" and cell.search_row == f"{task}/{body}/{start}"]
+    assert len(trials) == 8  # the same tuning budget for every row
+    if start != "scratch":  # pre-trained rows draw on 2 independent pre-trainings
+      assert len({cell.needs[0] for cell in seeds}) == 2
+  assert {start for _, _, start in rows} >= {"mlm@1000", "mlm@3000", "mlm", "mlm_vmf", "clm", "fasttext", "scratch"}
+  # 10x the pre-training (ru_mlm's 1,000 steps and wt2_mlm's 590), keeping the steps read along the way.
+  masked = cell_configs.load_config(grid.cell("pretrain/ru/mlm_transformer").config,
+                                    grid.cell("pretrain/ru/mlm_transformer").overrides)
+  assert masked.train.steps == 10000 and masked.train.keep_steps == (1000, 3000)
+  english = grid.cell("pretrain/en/mlm_lstm")
+  assert cell_configs.load_config(english.config, english.overrides).train.steps == 5900
+  cell = grid.cell("rucola/transformer/scratch/seed0")
+  loaded = cell_configs.load_config(cell.config, cell.overrides)
+  assert (loaded.train.patience, loaded.train.patience_window, loaded.train.steps) == (6, 3, 4920)

@@ -16,7 +16,8 @@ from jaxlm import errors
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 
 # A grid start -> (configs/finetune.py's start variant, the pre-training it reads: None |
-# "fasttext" (the .bin) | "mlm" / "mlm_vmf" / "clm" (a pre-trained workdir's best checkpoint)).
+# "fasttext" (the .bin) | "mlm" / "mlm_vmf" / "clm" (a pre-trained workdir's best checkpoint, or
+# with "@<step>" its checkpoint at that step: start_kind)).
 STARTS = {
     "scratch": ("start=scratch", None),
     "fasttext": ("start=fasttext", "fasttext"),
@@ -29,6 +30,18 @@ STARTS = {
     # SentencePiece pieces of the task's words, each piece's row from FastText (fasttext_pieces).
     "bpe_fasttext": ("input=bpe,start=fasttext", "fasttext"),
 }
+ALONG = "@"  # "mlm@1000": the start `mlm`, read from its pre-training's checkpoint at step 1,000 instead of its best
+
+
+def start_kind(start: str) -> tuple[str, int | None]:
+  """("mlm", 1000) for "mlm@1000"; ("mlm", None) for "mlm" (the pre-training's best checkpoint)."""
+  kind, along, step = start.partition(ALONG)
+  if kind not in STARTS or (along and (not step.isdigit() or STARTS[kind][1] in (None, "fasttext"))):
+    raise GridError(f"grid config starts: {start!r} is not one of {list(STARTS)}, nor a checkpoint start at a "
+                    f"step of its pre-training (e.g. 'mlm{ALONG}1000': the masked LM's checkpoint at step 1,000)")
+  return kind, int(step) if step else None
+
+
 # Run order: every cell of a level finishes (or fails) before the next level starts.
 LEVELS = {"fasttext": 0, "pretrain": 1, "trial": 2, "finetune": 3}
 SCORED = ("trial", "finetune")  # kinds scored by launch/evaluate.py at their best checkpoint
@@ -133,6 +146,14 @@ def expand(grid_config, workdir: str) -> Grid:
     cells.setdefault(cell.name, cell)
     return cells[cell.name]
 
+  # The steps along each pre-training that some start reads ("mlm@1000"): that pre-training keeps them.
+  along = {}
+  for task in grid_config.tasks:
+    extra_starts = grid_config.task[task].get("extra_starts", ()) if task in grid_config.task else ()
+    for start in (*grid_config.starts, *extra_starts):
+      kind, step = start_kind(start)
+      if step is not None:
+        along.setdefault(STARTS[kind][1], set()).add(step)
   replicas = tuple(grid_config.pretrain_seeds)
   if not replicas or len(set(replicas)) != len(replicas):
     raise GridError(f"grid config pretrain_seeds={replicas}: give distinct seeds, one per independent pre-training")
@@ -158,6 +179,8 @@ def expand(grid_config, workdir: str) -> Grid:
       needs, values = (fasttext.name,), {**values, "fasttext": fasttext.output}
     seed = replicas[replica]
     suffix = ("" if kind == "fasttext" else f"_{body}") + (f"_seed{seed}" if replica else "")
+    if kind in along:
+      overrides += (f"train.keep_steps={tuple(sorted(along[kind]))}",)
     if seed != 0:  # its own seed (0 is the configs' own): the FastText vectors' (fasttext.seed) or the network's
       overrides += (f"fasttext.seed={seed}" if kind == "fasttext" else f"seed={seed}",)
     name = f"pretrain/{language}/{kind}{suffix}"
@@ -175,9 +198,8 @@ def expand(grid_config, workdir: str) -> Grid:
     spec = grid_config.task[task]
     for body in grid_config.bodies:
       for start in (*grid_config.starts, *spec.extra_starts):
-        if start not in STARTS:
-          raise GridError(f"grid config starts: {start!r} is not one of {list(STARTS)}")
-        variant, source = STARTS[start]
+        kind, along_step = start_kind(start)
+        variant, source = STARTS[kind]
 
         def start_of(replica: int):
           """(needs, overrides) of a cell starting from pre-training replica `replica`; None: none of this body."""
@@ -188,7 +210,8 @@ def expand(grid_config, workdir: str) -> Grid:
             pre_trained = pretrain(spec.language, source, body, replica) if body != "fasttext" else None
             if pre_trained is None:
               return None
-            return (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:best",)
+            which = "best" if along_step is None else along_step
+            return (pre_trained.name,), (f"init.checkpoint={pre_trained.workdir}:{which}",)
           return (), ()
 
         if start_of(0) is None:

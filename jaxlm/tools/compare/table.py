@@ -257,9 +257,14 @@ def plot(table: list[dict], path: str) -> None:
     task_rows = [row for row in table if row["task"] == task]
     # In the grid's order of starts (jaxlm.tools.compare.grid.STARTS), not the order rows first use them,
     # so that each body's line runs left to right (RuCoLA's bpe_fasttext row came before mlm).
+    # A start along a pre-training ("mlm@1000") comes before the same pre-training's best checkpoint.
     order = list(grid_lib.STARTS)
-    starts = sorted(dict.fromkeys(row["start"] for row in task_rows),
-                    key=lambda start: order.index(start) if start in order else len(order))
+
+    def place(start):
+      kind, step = grid_lib.start_kind(start)
+      return order.index(kind), math.inf if step is None else step
+
+    starts = sorted(dict.fromkeys(row["start"] for row in task_rows), key=place)
     bodies = list(dict.fromkeys(row["body"] for row in task_rows))
     for index, body in enumerate(bodies):
       points = sorted((starts.index(row["start"]), row["dev_mean"], row["dev_ci"]) for row in task_rows
