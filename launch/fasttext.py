@@ -44,7 +44,9 @@ def main(argv):
     raise errors.ConfigError("the config has no `fasttext` section (its training settings); use one that does, "
                              "e.g. --config=configs/ru_lm.py, configs/wt2_heads.py or configs/wt2_mlm.py")
   corpus = config.fasttext.get("corpus", "")
-  if not corpus and "task" in config:
+  # A language model's config reads a corpus (its `data` section); a fine-tuning config has none
+  # and gives its task's training texts. Every config has a `task` section.
+  if not corpus and "data" not in config:
     corpus = _task_corpus(config, _OUTPUT.value)
   elif not corpus:
     from jaxlm.data import corpora

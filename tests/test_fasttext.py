@@ -160,3 +160,20 @@ def test_launcher(tmp_path):
   assert result.returncode == 0, result.stderr
   assert "fasttext epoch 1/1" in result.stdout
   assert "ёжик" in fasttext_vectors.load_vectors(str(output)).key_to_index
+
+
+@pytest.mark.slow  # a subprocess, a few seconds
+def test_launcher_trains_a_language_models_vectors_on_its_corpus_train_split(tmp_path):
+  """configs/ru_lm.py as the comparison grid's FastText cells run it: the corpus is data.path's train split."""
+  from conftest import write_tiny_corpus
+  corpus = write_tiny_corpus(str(tmp_path / "corpus"))
+  output = tmp_path / "out.bin"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "launch/fasttext.py", "--config=configs/ru_lm.py:smoke",
+                           f"--config.data.path={corpus}", "--config.data.corpus=wikitext2", "--config.data.cache_dir="
+                           f"{tmp_path / 'cache'}", "--config.fasttext.epochs=1", "--config.fasttext.min_count=1",
+                           f"--output={output}"], cwd=root, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=root), timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert f"fasttext corpus: {corpus}/train.txt (the train split" in result.stdout
+  assert "w1" in fasttext_vectors.load_vectors(str(output)).key_to_index
