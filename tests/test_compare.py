@@ -79,7 +79,14 @@ def test_smoke_grid_runs_once_resumes_and_tabulates(tmp_path):
   paths = table.write_all(grid, str(tmp_path / "grid"))
   with open(paths["csv"], encoding="utf-8") as handle:
     rows = list(csv.DictReader(handle))
-  assert len(rows) == 4 and os.path.getsize(paths["svg"]) > 0
+  assert len(rows) == 4 and os.path.getsize(paths["svg"]) > 0 and os.path.getsize(paths["curves"]) > 0
+  # Each cell's learning curve is its validations: examples seen, CPU-seconds so far, dev metric.
+  cell = grid.cell("rucola/transformer/scratch/seed0")
+  records = [json.loads(line) for line in open(os.path.join(cell.workdir, "metrics.jsonl"))]
+  curve = table.learning_curve(cell)
+  assert curve == [(record["examples_seen"], record["cpu_seconds"], record["mcc"]) for record in records
+                   if record["kind"] == "valid"]
+  assert [examples for examples, _, _ in curve] == [3 * 8, 6 * 8] and curve[0][1] < curve[1][1]
   for row in rows:
     seeds = [result_files.read_result(grid.cell(f"{row['task']}/{row['body']}/{row['start']}/seed{seed}"))
              for seed in (0, 1)]
@@ -675,3 +682,55 @@ def test_the_converged_grid_has_the_budget_it_states():
   cell = grid.cell("rucola/transformer/scratch/seed0")
   loaded = cell_configs.load_config(cell.config, cell.overrides)
   assert (loaded.train.patience, loaded.train.patience_window, loaded.train.steps) == (6, 3, 4920)
+
+
+def claim_rows(task="t", **devs):
+  """table.rows() of one task from {"body__start": dev values}."""
+  cells, results = [], []
+  for key, values in devs.items():
+    body, start = key.split("__")
+    cells.append(grid_lib.Cell(name=f"{task}/{body}/{start}", kind="finetune", config="", overrides=(), workdir="",
+                               task=task, body=body, start=start.replace("_at_", "@")))
+    results += [dict(task=task, body=body, start=start.replace("_at_", "@"), metric="mcc", dev=dev, test=None,
+                     wall_seconds=1.0, cpu_seconds=1.0, examples_seen=10, best_step=5) for dev in values]
+  return table.rows(grid_lib.Grid(cells=cells, not_applicable=[]), results)
+
+
+def test_each_claim_is_read_by_welchs_test_between_the_rows_it_names():
+  rows = claim_rows(fasttext__fasttext=(0.30, 0.31, 0.29, 0.30, 0.32),
+                    transformer__scratch=(0.20, 0.22, 0.21, 0.19, 0.20),
+                    transformer__fasttext=(0.25, 0.24, 0.26, 0.25, 0.27),
+                    transformer__mlm_at_1000=(0.10, 0.25, 0.18, 0.22, 0.12),
+                    transformer__mlm=(0.24, 0.26, 0.21, 0.27, 0.22),
+                    lstm__scratch=(0.26, 0.27, 0.25, 0.26, 0.28))
+  claims = {claim["claim"]: claim for claim in table.claims.task_claims(rows)}
+  by = lambda body, start: next(row for row in rows if (row["body"], row["start"]) == (body, start))
+  # The baseline beats the best transformer row (fasttext start) at p < 0.05: the claim holds.
+  beat = claims["No transformer beat FastText"]
+  assert beat["verdict"] == "holds"
+  assert beat["p"] == pytest.approx(welch_by_hand(by("fasttext", "fasttext")["devs"], by("transformer", "fasttext")["devs"]))
+  # The BiLSTM's 0.264 against the transformer's 0.254: not separable at 5 seeds.
+  rnn = claims["Conventional RNNs / TCNs beat transformers"]
+  assert rnn["p"] == pytest.approx(welch_by_hand(by("lstm", "scratch")["devs"], by("transformer", "fasttext")["devs"]))
+  assert rnn["verdict"] == ("holds" if rnn["p"] < 0.05 else "undecided")
+  # Every pre-trained transformer row beats scratch? mlm@1000's spread keeps it inseparable: not all gain.
+  silver = claims["Pre-training is not a silver bullet"]
+  assert silver["verdict"] == "undecided" and silver["detail"].startswith("2 of 3 pre-trained rows beat")
+  more = claims["More pre-training pays (transformer, mlm: step 1000 -> its best)"]
+  assert more["p"] == pytest.approx(welch_by_hand(by("transformer", "mlm")["devs"], by("transformer", "mlm@1000")["devs"]))
+  # A pre-trained row below scratch at p < 0.05 makes "no silver bullet" hold; all above makes it fail.
+  worse = claim_rows(transformer__scratch=(0.20, 0.22, 0.21), transformer__mlm=(0.05, 0.06, 0.04),
+                     transformer__fasttext=(0.30, 0.31, 0.32))
+  assert {c["claim"]: c["verdict"] for c in table.claims.task_claims(worse)}["Pre-training is not a silver bullet"] == "holds"
+  better = claim_rows(transformer__scratch=(0.20, 0.22, 0.21), transformer__mlm=(0.30, 0.31, 0.29))
+  assert {c["claim"]: c["verdict"] for c in table.claims.task_claims(better)}["Pre-training is not a silver bullet"] == "fails"
+  lines = table.claims.reading(rows)
+  assert lines[1] == "- **t** (dev mcc):" and any("No transformer beat FastText: **holds**" in line for line in lines)
+
+
+def test_the_cost_to_reach_the_baselines_score_is_read_from_the_learning_curves():
+  curves = [[(10, 5.0, 0.1), (20, 9.0, 0.3), (30, 12.0, 0.4)], [(10, 4.0, 0.35), (20, 8.0, 0.2)],
+            [(10, 6.0, 0.1), (20, 11.0, 0.2)]]
+  assert table.seconds_to_reach(curves, 0.3) == (pytest.approx((9.0 + 4.0) / 2), 2)
+  seconds, reached = table.seconds_to_reach(curves, 0.9)
+  assert math.isnan(seconds) and reached == 0

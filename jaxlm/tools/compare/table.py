@@ -8,12 +8,17 @@ encoder worth its cost?). The best mean of each task is in bold. Under the table
 reads pre-training gets one line: what its pre-training cells cost and what they bought over
 scratch, with the test's p-value. A task's also_metrics (QA's exact match beside its F1) get a
 column of their own: their dev mean ± sd at the checkpoints the task's metric picked.
+Each row also says what reaching the FastText baseline's dev score cost (CPU-seconds, from the
+cells' learning curves, drawn in curves.svg), and the table ends with the reading of the
+report's claims (jaxlm.tools.compare.claims).
 """
 
 import math
 import os
 
+from jaxlm import metrics
 from jaxlm.data import text_files
+from jaxlm.tools.compare import claims
 from jaxlm.tools.compare import grid as grid_lib
 from jaxlm.tools.compare import result_files, statistics
 from jaxlm.tools.compare.statistics import mean_and_std
@@ -21,7 +26,7 @@ from jaxlm.tools.compare.statistics import mean_and_std
 CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_mean", "dev_std", "dev_ci_low",
                "dev_ci_high", "test_mean", "test_std", "test_ci_low", "test_ci_high", "dev_vs_scratch", "vs_scratch_p",
                "dev_vs_baseline", "vs_baseline_p", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
-               "best_step_mean")
+               "best_step_mean", "seconds_to_baseline", "reached_baseline")
 BASELINE = ("fasttext", "fasttext")  # (body, start) of the FastText baseline: no encoder, FastText rows
 
 
@@ -45,10 +50,31 @@ def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
         raise grid_lib.GridError(f"{cell.name}: grid config task.{cell.task}.also_metrics names {missing}, which "
                                  f"its {cell.splits[0]} summary lacks; it has {sorted(dev)}")
       result["also"] = {metric: dev[metric] for metric in cell.also_metrics}
+      result["curve"] = learning_curve(cell)
       finetune.append(result)
     else:
       pretrain.append(result)
   return finetune, pretrain
+
+
+def learning_curve(cell: grid_lib.Cell) -> list[tuple[float, float, float]]:
+  """[(examples seen, CPU-seconds, dev metric)] at each of the cell's validations, from its metrics.jsonl
+  (the training process's own CPU-seconds: launch/evaluate.py's scoring after it is not in them);
+  [] for a cell trained before validations recorded their CPU-seconds."""
+  path = os.path.join(cell.workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  return [(record["examples_seen"], record["cpu_seconds"], record[cell.metric]) for record in metrics.read_records(path)
+          if record["kind"] == "valid" and not record.get("interrupted") and "cpu_seconds" in record
+          and cell.metric in record]
+
+
+def seconds_to_reach(curves, target: float) -> tuple[float, int]:
+  """(mean CPU-seconds at the first validation scoring at least `target`, over the curves that reach it;
+  how many reach it). (nan, 0) when none does."""
+  reached = [next(seconds for _, seconds, value in curve if value >= target) for curve in curves
+             if any(value >= target for _, _, value in curve)]
+  return (sum(reached) / len(reached) if reached else math.nan), len(reached)
 
 
 def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
@@ -80,8 +106,16 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
         best_step_mean=mean_and_std([result["best_step"] for result in group])[0],
         # {metric: (mean, sd)} of the task's also_metrics, on dev at the same checkpoints
         also={metric: mean_and_std([result["also"][metric] for result in group])
-              for metric in group[0].get("also", {})}))
+              for metric in group[0].get("also", {})},
+        curves=[result.get("curve", []) for result in group]))
   by_key = {(row["task"], row["body"], row["start"]): row for row in table}
+  for row in table:
+    # The cost to reach a given score: CPU-seconds until a validation first scores the FastText
+    # baseline's mean dev score (the cheapest row's final answer), over the seeds that reach it.
+    baseline = by_key.get((row["task"], *BASELINE))
+    row["seconds_to_baseline"], row["reached_baseline"] = (
+        seconds_to_reach(row["curves"], baseline["dev_mean"]) if baseline is not None and all(row["curves"])
+        else (math.nan, 0))
   for row in table:
     for name, (body, start) in (("scratch", (row["body"], "scratch")), ("baseline", BASELINE)):
       reference = by_key.get((row["task"], body, start))
@@ -190,17 +224,25 @@ def code_versions(results: list[dict]) -> str:
                               for version, count in counts.items()) + "."
 
 
+def _reached(row: dict) -> str:
+  """"41 (5/5)": mean CPU-seconds to the baseline's dev mean over the seeds that reached it, and how many did."""
+  if not row["reached_baseline"]:
+    return "-" if not all(row["curves"]) else f"never (0/{row['seeds']})"
+  return f"{row['seconds_to_baseline']:.0f} ({row['reached_baseline']}/{row['seeds']})"
+
+
 def _also(row: dict) -> str:
   return "; ".join(f"{metric} {_number(mean, std)}" for metric, (mean, std) in row["also"].items())
 
 
-def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=(), tuning=()) -> str:
+def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), bought_lines=(), tuning=(),
+             reading=()) -> str:
   also = any(row["also"] for row in table)  # a column only for grids with also_metrics
   lines = [pretraining_cost(pretrain), "",
            "| task (metric) | body | start | seeds | dev mean [95% CI] | test mean [95% CI] | "
            + ("other dev metrics, mean ± sd | " if also else "") + "dev vs scratch | dev vs FastText baseline | "
-           "wall / CPU s per cell | examples seen |",
-           "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if also else "")]
+           "wall / CPU s per cell | examples seen | CPU s to the baseline's dev |",
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if also else "")]
   best = {}
   for row in table:
     if row["task"] not in best or row["dev_mean"] > best[row["task"]]:
@@ -214,7 +256,7 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
                  + f"{_difference(row['dev_vs_scratch'], row['vs_scratch_p'])} | "
                  f"{_difference(row['dev_vs_baseline'], row['vs_baseline_p'])} | {row['wall_seconds_mean']:.0f} / "
                  f"{row['cpu_seconds_mean']:.0f} | "
-                 f"{row['examples_seen_mean']:.0f} |")
+                 f"{row['examples_seen_mean']:.0f} | {_reached(row)} |")
   test_splits = dict.fromkeys(f"{row['task']}: {row['test_split']}" for row in table if row["test_split"])
   lines += ["", f"test: the best checkpoint (by dev) on a labelled split that picked nothing "
             f"({'; '.join(test_splits) or 'none'}).",
@@ -222,9 +264,13 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
             "baseline: the difference of dev means from the same task's scratch row of the same body / from its "
             f"{BASELINE[0]} body with {BASELINE[1]} start, with the two-sided p-value of Welch's t-test over seeds "
             f"(bold: p < {statistics.ALPHA}; no correction for the table's many comparisons). Bold dev: the best dev "
-            "mean of the task (higher is better for every metric here)."]
+            "mean of the task (higher is better for every metric here). CPU s to the baseline's dev: the training "
+            "process's CPU-seconds (start, compile and validations included) until a validation first scored the "
+            "FastText baseline row's dev mean, averaged over the seeds that reached it (how many did)."]
   if bought_lines:
     lines += ["", "What the pre-training bought, per row that reads it:", *bought_lines]
+  if reading:
+    lines += ["", *reading]
   if tuning:
     lines += ["", *tuning]
   if results:
@@ -285,6 +331,39 @@ def plot(table: list[dict], path: str) -> None:
   pyplot.close(figure)
 
 
+def plot_curves(table: list[dict], path: str) -> None:
+  """Learning curves: one column per task, dev metric against examples seen (top) and against the
+  training process's CPU-seconds (bottom); every seed a thin line, one colour per (body, start) row."""
+  import matplotlib
+  matplotlib.use("Agg")  # files only, no display
+  from matplotlib import pyplot
+
+  tasks = list(dict.fromkeys(row["task"] for row in table))
+  figure, axes = pyplot.subplots(2, len(tasks), figsize=(5 * len(tasks) + 2.5, 7), squeeze=False)
+  labels = list(dict.fromkeys(f"{row['body']}/{row['start']}" for row in table))
+  colours = {label: pyplot.get_cmap("tab20")(index % 20) for index, label in enumerate(labels)}
+  for column, task in enumerate(tasks):
+    for row in (row for row in table if row["task"] == task):
+      colour = colours[f"{row['body']}/{row['start']}"]
+      for curve in row["curves"]:
+        if curve:
+          examples, seconds, values = zip(*curve)
+          axes[0][column].plot(examples, values, color=colour, linewidth=0.8, alpha=0.8)
+          axes[1][column].plot(seconds, values, color=colour, linewidth=0.8, alpha=0.8)
+    metric = next(row["metric"] for row in table if row["task"] == task)
+    axes[0][column].set_title(task)
+    for axis, label in ((axes[0][column], "examples seen"), (axes[1][column], "CPU-seconds of training")):
+      axis.set_xlabel(label)
+      axis.set_ylabel(f"dev {metric}")
+      axis.grid(alpha=0.3)
+    axes[1][column].set_xscale("log")
+  handles = [matplotlib.lines.Line2D([], [], color=colour) for colour in colours.values()]
+  figure.legend(handles, labels, title="body/start", loc="center right", fontsize="small")
+  figure.tight_layout(rect=(0, 0, 1 - 2.5 / figure.get_figwidth(), 1))
+  figure.savefig(path)
+  pyplot.close(figure)
+
+
 def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   """table.md, table.csv and table.svg in the grid's workdir; returns {kind: path}."""
   finetune, pretrain = collect(grid)
@@ -292,10 +371,13 @@ def write_all(grid: grid_lib.Grid, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   paths = {kind: os.path.join(workdir, f"table.{kind}") for kind in ("md", "csv", "svg")}
   text_files.write_text(paths["md"], markdown(table, pretrain, pretrain + finetune, bought(grid, table, pretrain),
-                                              search_lines(grid)))
+                                              search_lines(grid), claims.reading(table)))
   write_csv(table, paths["csv"])
   if table:
     plot(table, paths["svg"])
   else:
     paths.pop("svg")
+  if any(curve for row in table for curve in row["curves"]):
+    paths["curves"] = os.path.join(workdir, "curves.svg")
+    plot_curves(table, paths["curves"])
   return paths
