@@ -74,7 +74,7 @@ Variants:
           English), read at steps 1,000 and 3,000 and at its best. 1,124 cells: far more than one
           2-core machine's 8 CPU-hours (BENCHMARKS.md, "The grid at convergence")
   sitting   with converge: the slice one sitting runs (RuCoLA, FastText baseline and transformer,
-          scratch / fasttext / mlm@1000 / mlm with 3,000 pre-training steps, 2 trials a row: 46 cells)
+          scratch / fasttext / mlm@1000 / mlm@3000 / mlm, 2 trials a row: 53 cells)
   small   RuCoLA x {FastText baseline, transformer} x {scratch, fasttext} x 3 seeds (12 cells
           + the FastText vectors): the slice BENCHMARKS.md records
   smoke   tasks rucola, upos x bodies fasttext, transformer x scratch x 2 seeds on
@@ -136,17 +136,14 @@ def _converge(config) -> None:
 
 
 def _sitting(config) -> None:
-  """converge,sitting: the slice of the converged grid that one 2-core sitting of ~1 hour runs:
-  RuCoLA, the FastText baseline and the transformer, starts scratch, fasttext, mlm@1000 and mlm with
-  3,000 steps of pre-training (3x, not 10x), 2 trials a row, 5 seeds over 2 pre-trainings."""
+  """converge,sitting: the slice of the converged grid that one 2-core sitting of ~2 hours runs:
+  RuCoLA, the FastText baseline and the transformer, starts scratch, fasttext and the masked LM at
+  1,000, 3,000 and 10,000 steps, 2 trials a row, 5 seeds over 2 pre-trainings."""
   config.tasks = ("rucola",)
   config.bodies = ("fasttext", "transformer")
-  config.starts = ("scratch", "fasttext", "mlm@1000", "mlm")
+  config.starts = ("scratch", "fasttext", "mlm@1000", "mlm@3000", "mlm")
   config.search.trials = 2
   config.search.space.dropout.keys = ("model.transformer.dropout",)  # the BiLSTM's and TCN's are not in it
-  source = config.pretrain.ru.mlm
-  source.overrides = tuple(override for override in source.overrides if not override.startswith("train.steps="))
-  source.overrides += ("train.steps=3000",)
 
 
 def get_config(arg: str | None = None):
