@@ -734,3 +734,17 @@ def test_the_cost_to_reach_the_baselines_score_is_read_from_the_learning_curves(
   assert table.seconds_to_reach(curves, 0.3) == (pytest.approx((9.0 + 4.0) / 2), 2)
   seconds, reached = table.seconds_to_reach(curves, 0.9)
   assert math.isnan(seconds) and reached == 0
+
+
+def test_a_cell_stopped_by_patience_counts_the_steps_up_to_its_last_validation(tmp_path):
+  # Patience stops a run at a validation (step 9 here) after its last logged step (8).
+  from jaxlm import checkpoint
+  config = cell_configs.load_config("configs/finetune.py:task=rucola,body=fasttext,start=scratch,smoke")
+  checkpoint.write_workdir(str(tmp_path), config, run={"task": "classification"})
+  with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as handle:
+    for record in ({"step": 8, "kind": "train", "loss": 1.0}, {"step": 6, "kind": "valid", "mcc": 0.1},
+                   {"step": 9, "kind": "valid", "mcc": 0.2}):
+      handle.write(json.dumps(record) + "\n")
+  cell = grid_lib.Cell(name="t/b/s/seed0", kind="finetune", config="", overrides=(), workdir=str(tmp_path))
+  assert result_files._steps_and_batch(cell) == (9, {"batch_size": config.train.batch_size,
+                                                     "seq_len": config.train.seq_len})

@@ -70,12 +70,15 @@ def write_result(cell: grid_lib.Cell, result: dict) -> None:
 
 
 def _steps_and_batch(cell: grid_lib.Cell) -> tuple[int | None, dict]:
-  """(the last trained step, the batch's shape) of a trained cell, from its metrics.jsonl and config.json."""
-  from jaxlm import checkpoint
-  from jaxlm.tools import plot
+  """(the last trained step, the batch's shape) of a trained cell, from its metrics.jsonl and config.json.
+  The last step is the last record's: a run stopped by patience validates a step it never logged."""
+  from jaxlm import checkpoint, metrics
   config = checkpoint.load_config(cell.workdir)
-  curve = plot.read_curve(os.path.join(cell.workdir, "metrics.jsonl"), kind="train", x="step", y="loss")
-  return int(curve[-1][0]), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}
+  records = metrics.read_records(os.path.join(cell.workdir, "metrics.jsonl"))
+  steps = [record["step"] for record in records if record["kind"] in ("train", "valid")]
+  if not steps:
+    raise grid_lib.GridError(f"{cell.workdir}/metrics.jsonl has no train or valid record: the cell did not train")
+  return int(max(steps)), {"batch_size": config.train.batch_size, "seq_len": config.train.seq_len}
 
 
 def code_version() -> str | None:
