@@ -30,10 +30,6 @@ def _verdict(better, worse) -> tuple[str, float]:
   return "undecided", p
 
 
-def _p(p: float) -> str:
-  return "p -" if math.isnan(p) else ("p < 0.001" if p < 0.001 else f"p {p:.3f}")
-
-
 def _row(row: dict) -> str:
   return f"{row['body']}/{row['start']} {row['dev_mean']:.3f} (n={row['seeds']})"
 
@@ -79,7 +75,7 @@ def task_claims(rows: list[dict]) -> list[dict]:
     verdict = "fails" if len(gains) == len(outcomes) else "holds" if losses else "undecided"
     detail = (f"{len(gains)} of {len(outcomes)} pre-trained rows beat their body's scratch row at p < "
               f"{statistics.ALPHA}, {len(losses)} fall below it, the rest are not separable: " + "; ".join(
-                  f"{row['body']}/{row['start']} {row['dev_mean'] - scratch['dev_mean']:+.3f} ({_p(p)})"
+                  f"{row['body']}/{row['start']} {row['dev_mean'] - scratch['dev_mean']:+.3f} ({statistics.p_text(p)})"
                   for row, scratch, _, p in outcomes))
     claims.append(dict(claim="Pre-training is not a silver bullet", verdict=verdict, p=math.nan, detail=detail))
   # What more pre-training buys: each start read along its pre-training against the same
@@ -105,7 +101,7 @@ def reading(table: list[dict]) -> list[str]:
       continue
     lines.append(f"- **{task}** (dev {rows[0]['metric']}):")
     for claim in claims:
-      test = "" if math.isnan(claim["p"]) else f", Welch's t-test {_p(claim['p'])}"
+      test = "" if math.isnan(claim["p"]) else f", Welch's t-test {statistics.p_text(claim['p'])}"
       lines.append(f"  - {claim['claim']}: **{claim['verdict']}** ({claim['detail']}{test}).")
   if lines:
     lines = [f"Reading: each claim, per task, by Welch's t-test over seeds (holds / fails at p < {statistics.ALPHA}, "

@@ -47,3 +47,8 @@ def welch(first, second) -> float:
     # variance is then exactly 0, which Welch's statistic takes as it is.
     warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
     return float(stats.ttest_ind(first, second, equal_var=False).pvalue)
+
+
+def p_text(p: float) -> str:
+  """"p 0.031", "p < 0.001", or "p -" for an untested difference: how tables and readings print a p-value."""
+  return "p -" if math.isnan(p) else ("p < 0.001" if p < 0.001 else f"p {p:.3f}")

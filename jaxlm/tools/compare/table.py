@@ -27,7 +27,7 @@ CSV_COLUMNS = ("task", "metric", "test_split", "body", "start", "seeds", "dev_me
                "dev_ci_high", "test_mean", "test_std", "test_ci_low", "test_ci_high", "dev_vs_scratch", "vs_scratch_p",
                "dev_vs_baseline", "vs_baseline_p", "wall_seconds_mean", "cpu_seconds_mean", "examples_seen_mean",
                "best_step_mean", "seconds_to_baseline", "reached_baseline")
-BASELINE = ("fasttext", "fasttext")  # (body, start) of the FastText baseline: no encoder, FastText rows
+BASELINE = claims.BASELINE
 
 
 def collect(grid: grid_lib.Grid) -> tuple[list[dict], list[dict]]:
@@ -140,15 +140,11 @@ def _with_interval(value: float, bounds: tuple[float, float]) -> str:
   return f"{value:.3f}" + ("" if math.isnan(bounds[0]) else f" [{bounds[0]:.3f}, {bounds[1]:.3f}]")
 
 
-def _p_value(p: float) -> str:
-  return "p -" if math.isnan(p) else ("p < 0.001" if p < 0.001 else f"p {p:.3f}")
-
-
 def _difference(difference: float, p: float) -> str:
   """"+0.060 (p 0.408)"; bold when p < statistics.ALPHA."""
   if math.isnan(difference):
     return ""
-  text = f"{difference:+.3f} ({_p_value(p)})"
+  text = f"{difference:+.3f} ({statistics.p_text(p)})"
   return f"**{text}**" if p < statistics.ALPHA else text
 
 
@@ -187,7 +183,7 @@ def bought(grid: grid_lib.Grid, table: list[dict], pretrain: list[dict]) -> list
                  f"{sum(cpu_minutes[name] for name in chain):.1f} CPU-minutes "
                  f"({' + '.join(name.split('/', 1)[1] for name in chain)}) and bought "
                  f"{row['dev_vs_scratch']:+.3f} dev {row['metric']} over scratch "
-                 f"(Welch's t-test, {_p_value(p)}{verdict}).")
+                 f"(Welch's t-test, {statistics.p_text(p)}{verdict}).")
   return lines
 
 
