@@ -112,10 +112,11 @@ def rows(grid: grid_lib.Grid, results: list[dict]) -> list[dict]:
   for row in table:
     # The cost to reach a given score: CPU-seconds until a validation first scores the FastText
     # baseline's mean dev score (the cheapest row's final answer), over the seeds that reach it.
+    # (nan, None): no target (the task has no baseline row) or no learning curves to read.
     baseline = by_key.get((row["task"], *BASELINE))
     row["seconds_to_baseline"], row["reached_baseline"] = (
         seconds_to_reach(row["curves"], baseline["dev_mean"]) if baseline is not None and all(row["curves"])
-        else (math.nan, 0))
+        else (math.nan, None))
   for row in table:
     for name, (body, start) in (("scratch", (row["body"], "scratch")), ("baseline", BASELINE)):
       reference = by_key.get((row["task"], body, start))
@@ -222,8 +223,10 @@ def code_versions(results: list[dict]) -> str:
 
 def _reached(row: dict) -> str:
   """"41 (5/5)": mean CPU-seconds to the baseline's dev mean over the seeds that reached it, and how many did."""
+  if row["reached_baseline"] is None:
+    return "-"
   if not row["reached_baseline"]:
-    return "-" if not all(row["curves"]) else f"never (0/{row['seeds']})"
+    return f"never (0/{row['seeds']})"
   return f"{row['seconds_to_baseline']:.0f} ({row['reached_baseline']}/{row['seeds']})"
 
 
@@ -262,7 +265,8 @@ def markdown(table: list[dict], pretrain: list[dict], results: list[dict] = (), 
             f"(bold: p < {statistics.ALPHA}; no correction for the table's many comparisons). Bold dev: the best dev "
             "mean of the task (higher is better for every metric here). CPU s to the baseline's dev: the training "
             "process's CPU-seconds (start, compile and validations included) until a validation first scored the "
-            "FastText baseline row's dev mean, averaged over the seeds that reached it (how many did)."]
+            "FastText baseline row's dev mean, averaged over the seeds that reached it (how many did); - where the "
+            "task has no baseline row or the cells no learning curves."]
   if bought_lines:
     lines += ["", "What the pre-training bought, per row that reads it:", *bought_lines]
   if reading:
