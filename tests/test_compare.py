@@ -684,15 +684,17 @@ def test_the_converged_grid_has_the_budget_it_states():
   assert (loaded.train.patience, loaded.train.patience_window, loaded.train.steps) == (6, 3, 4920)
 
 
-def claim_rows(task="t", **devs):
-  """table.rows() of one task from {"body__start": dev values}."""
+def claim_rows(task="t", curves=False, **devs):
+  """table.rows() of one task from {"body__start": dev values}; with `curves`, each seed's learning
+  curve is one validation at 4.0 CPU-seconds scoring its final dev."""
   cells, results = [], []
   for key, values in devs.items():
     body, start = key.split("__")
     cells.append(grid_lib.Cell(name=f"{task}/{body}/{start}", kind="finetune", config="", overrides=(), workdir="",
                                task=task, body=body, start=start.replace("_at_", "@")))
     results += [dict(task=task, body=body, start=start.replace("_at_", "@"), metric="mcc", dev=dev, test=None,
-                     wall_seconds=1.0, cpu_seconds=1.0, examples_seen=10, best_step=5) for dev in values]
+                     wall_seconds=1.0, cpu_seconds=1.0, examples_seen=10, best_step=5,
+                     **({"curve": [(10, 4.0, dev)]} if curves else {})) for dev in values]
   return table.rows(grid_lib.Grid(cells=cells, not_applicable=[]), results)
 
 
@@ -737,22 +739,11 @@ def test_the_cost_to_reach_the_baselines_score_is_read_from_the_learning_curves(
 
 
 def test_the_cost_column_says_never_only_where_the_task_has_a_baseline_to_reach():
-  def rows(**devs):
-    found = claim_rows(**devs)
-    for row in found:  # each seed's curve: one validation at 4.0 CPU-seconds scoring its final dev
-      row["curves"] = [[(10, 4.0, dev)] for dev in row["devs"]]
-    return table.rows(grid_lib.Grid(cells=[grid_lib.Cell(name=f"t/{row['body']}/{row['start']}", kind="finetune",
-                                                         config="", overrides=(), workdir="", task="t",
-                                                         body=row["body"], start=row["start"]) for row in found],
-                                    not_applicable=[]),
-                      [dict(task="t", body=row["body"], start=row["start"], metric="mcc", dev=dev, test=None,
-                            wall_seconds=1.0, cpu_seconds=1.0, examples_seen=10, best_step=5, curve=curve)
-                       for row in found for dev, curve in zip(row["devs"], row["curves"])])
-  with_baseline = rows(fasttext__fasttext=(0.30, 0.32), transformer__scratch=(0.20, 0.22))
+  with_baseline = claim_rows(curves=True, fasttext__fasttext=(0.30, 0.32), transformer__scratch=(0.20, 0.22))
   transformer = next(row for row in with_baseline if row["body"] == "transformer")
   assert transformer["reached_baseline"] == 0 and "| never (0/2) |" in table.markdown(with_baseline, [])
   # A grid without the FastText baseline row has no target: the column is empty, not "never".
-  without = rows(fasttext__scratch=(0.30, 0.32), transformer__scratch=(0.20, 0.22))
+  without = claim_rows(curves=True, fasttext__scratch=(0.30, 0.32), transformer__scratch=(0.20, 0.22))
   assert all(row["reached_baseline"] is None for row in without)
   assert "never" not in table.markdown(without, [])
 
