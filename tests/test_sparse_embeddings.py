@@ -1,6 +1,7 @@
 """Sparse embedding updates (optim.embedding_updates="lazy"): lazy AdamW and the train step's row view."""
 
 import json
+import os
 import shutil
 
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import REPO_ROOT
 from jaxlm.models import embedding_bag, embeddings
 from jaxlm.training import experiments, loop, optim, sparse_rows, steps
 from task_fixtures import assert_one_device_step_matches_four, finetune_config, write_classification
@@ -109,6 +111,57 @@ def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_rea
   assert np.all(np.asarray(full)[unread] == 0)  # the rows outside the view get no gradient anyway
 
 
+@pytest.mark.parametrize("layer", ["word", "bag"])
+def test_a_view_for_a_tied_head_keeps_every_word_row_first_and_scores_words_as_the_layer(layer):
+  token_ids = jnp.array([[3, 1, 3, 0], [5, 5, 2, 1]], jnp.int32)  # words 4 and 6 are not read
+  if layer == "word":
+    module = embeddings.WordEmbedding(vocab_size=7, width=4)
+    variables = module.init(jax.random.key(0), token_ids, train=False)
+  else:
+    module = embedding_bag.EmbeddingBag(vocab_size=7, width=4, bucket=9, subword_width=3)
+    variables = module.init(jax.random.key(0), token_ids, train=False)
+    ngram_ids = np.array([[word, 7 + word % 9, 7 + (2 * word) % 9] for word in range(7)], np.int32)
+    variables = {"params": variables["params"], "frozen": {"ngram_ids": jnp.asarray(ngram_ids),
+                                                           "ngram_mask": jnp.ones((7, 3), bool)}}
+  frozen = {name: np.asarray(array) for name, array in jax.device_get(variables.get("frozen", {})).items()}
+  arrays = module.host_view(frozen, np.asarray(token_ids), keep_output_rows=True)
+  rows = arrays["rows"]
+  np.testing.assert_array_equal(rows[:7], np.arange(7))  # every word's row, in word order
+  buckets = np.setdiff1d(module.rows_read(frozen, np.asarray(token_ids)), np.arange(7))
+  np.testing.assert_array_equal(rows[7:7 + buckets.size], buckets)
+  assert np.all(rows[7 + buckets.size:] == module.num_rows())
+  view = module.sparse_view(variables, token_ids, jax.tree.map(jnp.asarray, arrays), keep_output_rows=True)
+  hidden = jax.random.normal(jax.random.key(1), (2, 4, 4))
+
+  def tied_loss(layer_module, layer_variables, tokens):  # the input vectors, and a tied head's logits
+    vectors = layer_module.apply(layer_variables, tokens, train=False)
+    logits = layer_module.apply(layer_variables, hidden + vectors, method="attend")  # [2, 4, 7]
+    return jnp.sum(jnp.sin(logits)), logits
+
+  (_, full_logits), full = jax.value_and_grad(
+      lambda table: tied_loss(module, {**variables, "params": {"table": table}}, token_ids),
+      has_aux=True)(variables["params"]["table"])
+  (_, view_logits), part = jax.value_and_grad(
+      lambda table: tied_loss(view.module, {**view.variables, "params": {"table": table}}, view.token_ids),
+      has_aux=True)(view.variables["params"]["table"])
+  np.testing.assert_allclose(view_logits, full_logits, rtol=1e-5, atol=1e-6)
+  real = np.asarray(view.rows) < full.shape[0]
+  np.testing.assert_allclose(np.asarray(part)[real], np.asarray(full)[np.asarray(view.rows)[real]], rtol=1e-5,
+                             atol=1e-6)
+  unread = np.setdiff1d(np.arange(full.shape[0]), np.asarray(view.rows)[real])
+  assert np.all(np.asarray(full)[unread] == 0)  # the buckets outside the view get no gradient anyway
+  assert np.any(np.asarray(full)[[4, 6]] != 0)  # words no token reads are scored, so they have one
+
+
+def test_a_bag_view_without_the_word_rows_refuses_to_score_words():
+  module = embedding_bag.PackedBag(vocab_size=4, width=2, num_rows=8)
+  variables = {"params": {"table": jnp.zeros((8, 2))},
+               "frozen": {"pair_rows": jnp.zeros(4, jnp.int32), "pair_words": jnp.zeros(4, jnp.int32),
+                          "pair_weights": jnp.zeros(4)}}
+  with pytest.raises(ValueError, match="keep_output_rows=True"):
+    module.apply(variables, jnp.zeros((1, 1, 2)), method="attend")
+
+
 def _first_steps(config, steps_to_run=2):
   experiment = experiments.build_experiment(config)
   state = experiments.init_experiment_state(experiment)
@@ -139,6 +192,44 @@ def test_the_lazy_step_sees_the_dense_step_s_loss_and_gradient_and_moves_only_ro
   assert set(moved) <= set(read) and len(moved) > 0
   dense_moved = np.flatnonzero(np.any(dense[2]["input_layer"]["table"] != dense[1]["input_layer"]["table"], axis=-1))
   assert len(dense_moved) > len(read)  # dense AdamW's decay moves every row
+
+
+def _masked_lm_config(cache_dir, head, updates):
+  """ru_mlm's smoke masked LM on RusLit's shipped sample: the bag input under a tied head."""
+  from configs import ru_mlm
+  config = ru_mlm.get_config(f"smoke,input=bag,head={head}")
+  config.data.path = os.path.join(REPO_ROOT, "jaxlm", "data", "ruslit-sample")
+  config.data.cache_dir = cache_dir
+  config.optim.embedding_updates, config.optim.warmup_steps = updates, 0
+  return config
+
+
+@pytest.mark.parametrize("head", ["adaptive", "softmax"])
+def test_a_tied_head_s_lazy_step_is_adamw_on_the_word_rows_and_the_buckets_read(head, cache_dir):
+  """The first step from the same start: lazy moves every word row and the buckets read exactly as
+  dense AdamW does (their gradient and moments are the same), and leaves the other buckets alone."""
+  dense = _first_steps(_masked_lm_config(cache_dir, head, "dense"), steps_to_run=1)
+  experiment, before, after, records = _first_steps(_masked_lm_config(cache_dir, head, "lazy"), steps_to_run=1)
+  for key in ("loss_sum", "grad_norm"):
+    np.testing.assert_allclose(records[0][key], dense[3][0][key], rtol=1e-5)
+  vocab = experiment.model.input_layer.vocab_size
+  batch = experiment.task.train_batch(0, seed=experiment.config.seed, batch_size=experiment.config.train.batch_size)
+  bag = jax.device_get(experiments.init_experiment_state(experiment).frozen)["frozen"]["input_layer"]
+  read = np.unique(np.asarray(bag["ngram_ids"])[batch["inputs"]][np.asarray(bag["ngram_mask"])[batch["inputs"]]])
+  viewed = np.union1d(np.arange(vocab), read)
+  table, dense_table = after["input_layer"]["table"], dense[2]["input_layer"]["table"]
+  np.testing.assert_allclose(table[viewed], dense_table[viewed], rtol=1e-5, atol=1e-7)
+  moved = np.flatnonzero(np.any(table != before["input_layer"]["table"], axis=-1))
+  assert set(moved) <= set(viewed) and set(np.arange(vocab)) <= set(moved)
+  unread = np.setdiff1d(np.arange(table.shape[0]), viewed)
+  assert unread.size > 0 and np.all(dense_table[unread] != before["input_layer"]["table"][unread])  # decayed
+  for left, right in zip(jax.tree.leaves({k: v for k, v in after.items() if k != "input_layer"}),
+                         jax.tree.leaves({k: v for k, v in dense[2].items() if k != "input_layer"})):
+    np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-7)
+
+
+def test_one_device_equals_four_with_lazy_updates_under_a_tied_head(cache_dir):
+  assert_one_device_step_matches_four(_masked_lm_config(cache_dir, "adaptive", "lazy"))
 
 
 def test_the_lazy_step_finds_its_rows_from_the_host_batch_without_reading_the_devices(sentences, monkeypatch):
@@ -193,10 +284,17 @@ def test_a_lazy_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_run(s
   assert losses(killed) == losses(whole) and sorted(losses(whole)) == list(range(1, 7))
 
 
-def test_lazy_updates_refuse_a_tied_softmax_head_and_other_optimisers():
+def test_lazy_updates_refuse_a_word_table_under_a_tied_head_and_other_optimisers():
   optim_config = ml_collections.ConfigDict(dict(name="adamw", embedding_updates="lazy"))
-  with pytest.raises(ValueError, match="tied softmax head reads every word's row"):
-    optim.check_embedding_updates(optim_config, ml_collections.ConfigDict(dict(head="softmax", tie_embeddings=True)))
+  for head in ("softmax", "adaptive"):
+    with pytest.raises(ValueError, match=f"tied {head} head reads every row of model.input='word'"):
+      optim.check_embedding_updates(optim_config, ml_collections.ConfigDict(dict(head=head, tie_embeddings=True,
+                                                                                 input="word")))
+    # A bag's buckets are what lazy updates save; an untied head reads no row of the table.
+    assert optim.check_embedding_updates(
+        optim_config, ml_collections.ConfigDict(dict(head=head, tie_embeddings=True, input="bag"))) == "lazy"
+    assert optim.check_embedding_updates(
+        optim_config, ml_collections.ConfigDict(dict(head=head, tie_embeddings=False, input="word"))) == "lazy"
   optim_config.name = "sgd"
   with pytest.raises(ValueError, match="optim.name='sgd' has no lazy form"):
     optim.check_embedding_updates(optim_config)

@@ -80,7 +80,7 @@ class EmbeddingBag(nn.Module):
     words = np.unique(token_ids)
     return np.unique(frozen["ngram_ids"][words][frozen["ngram_mask"][words]])
 
-  def host_view(self, frozen: dict, token_ids: np.ndarray) -> dict:
+  def host_view(self, frozen: dict, token_ids: np.ndarray, *, keep_output_rows: bool = False) -> dict:
     """The view of a global batch's bags, packed (frozen: this layer's numpy ids and mask).
 
     A bag is 22 rows on average for Russian words but its padded width is the longest word's (91
@@ -91,17 +91,27 @@ class EmbeddingBag(nn.Module):
       pair_rows, pair_words [pair capacity]: each pair's index into rows and into words;
     and float32 pair_weights [pair capacity]: 1 / the word's bag size (0 on padding pairs), so a
     word's vector is the weighted sum of its pairs' rows, the bag's mean.
+    keep_output_rows (a tied head scores every word row): rows starts with every word's row, 0 to
+    vocab_size - 1, then the n-gram buckets read, ascending; only the buckets' part is padded
+    (capacity vocab_size + a power of two), so the view's first vocab_size rows are the word rows.
     """
     words = np.unique(token_ids)  # [distinct words]
     ids, mask = frozen["ngram_ids"][words], frozen["ngram_mask"][words]  # [distinct words, subword_width]
     read = np.unique(ids[mask])
+    if keep_output_rows:
+      buckets = read[read >= self.vocab_size]
+      read = np.concatenate([np.arange(self.vocab_size), buckets])
+      rows = embeddings.padded(read, self.vocab_size + embeddings.capacity(buckets.size, self.bucket + 1),
+                               self.num_rows())
+    else:
+      rows = embeddings.padded(read, embeddings.capacity(read.size, self.num_rows() + 1), self.num_rows())
     word_slots, columns = np.nonzero(mask)  # [pairs], word by word (ascending)
     sizes = mask.sum(axis=1)
     word_capacity = embeddings.capacity(words.size + 1, 1 << 30, minimum=64)  # a padding word at the end
     pair_capacity = embeddings.capacity(word_slots.size, 1 << 30)
     pad_pairs = pair_capacity - word_slots.size
     return {
-        "rows": embeddings.padded(read, embeddings.capacity(read.size, self.num_rows() + 1), self.num_rows()),
+        "rows": rows,
         "words": embeddings.padded(words, word_capacity, self.vocab_size),
         "pair_rows": embeddings.padded(np.searchsorted(read, ids[word_slots, columns]), pair_capacity, 0),
         # Padding pairs belong to the last (padding) word, so the pairs stay sorted by word.
@@ -109,13 +119,15 @@ class EmbeddingBag(nn.Module):
         "pair_weights": np.concatenate([1.0 / sizes[word_slots], np.zeros(pad_pairs)]).astype(np.float32),
     }
 
-  def sparse_view(self, variables: dict, token_ids, arrays: dict) -> embeddings.SparseView:
+  def sparse_view(self, variables: dict, token_ids, arrays: dict, *, keep_output_rows: bool = False
+                  ) -> embeddings.SparseView:
     """The view of host_view's `arrays` for this device's token_ids int [batch, length]: a PackedBag
-    over the rows read, with the tokens renumbered as indices into the batch's words."""
+    over the rows read, with the tokens renumbered as indices into the batch's words. With
+    keep_output_rows (host_view's arrays made with it) the PackedBag scores words as this layer does."""
     local_ids = jnp.searchsorted(arrays["words"], token_ids).astype(jnp.int32)
     table = embeddings.gather_rows(variables["params"]["table"], arrays["rows"])
     module = PackedBag(vocab_size=arrays["words"].size, width=self.width, num_rows=arrays["rows"].size,
-                       dtype=self.dtype, parent=None)
+                       dtype=self.dtype, output_vocab=self.vocab_size if keep_output_rows else 0, parent=None)
     pairs = {name: arrays[name] for name in ("pair_rows", "pair_words", "pair_weights")}
     return embeddings.SparseView(module, {"params": {"table": table}, FROZEN: pairs}, local_ids, arrays["rows"])
 
@@ -127,6 +139,7 @@ class PackedBag(nn.Module):
   width: int
   num_rows: int
   dtype: Any = jnp.float32
+  output_vocab: int = 0  # the full vocabulary, when the view's first rows are every word's (keep_output_rows)
 
   def setup(self):
     self.table = self.param("table", layers.gpt2_init(), (self.num_rows, self.width), jnp.float32)
@@ -142,6 +155,18 @@ class PackedBag(nn.Module):
     vectors = jax.ops.segment_sum(weighted, pair_words, num_segments=self.vocab_size,
                                   indices_are_sorted=True)  # [words, width]
     return jnp.take(vectors, token_ids, axis=0).astype(self.dtype)  # [batch, length, width]
+
+  def output_rows(self):
+    """float32 [output_vocab, width]: the word rows, as EmbeddingBag.output_rows gives them."""
+    if not self.output_vocab:
+      raise ValueError("this bag view keeps only the rows its batch reads, not every word's row a tied head "
+                       "scores: build it with keep_output_rows=True")
+    return self.table[:self.output_vocab]
+
+  def attend(self, hidden):
+    """[batch, length, width] -> float32 logits [batch, length, output_vocab], as EmbeddingBag.attend."""
+    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
+                      preferred_element_type=jnp.float32)
 
 
 def install_input_variables(variables: dict, input_variables: dict, *,

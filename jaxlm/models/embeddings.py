@@ -7,6 +7,10 @@ padded with the table's row count), and `sparse_view(variables, token_ids, array
 the layer cut down to those rows, for this device's tokens. The SparseView's module applied to its
 variables and token_ids gives the vectors the full layer gives, and the gradient of the view's
 table is the full table's gradient at `rows`: the rows no token reads get none.
+
+Both take keep_output_rows: a tied language-model head scores every word with the layer's word
+rows (`output_rows`), so its view keeps all of them, first and in word order, whatever the batch
+reads; the view's `output_rows` and `attend` are then the layer's.
 """
 
 from typing import Any, NamedTuple
@@ -76,13 +80,18 @@ class WordEmbedding(nn.Module):
     del frozen
     return np.unique(token_ids)
 
-  def host_view(self, frozen: dict, token_ids: np.ndarray) -> dict:
-    """{"rows": int32 [capacity]}: the global batch's words, padded with the row count."""
+  def host_view(self, frozen: dict, token_ids: np.ndarray, *, keep_output_rows: bool = False) -> dict:
+    """{"rows": int32 [capacity]}: the global batch's words, padded with the row count; with
+    keep_output_rows every word, unpadded (the view is the table: lazy updates are then dense)."""
+    if keep_output_rows:
+      return {"rows": np.arange(self.num_rows(), dtype=np.int32)}
     read = self.rows_read(frozen, token_ids)
     return {"rows": padded(read, capacity(read.size, self.num_rows() + 1), self.num_rows())}
 
-  def sparse_view(self, variables: dict, token_ids, arrays: dict) -> SparseView:
-    """The view of host_view's `arrays` (the module docstring); token_ids int [batch, length]."""
+  def sparse_view(self, variables: dict, token_ids, arrays: dict, *, keep_output_rows: bool = False) -> SparseView:
+    """The view of host_view's `arrays` (the module docstring); token_ids int [batch, length]. The
+    view of every row (keep_output_rows) scores words as the layer does."""
+    del keep_output_rows  # the view's rows are then the table's, so its output_rows are too
     rows = arrays["rows"]
     local_ids = jnp.searchsorted(rows, token_ids).astype(jnp.int32)
     return SparseView(self.clone(vocab_size=rows.size, parent=None),

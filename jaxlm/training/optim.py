@@ -11,7 +11,9 @@ optim.embedding_updates picks how the input layer's tables are updated:
          exactly; when it is read again its moments go on from where they stood, and the bias
          correction uses the global step count (as TensorFlow Addons' LazyAdam and PyTorch's
          SparseAdam do). Its weight decay, too, applies only at the steps that read it. With
-         every row read at every step, it is AdamW.
+         every row read at every step, it is AdamW. A tied language-model head reads every
+         word's row at every step, so with it only a bag's n-gram buckets are updated lazily
+         (the word rows as by AdamW); with a word table and a tied head it is refused.
 """
 
 import jax
@@ -198,10 +200,12 @@ def check_embedding_updates(optim_config, model_config=None) -> str:
     raise errors.ConfigError(f"config optim.embedding_updates='lazy' is lazy AdamW; optim.name={optim_config.name!r} "
                              "has no lazy form: set optim.name='adamw' or optim.embedding_updates='dense'")
   if mode == "lazy" and model_config is not None and model_config.get("head") in ("softmax", "adaptive") \
-      and model_config.tie_embeddings:
+      and model_config.tie_embeddings and model_config.get("input", "word") != "bag":
     raise errors.ConfigError("config optim.embedding_updates='lazy' updates only the table rows a batch reads, but "
-                             f"the tied {model_config.head} head reads every word's row: set "
-                             "model.tie_embeddings=False or optim.embedding_updates='dense'")
+                             f"the tied {model_config.head} head reads every row of model.input="
+                             f"{model_config.get('input', 'word')!r}'s table at every step (lazy would be dense "
+                             "AdamW at more cost): set optim.embedding_updates='dense', or model.input='bag' (its "
+                             "n-gram buckets are then updated lazily)")
   return mode
 
 

@@ -11,6 +11,11 @@ rows gathered into a small table, with the tokens renumbered into the view. The 
 (jaxlm.training.optim.lazy_adamw) turns it into updates of those rows, which `apply_updates` adds
 to the table. The step compiles once per set of capacities: a task's batches read similar numbers
 of rows, so a few serve a whole run (RuCoLA's bag: 2,900-3,700 rows of 130,706, all in 4,096).
+
+A head that reads the input table (a tied language-model head scores every word with its row)
+gets a view that keeps every word's row, first and in word order, whatever the batch reads: every
+word row is then updated at every step, as dense AdamW would, and only a bag's n-gram buckets
+lazily (the masked LM's bag: its 32,001 word rows and ~3,000-6,000 of its 100,000 buckets).
 """
 
 from typing import Any, NamedTuple
@@ -37,12 +42,20 @@ class RowReader:
 
   def __init__(self, model, frozen: dict):
     self.input_layer = model.input_layer
+    self.keep_output_rows = head_reads_input_table(model)
     self.frozen = {name: np.asarray(array) for name, array in
                    jax.device_get(frozen).get("frozen", {}).get(INPUT_LAYER, {}).items()}
 
   def view_arrays(self, global_token_ids: np.ndarray) -> dict:
     """The input layer's host_view of the tokens: {"rows": int32 [capacity], ...} (numpy)."""
-    return self.input_layer.host_view(self.frozen, np.asarray(global_token_ids))
+    return self.input_layer.host_view(self.frozen, np.asarray(global_token_ids),
+                                      keep_output_rows=self.keep_output_rows)
+
+
+def head_reads_input_table(model) -> bool:
+  """Whether the model's head reads the input layer's rows (a tied language-model head), so that a
+  view of the layer must keep every word's row; a head that does not say is taken to."""
+  return bool(getattr(model.head, "reads_input_table", True))
 
 
 def evaluation_reader(model, frozen: dict) -> "RowReader | None":
@@ -50,7 +63,7 @@ def evaluation_reader(model, frozen: dict) -> "RowReader | None":
   lists each word's rows once, where the layer gathers every position's bag padded to the longest
   word's): a bag input and a head that never reads the input table (a task head; a tied
   language-model head scores every word's row). None: evaluate the model as it is."""
-  if not getattr(model.input_layer, "packs_bags", False) or getattr(model.head, "reads_input_table", True):
+  if not getattr(model.input_layer, "packs_bags", False) or head_reads_input_table(model):
     return None
   return RowReader(model, frozen)
 
@@ -60,7 +73,8 @@ def step_view(model, params: dict, frozen: dict, token_ids, arrays: dict) -> Ste
   [local batch, length]."""
   layer_variables = {"params": params[INPUT_LAYER],
                      **{collection: tree[INPUT_LAYER] for collection, tree in frozen.items() if INPUT_LAYER in tree}}
-  view = model.input_layer.sparse_view(layer_variables, token_ids, arrays)
+  view = model.input_layer.sparse_view(layer_variables, token_ids, arrays,
+                                      keep_output_rows=head_reads_input_table(model))
   new_frozen = {collection: ({**tree, INPUT_LAYER: view.variables[collection]} if collection in view.variables
                              else tree) for collection, tree in frozen.items()}
   return StepView(model.clone(input_layer=view.module), {**params, INPUT_LAYER: view.variables["params"]},

@@ -241,6 +241,12 @@ class AdaptiveSoftmaxHead(nn.Module):
   output_bias: bool = True
   cutoffs: tuple = (2000, 6000, 14000)
 
+  @property
+  def reads_input_table(self) -> bool:
+    """Tied, its head and tail clusters score words with the input layer's rows (a lazy step's view
+    keeps them all)."""
+    return self.tie_embeddings
+
   @nn.compact
   def __call__(self, hidden, *, input_layer, train: bool, mask=None):
     del train, mask  # every position is scored; the loss's weights drop padding

@@ -38,6 +38,7 @@ class EmbeddingHead(nn.Module):
   tie_embeddings: bool = True
   dtype: Any = jnp.float32
   target_dim: int = 300
+  reads_input_table = False  # its targets are the frozen target table, not the input layer's rows
 
   @nn.compact
   def __call__(self, hidden, *, input_layer, train: bool, mask=None):

@@ -38,6 +38,11 @@ class SoftmaxHead(nn.Module):
   dtype: Any = jnp.float32
   output_bias: bool = True
 
+  @property
+  def reads_input_table(self) -> bool:
+    """Tied, it scores every word with the input layer's rows (a lazy step's view keeps them all)."""
+    return self.tie_embeddings
+
   @nn.compact
   def __call__(self, hidden, *, input_layer, train: bool, mask=None):
     del train, mask  # every position is scored; the loss's weights drop padding
