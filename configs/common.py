@@ -100,7 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.optim.clip_norm = 1.0  # 0 disables clipping
   # How the input layer's tables are updated (jaxlm.training.optim): "dense", every row every step;
   # "lazy", only the rows the step's batch reads (lazy AdamW), so a step costs the rows it uses
-  # rather than the table's size. A tied softmax head reads every row and needs "dense".
+  # rather than the table's size. A tied softmax or adaptive head reads every word row: with the bag
+  # input its word rows are then updated at every step and only its n-gram buckets lazily; a word
+  # table under a tied head needs "dense".
   config.optim.embedding_updates = "dense"
   config.optim.schedule = "cosine"  # constant | cosine | linear | rsqrt
   config.optim.warmup_steps = 100
