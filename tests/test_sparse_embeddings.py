@@ -75,19 +75,26 @@ def test_lazy_adamw_leaves_untouched_rows_and_their_moments_as_they_were():
   np.testing.assert_array_equal(np.asarray(updates["table"]).shape, (3, 3))
 
 
-@pytest.mark.parametrize("layer", ["word", "bag"])
-def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_read(layer):
-  token_ids = jnp.array([[3, 1, 3, 0], [5, 5, 2, 1]], jnp.int32)
+TOKEN_IDS = jnp.array([[3, 1, 3, 0], [5, 5, 2, 1]], jnp.int32)  # int32 [2, 4]: words 4 and 6 are not read
+
+
+def _input_layer(layer: str):
+  """(module, variables): a 7-word table, or a bag of 7 words over 9 buckets (up to 2 n-gram rows a word)."""
   if layer == "word":
     module = embeddings.WordEmbedding(vocab_size=7, width=4)
-    variables = module.init(jax.random.key(0), token_ids, train=False)
-  else:
-    module = embedding_bag.EmbeddingBag(vocab_size=7, width=4, bucket=9, subword_width=3)
-    variables = module.init(jax.random.key(0), token_ids, train=False)
-    ngram_ids = np.array([[word, 7 + word % 9, 7 + (2 * word) % 9] for word in range(7)], np.int32)
-    mask = np.array([[True, word % 2 == 0, word != 3] for word in range(7)])
-    variables = {"params": variables["params"], "frozen": {"ngram_ids": jnp.asarray(ngram_ids),
-                                                           "ngram_mask": jnp.asarray(mask)}}
+    return module, module.init(jax.random.key(0), TOKEN_IDS, train=False)
+  module = embedding_bag.EmbeddingBag(vocab_size=7, width=4, bucket=9, subword_width=3)
+  variables = module.init(jax.random.key(0), TOKEN_IDS, train=False)
+  ngram_ids = np.array([[word, 7 + word % 9, 7 + (2 * word) % 9] for word in range(7)], np.int32)
+  mask = np.array([[True, word % 2 == 0, word != 3] for word in range(7)])
+  return module, {"params": variables["params"], "frozen": {"ngram_ids": jnp.asarray(ngram_ids),
+                                                            "ngram_mask": jnp.asarray(mask)}}
+
+
+@pytest.mark.parametrize("layer", ["word", "bag"])
+def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_read(layer):
+  token_ids = TOKEN_IDS
+  module, variables = _input_layer(layer)
   frozen = jax.device_get(variables.get("frozen", {}))
   arrays = module.host_view({name: np.asarray(array) for name, array in frozen.items()}, np.asarray(token_ids))
   read = module.rows_read({name: np.asarray(array) for name, array in frozen.items()}, np.asarray(token_ids))
@@ -113,16 +120,8 @@ def test_a_view_gives_the_layer_s_vectors_and_its_table_gradient_at_the_rows_rea
 
 @pytest.mark.parametrize("layer", ["word", "bag"])
 def test_a_view_for_a_tied_head_keeps_every_word_row_first_and_scores_words_as_the_layer(layer):
-  token_ids = jnp.array([[3, 1, 3, 0], [5, 5, 2, 1]], jnp.int32)  # words 4 and 6 are not read
-  if layer == "word":
-    module = embeddings.WordEmbedding(vocab_size=7, width=4)
-    variables = module.init(jax.random.key(0), token_ids, train=False)
-  else:
-    module = embedding_bag.EmbeddingBag(vocab_size=7, width=4, bucket=9, subword_width=3)
-    variables = module.init(jax.random.key(0), token_ids, train=False)
-    ngram_ids = np.array([[word, 7 + word % 9, 7 + (2 * word) % 9] for word in range(7)], np.int32)
-    variables = {"params": variables["params"], "frozen": {"ngram_ids": jnp.asarray(ngram_ids),
-                                                           "ngram_mask": jnp.ones((7, 3), bool)}}
+  token_ids = TOKEN_IDS
+  module, variables = _input_layer(layer)
   frozen = {name: np.asarray(array) for name, array in jax.device_get(variables.get("frozen", {})).items()}
   arrays = module.host_view(frozen, np.asarray(token_ids), keep_output_rows=True)
   rows = arrays["rows"]
