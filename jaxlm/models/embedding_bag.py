@@ -68,8 +68,7 @@ class EmbeddingBag(nn.Module):
 
   def attend(self, hidden):
     """[batch, length, width] -> float32 logits [batch, length, vocab] over the word rows."""
-    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    return embeddings.tied_logits(hidden, self.output_rows(), self.dtype)
 
   def num_rows(self) -> int:
     """The table's rows: the words', then the buckets (a view's rows are padded with this number)."""
@@ -165,8 +164,7 @@ class PackedBag(nn.Module):
 
   def attend(self, hidden):
     """[batch, length, width] -> float32 logits [batch, length, output_vocab], as EmbeddingBag.attend."""
-    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    return embeddings.tied_logits(hidden, self.output_rows(), self.dtype)
 
 
 def install_input_variables(variables: dict, input_variables: dict, *,

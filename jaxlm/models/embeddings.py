@@ -44,6 +44,12 @@ def padded(values: np.ndarray, size: int, fill) -> np.ndarray:
   return np.concatenate([values, np.full(size - values.size, fill)]).astype(np.int32)
 
 
+def tied_logits(hidden, rows, dtype):
+  """hidden [batch, length, width] scored against a table's word rows [vocab, width] in `dtype`
+  -> float32 logits [batch, length, vocab]: a tied output layer's projection."""
+  return jnp.einsum("blw,vw->blv", hidden.astype(dtype), rows.astype(dtype), preferred_element_type=jnp.float32)
+
+
 def gather_rows(table, rows):
   """table [num_rows, ...] at rows [k] (num_rows: a padding row of zeros) -> [k, ...]."""
   return jnp.asarray(table).at[rows].get(mode="fill", fill_value=0)
@@ -68,8 +74,7 @@ class WordEmbedding(nn.Module):
 
   def attend(self, hidden):
     """[batch, length, width] -> float32 logits [batch, length, vocab]."""
-    return jnp.einsum("blw,vw->blv", hidden.astype(self.dtype), self.output_rows().astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    return tied_logits(hidden, self.output_rows(), self.dtype)
 
   def num_rows(self) -> int:
     """The table's rows (a view's rows are padded with this number)."""
