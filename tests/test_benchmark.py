@@ -40,3 +40,35 @@ def test_a_fine_tuning_config_reports_examples_cpu_per_example_and_the_run_share
   assert abs(sum(shares) - 1.0) < 1e-9 and all(0 < share < 1 for share in shares)
   assert result["run_validations"] == config.train.steps // config.train.eval_every
   assert 0 < result["optimizer_share_of_step"] < 1
+
+
+def test_instruction_parts_label_each_instruction_by_its_metadata_and_leave_containers_out():
+  from jaxlm.tools import step_profile
+  text = "\n".join([
+      'ENTRY %main {',
+      '  %fusion.1 = f32[4,8]{1,0} fusion(%p), kind=kLoop, metadata={op_name="jit(step)/jvp(Model)/body/dot"}',
+      '  %fusion.2 = f32[8]{0} fusion(%q), kind=kLoop, metadata={op_name="jit(step)/transpose(jvp(Model))/dot"}',
+      '  %scatter.3 = f32[9,8]{1,0} scatter(%t, %i, %u), metadata={op_name="jit(step)/scatter"}',
+      '  %copy.4 = f32[9,8]{1,0} copy(%t)',
+      '  %while.5 = (s32[], f32[8]{0}) while(%tuple), condition=%cond, body=%body, metadata={op_name="jit(step)/while"}',
+      '  ROOT %tuple.6 = (f32[9,8]{1,0}) tuple(%scatter.3), metadata={op_name="jit(step)/add"}',
+      '}'])
+  parts = step_profile.instruction_parts(text)
+  assert {name: part for name, (part, _) in parts.items()} == {
+      "fusion.1": "forward", "fusion.2": "backward", "scatter.3": "outside", "copy.4": "unlabelled",
+      "tuple.6": "outside"}
+  assert parts["fusion.1"][1] == "jit(step)/jvp(Model)/body/dot"
+
+
+def test_the_profile_gives_the_compiled_step_time_by_part_and_its_costliest_instructions(tiny_corpus, cache_dir):
+  from jaxlm.tools import step_profile
+  result = benchmark.benchmark(smoke_config(tiny_corpus, cache_dir), warmup_steps=1, timed_steps=2, trials=1,
+                               profile=True)
+  assert result["profile_steps"] == 2 and result["profile_step_seconds"] > 0
+  by_part = result["profile_seconds_by_part"]
+  assert set(by_part) == set(step_profile.PARTS)
+  # A train step runs a forward pass, its transpose and an optimiser update outside the gradient.
+  assert all(by_part[part] > 0 for part in ("forward", "backward", "outside"))
+  top = result["profile_top_instructions"]
+  assert top and all(name and seconds > 0 and part in step_profile.PARTS for name, seconds, part, _ in top)
+  assert [seconds for _, seconds, _, _ in top] == sorted((seconds for _, seconds, _, _ in top), reverse=True)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import errors
-from jaxlm.tools import flops
+from jaxlm.tools import flops, step_profile
 from jaxlm.training import experiments, optim, sparse_rows, steps
 from jaxlm.tasks import causal_lm
 
@@ -161,12 +161,15 @@ def step_breakdown(experiment, state, local_batch: dict) -> dict:
 
 
 def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: int = 5,
-              breakdown: bool = False, memory_only: bool = False) -> dict:
+              breakdown: bool = False, memory_only: bool = False, profile: bool = False) -> dict:
   """Steady-state step time, FLOPs and MFU: medians over `trials` groups of the timed steps.
 
   Also the compiled step's memory from XLA (_memory_analysis: compiled_peak_bytes etc.) and
   its compile time. The step is the trainer's, with train.microbatches and model.remat as
   configured. memory_only: compile and report memory (and the compile time), run nothing.
+  profile: then run the timed batches again under jax's profiler (jaxlm.tools.step_profile: the
+  step's time by part and its costliest instructions); only batches of the compiled program's
+  shapes, so that every event names one of its instructions.
   """
   experiment = experiments.build_experiment(config)
   model, mesh = experiment.model, experiment.mesh
@@ -234,6 +237,11 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
       peak = peaks["bfloat16" if compute_dtype == jnp.bfloat16 else "float32"]
       result["mfu_vs_quoted_peak"] = achieved / (peak * jax.device_count())
       result["quoted_peak_flops_per_second"] = peak * jax.device_count()
+  if profile:
+    profiled = [batch for batch in batches[warmup_steps:]
+                if steps.signature(compiled.arguments(state, batch)) == compiled.signature]
+    state, profiled_result = step_profile.profile_steps(compiled, state, profiled, compiled.as_text())
+    result.update(profiled_result, profile_steps=len(profiled))
   if breakdown:
     result.update(validation_cost(experiment, state))
     result.update(cell_shares(config, result))
