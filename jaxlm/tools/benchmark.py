@@ -240,8 +240,10 @@ def benchmark(config, *, warmup_steps: int = 3, timed_steps: int = 30, trials: i
   if profile:
     profiled = [batch for batch in batches[warmup_steps:]
                 if steps.signature(compiled.arguments(state, batch)) == compiled.signature]
-    state, profiled_result = step_profile.profile_steps(compiled, state, profiled, compiled.as_text())
-    result.update(profiled_result, profile_steps=len(profiled))
+    result["profile_steps"] = len(profiled)  # 0: every timed batch had another shape; nothing profiled
+    if profiled:
+      state, profiled_result = step_profile.profile_steps(compiled, state, profiled, compiled.as_text())
+      result.update(profiled_result)
   if breakdown:
     result.update(validation_cost(experiment, state))
     result.update(cell_shares(config, result))

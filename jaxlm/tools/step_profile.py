@@ -65,6 +65,8 @@ def profile_steps(step_fn, state, batches: list, hlo_text: str, *, top: int = 12
       several threads, instructions may overlap, so the sum can exceed the wall time);
     profile_top_instructions: the `top` costliest as [name, seconds, part, op_name].
   hlo_text: the compiled step's as_text(), which names its instructions."""
+  if not batches:
+    raise ValueError("profile_steps needs at least one batch of the compiled step's shapes")
   parts = instruction_parts(hlo_text)
   with tempfile.TemporaryDirectory(prefix="jaxlm-profile-") as folder:
     jax.profiler.start_trace(folder, create_perfetto_trace=True)
@@ -72,7 +74,8 @@ def profile_steps(step_fn, state, batches: list, hlo_text: str, *, top: int = 12
     try:
       for batch in batches:
         state, step_metrics = step_fn(state, batch)
-        jax.block_until_ready(step_metrics)
+        if jax.default_backend() == "cpu":  # as jaxlm.tools.benchmark.time_steps times them
+          jax.block_until_ready(step_metrics)
       jax.block_until_ready(state)
     finally:
       seconds = time.perf_counter() - started
